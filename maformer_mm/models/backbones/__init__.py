@@ -1,0 +1,3 @@
+from .maformer import MAFormer, MAFormerStage
+
+__all__ = ['MAFormer', 'MAFormerStage']

@@ -1,0 +1,90 @@
+"""Loading MAFormer backbone weights from any checkpoint form, strictly reported.
+
+`backbone_state_dict` is a pure function that unwraps a checkpoint to backbone keys;
+`load_backbone_checkpoint` reads a file, loads it into a model (resizing of relative-position
+tables and GLD layers happens in the modules' load_state_dict pre-hooks), logs what was missing or
+unexpected, and raises when nothing matched or a shape does not fit. Never a silent partial load.
+"""
+import os.path as osp
+import re
+from typing import Mapping, Optional
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner import CheckpointLoader
+from torch import nn
+
+__all__ = ['STATE_DICT_KEYS', 'backbone_state_dict', 'load_backbone_state_dict', 'load_backbone_checkpoint']
+
+# Where trainers keep the weights, in the order they are looked for (mmengine, timm/DeiT, timm EMA).
+STATE_DICT_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
+_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+
+
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def backbone_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> dict:
+    """Unwraps a checkpoint to the backbone's own keys.
+
+    Accepts a raw state dict or one under `state_dict`, `model`, `state_dict_ema` or `model_ema`;
+    drops DDP/compile wrappers (`module.`, `_orig_mod.`); keeps only `prefix` keys when a prefix is
+    given, else only `backbone.*` keys when there are any (whole detector or segmentor checkpoints),
+    with the prefix removed.
+    """
+    state_dict = checkpoint
+    for key in STATE_DICT_KEYS:
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
+            state_dict = checkpoint[key]
+            break
+    state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    for wrapper in _WRAPPER_PREFIXES:
+        if state_dict and all(k.startswith(wrapper) for k in state_dict):
+            state_dict = _strip(state_dict, wrapper)
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        return _strip(state_dict, prefix)
+    if any(k.startswith('backbone.') for k in state_dict):
+        return _strip(state_dict, 'backbone.')
+    return state_dict
+
+
+def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                             source: str = 'state dict') -> 'torch.nn.modules.module._IncompatibleKeys':
+    """Loads backbone keys into `model`, non-strictly but loudly.
+
+    Raises:
+        KeyError: no key of the model is in the state dict.
+        ValueError: some tensors have shapes the model cannot take (each is named).
+    """
+    model_keys = set(model.state_dict())
+    if not model_keys & set(state_dict):
+        sample = ', '.join(list(state_dict)[:5]) or 'none'
+        raise KeyError(f'{source}: no key matches {type(model).__name__} (first checkpoint keys: {sample}); '
+                       'is it a checkpoint of this backbone, or does it need `prefix=`?')
+    try:
+        result = model.load_state_dict(dict(state_dict), strict=False)
+    except RuntimeError as error:
+        mismatches = re.findall(r'size mismatch for .*', str(error))
+        details = '\n  '.join(mismatches) if mismatches else str(error)
+        raise ValueError(f'{source} does not fit {type(model).__name__}'
+                         f'{getattr(model, "arch_settings", "")}:\n  {details}') from error
+    loaded = len(model_keys) - len(result.missing_keys)
+    print_log(f'Loaded {loaded}/{len(model_keys)} backbone tensors from {source}', logger='current')
+    if result.missing_keys:
+        print_log(f'Missing in {source} (left at init): {result.missing_keys}', logger='current',
+                  level=30)
+    if result.unexpected_keys:
+        print_log(f'Unexpected in {source} (ignored): {result.unexpected_keys}', logger='current',
+                  level=30)
+    return result
+
+
+def load_backbone_checkpoint(model: nn.Module, filename: str, prefix: Optional[str] = None,
+                             map_location: str = 'cpu') -> 'torch.nn.modules.module._IncompatibleKeys':
+    """Reads `filename` (any form `backbone_state_dict` accepts) and loads it into `model`."""
+    if '://' not in str(filename) and not osp.isfile(filename):
+        raise FileNotFoundError(f'{type(model).__name__} pretrained checkpoint not found: {filename}')
+    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    return load_backbone_state_dict(model, backbone_state_dict(checkpoint, prefix), source=str(filename))

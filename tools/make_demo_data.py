@@ -1,0 +1,127 @@
+"""Generates small synthetic data sets in the layouts the real ones use, for the demos and tests.
+
+    python tools/make_demo_data.py coco --out data/demo_coco   # COCO instance segmentation
+    python tools/make_demo_data.py ade --out data/demo_ade     # ADE20K semantic segmentation
+
+Images hold 1-3 non-overlapping filled shapes (circle, square, triangle) of random colour, size and
+position on a noisy background. COCO: `{train,val}/*.png` + `annotations/instances_{train,val}.json`
+with polygon masks. ADE20K: `images/{training,validation}/*.jpg` + `annotations/.../*.png` where
+0 is background (removed by reduce_zero_label) and 1..3 are the shape classes.
+"""
+import argparse
+import json
+import math
+import os.path as osp
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ('circle', 'square', 'triangle')
+Polygon = List[Tuple[float, float]]
+
+
+def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> Polygon:
+    corners = {'circle': 24, 'square': 4, 'triangle': 3}[kind]
+    start = angle + (math.pi / 4 if kind == 'square' else 0.)
+    return [(cx + r * math.cos(start + 2 * math.pi * k / corners), cy + r * math.sin(start + 2 * math.pi * k / corners))
+            for k in range(corners)]
+
+
+def draw_scene(rng: np.random.Generator, size: Tuple[int, int]) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
+    """One image and its objects as (class index, polygon) pairs; shapes do not overlap."""
+    w, h = size
+    background = rng.integers(90, 170, 3)
+    pixels = np.clip(background + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    placed: List[Tuple[float, float, float]] = []
+    objects = []
+    for _ in range(int(rng.integers(1, 4))):
+        for _attempt in range(20):
+            r = float(rng.uniform(0.09, 0.2) * min(w, h))
+            cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+            if all(math.hypot(cx - x, cy - y) > r + s + 2 for x, y, s in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
+        label = int(rng.integers(len(CLASSES)))
+        polygon = _shape_polygon(CLASSES[label], cx, cy, r, float(rng.uniform(0, math.pi)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        draw.polygon(polygon, fill=colour)
+        objects.append((label, polygon))
+    return image, objects
+
+
+def _polygon_area(polygon: Polygon) -> float:
+    xs, ys = np.array(polygon).T
+    return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
+
+
+def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
+               seed: int = 0) -> None:
+    """Writes a COCO-format instance segmentation set under `out`."""
+    rng = np.random.default_rng(seed)
+    root = Path(out)
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    for split, count in (('train', num_train), ('val', num_val)):
+        (root / split).mkdir(exist_ok=True)
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            image, objects = draw_scene(rng, size)
+            name = f'{image_id:06d}.png'
+            image.save(root / split / name)
+            images.append(dict(id=image_id, file_name=name, width=size[0], height=size[1]))
+            for label, polygon in objects:
+                xs, ys = np.array(polygon).T
+                x0, y0 = max(float(xs.min()), 0.), max(float(ys.min()), 0.)
+                bbox = [x0, y0, min(float(xs.max()), size[0]) - x0, min(float(ys.max()), size[1]) - y0]
+                annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
+                                        segmentation=[[round(v, 2) for xy in polygon for v in xy]],
+                                        area=_polygon_area(polygon), bbox=bbox, iscrowd=0))
+        categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
+        with open(root / 'annotations' / f'instances_{split}.json', 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+
+def write_ade(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
+              seed: int = 0) -> None:
+    """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background)."""
+    rng = np.random.default_rng(seed)
+    root = Path(out)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+        (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
+        for index in range(1, count + 1):
+            image, objects = draw_scene(rng, size)
+            label = Image.new('L', size, 0)
+            draw = ImageDraw.Draw(label)
+            for cls, polygon in objects:
+                draw.polygon(polygon, fill=cls + 1)
+            name = f'ADE_{split[:5]}_{index:08d}'
+            image.save(root / 'images' / split / f'{name}.jpg', quality=95)
+            label.save(root / 'annotations' / split / f'{name}.png')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('layout', choices=['coco', 'ade'], help='which data set layout to write')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument('--train', type=int, default=64, help='training images')
+    parser.add_argument('--val', type=int, default=16, help='validation images')
+    parser.add_argument('--size', type=int, nargs=2, default=(192, 192), metavar=('W', 'H'), help='image size')
+    parser.add_argument('--seed', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    writer = write_coco if args.layout == 'coco' else write_ade
+    writer(args.out, args.train, args.val, tuple(args.size), args.seed)
+    print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
+
+
+if __name__ == '__main__':
+    main()
