@@ -8,8 +8,6 @@ KEY := $(shell cat requirements.txt setup.py | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.stamp-$(KEY)
 BUILD_PKGS := $(shell grep -E '^(torch|torchvision|setuptools|wheel|ninja)=' requirements.txt | sed 's/ *\#.*//')
 MMCV_PIN := $(shell grep -E '^mmcv==' requirements.txt | sed 's/ *\#.*//')
-# torch >= 2.6 loads with weights_only=True; mmengine 0.10.7's own checkpoints need the full unpickler.
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD := 1
 
 .PHONY: env test demo clean-env
 

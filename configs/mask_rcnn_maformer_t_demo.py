@@ -5,12 +5,18 @@ _base_ = ['./mask_rcnn_maformer_t.py']
 
 data_root = 'data/demo_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'), palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75)])
-image_size = (192, 192)
+image_size = (160, 160)
 
+width = 128  # FPN and head channels (256 in the real config): a quarter of the head convolution cost
 model = dict(
     backbone=dict(drop_path_rate=0.0, init_cfg=None),
-    rpn_head=dict(anchor_generator=dict(scales=[4])),
-    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    neck=dict(out_channels=width),
+    rpn_head=dict(in_channels=width, feat_channels=width, anchor_generator=dict(scales=[4])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=width),
+        bbox_head=dict(in_channels=width, num_classes=3),
+        mask_roi_extractor=dict(out_channels=width),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=3)),
     train_cfg=dict(rpn=dict(sampler=dict(num=128)), rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img=20)))
 
@@ -28,7 +34,7 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
                  data_prefix=dict(img='train/'), pipeline=train_pipeline))
 val_dataloader = dict(
@@ -47,4 +53,4 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=4e-4))
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=2))
-auto_scale_lr = dict(base_batch_size=4)
+auto_scale_lr = dict(base_batch_size=2)

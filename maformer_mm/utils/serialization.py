@@ -3,8 +3,13 @@
 mmengine 0.10.7 stores its message hub (HistoryBuffer objects holding numpy arrays) and numpy
 scalars in every training checkpoint, so `--resume`, `load_from` and `tools/test.py CFG CKPT`
 would fail with UnpicklingError. Rather than turning the safe loader off, the exact types mmengine
-writes are added to torch's allow-list; anything else is still refused.
+writes are added to torch's allow-list; anything else is still refused. A HistoryBuffer pickles its
+statistics methods as `getattr(HistoryBuffer, 'mean')`, so `getattr` is listed too: the safe loader
+only ever calls allow-listed functions, so looked-up attributes are stored, never called.
 """
+import builtins
+from collections import Counter
+
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
@@ -21,4 +26,4 @@ def _numpy_globals() -> list:
 
 def allow_mmengine_checkpoints() -> None:
     """Registers HistoryBuffer and the numpy types of mmengine checkpoints as safe globals (idempotent)."""
-    torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_globals()])
+    torch.serialization.add_safe_globals([HistoryBuffer, Counter, builtins.getattr, *_numpy_globals()])
