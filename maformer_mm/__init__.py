@@ -5,9 +5,10 @@
 read the training checkpoints mmengine writes.
 """
 from .version import __version__
+from .engine import BF16OptimWrapper, InvalidLossHook
 from .models import MAFormer
 from .utils.serialization import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-__all__ = ['__version__', 'MAFormer']
+__all__ = ['__version__', 'MAFormer', 'BF16OptimWrapper', 'InvalidLossHook']

@@ -17,3 +17,35 @@ def run_tool(args: Sequence[str], cwd: Path, timeout: int = 600, check: bool = T
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
+
+
+DEMO_DET_CONFIG = REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'
+
+# A user's own config, outside the repository: inherits the demo config by path, points at small data,
+# and shrinks the backbone with a custom arch so that a few iterations take seconds.
+USER_DET_CONFIG = '''
+_base_ = [{base!r}]
+data_root = {root!r}
+image_size = (96, 96)
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
+                  pretrain_img_size=96),
+    neck=dict(in_channels=[32, 64, 128, 256]))
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=-1))
+'''
+
+
+def make_det_workspace(root: Path, num_train: int = 4, num_val: int = 2, epochs: int = 1) -> Path:
+    """Generates a small COCO set under `root/data` and a user config inheriting ours; returns its path."""
+    run_tool([REPO / 'tools' / 'make_demo_data.py', 'coco', '--out', root / 'data', '--train', num_train,
+              '--val', num_val, '--size', 96, 96], cwd=REPO)
+    config = root / 'user_config.py'
+    config.write_text(USER_DET_CONFIG.format(base=str(DEMO_DET_CONFIG), root=str(root / 'data') + '/',
+                                             epochs=epochs))
+    return config

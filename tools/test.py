@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 import maformer_mm  # noqa: F401
 from maformer_mm.utils.launch import prepare_launcher
+from maformer_mm.utils.preflight import check_data
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -89,6 +90,7 @@ def _dump_metric(cfg: Config, out: str):
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_data(cfg, ('test', ))
     prepare_launcher(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.out:

@@ -40,5 +40,7 @@ optim_wrapper = dict(
         'relative_position_bias_table': dict(decay_mult=0.),
         'gld.fc.bias': dict(decay_mult=0.),  # one learned offset per global-token position
     }))
+# Stop on a NaN/inf loss before a checkpoint with broken weights is written.
+custom_hooks = [dict(type='InvalidLossHook')]
 # 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` rescales the lr to the batch actually used.
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -7,37 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, run_tool
-
-DEMO_CONFIG = REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'
-
-# A user's own config, outside the repository: inherits the demo config by path, points at small data.
-USER_CONFIG = '''
-_base_ = [{base!r}]
-data_root = {root!r}
-image_size = (96, 96)
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-                  pretrain_img_size=96),
-    neck=dict(in_channels=[32, 64, 128, 256]))
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=1)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-'''
+from tests.helpers import REPO, make_det_workspace, run_tool
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """Generated data, a user config in a temp dir, and one epoch of training with tools/train.py."""
     root = tmp_path_factory.mktemp('det')
-    run_tool([REPO / 'tools' / 'make_demo_data.py', 'coco', '--out', root / 'data', '--train', 4, '--val', 2,
-              '--size', 96, 96], cwd=REPO)
-    config = root / 'user_config.py'
-    config.write_text(USER_CONFIG.format(base=str(DEMO_CONFIG), root=str(root / 'data') + '/'))
+    config = make_det_workspace(root)
     work_dir = root / 'work'
     proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', work_dir], cwd=root)
     return root, config, work_dir, proc.stdout + proc.stderr

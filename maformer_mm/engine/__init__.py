@@ -1,0 +1,5 @@
+"""Training-loop pieces registered in mmengine's root registries (found from mmdet, mmseg, mmpretrain)."""
+from .hooks import InvalidLossHook
+from .optim import BF16OptimWrapper
+
+__all__ = ['InvalidLossHook', 'BF16OptimWrapper']
