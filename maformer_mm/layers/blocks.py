@@ -78,7 +78,8 @@ class ViTBlock(nn.Module):
 
     Args:
         window_size: 0 for global attention; > 0 attends inside non-overlapping windows of this side
-            with the same weights (no extra parameters).
+            with the same weights (no extra parameters). A map that fits in one window attends globally
+            (the same tokens, without padding).
         Other args: as `MAFBlock`.
     """
 
@@ -97,7 +98,7 @@ class ViTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         y = self.norm1(x)
-        if self.window_size:
+        if self.window_size and (h > self.window_size or w > self.window_size):
             windows, pad_hw = window_partition(y, self.window_size)
             y = window_unpartition(self.attn(windows), self.window_size, pad_hw, (h, w))
         else:
