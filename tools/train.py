@@ -16,6 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
+from maformer_mm.utils.cli import config_from_args
 from maformer_mm.utils.launch import prepare_launcher
 from maformer_mm.utils.preflight import check_data
 
@@ -41,14 +42,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config with the command line applied, as mmdet's tools/train.py does."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = config_from_args(args)
     if args.amp:  # fp16 with loss scaling on GPUs; bf16 (no scaling needed) where mmengine's AMP cannot run
         if torch.cuda.is_available():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -1,0 +1,241 @@
+"""MAFormer against mmdet's Swin, measured in one process, interleaved.
+
+For each input size: FLOPs (multiply-adds, attention counted), the median latency of inference
+(eval, no grad) and of a training step (forward + backward), images per second, time per FLOP as a
+ratio to the Swin of the same size class, and the peak memory of a training step (on CPU the peak
+resident memory of a fresh subprocess above its level before the step; on CUDA
+`max_memory_allocated`). Also: `with_cp` memory/time for MAFormer-S, bf16 autocast, and the ViTDet-
+style window mode of MAFormer-T. Writes a Markdown table and a PNG plot of latency against size.
+
+    python benchmarks/backbone_benchmark.py                      # CPU (and CUDA when present)
+    python benchmarks/backbone_benchmark.py --sizes 224 --repeats 2
+"""
+import argparse
+import json
+import os.path as osp
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+import maformer_mm  # noqa: F401
+from maformer_mm.models import MAFormer
+from maformer_mm.utils.flops import complexity
+
+HERE = osp.dirname(osp.abspath(__file__))
+# Stage-3 windows of 14 (as ViTDet on a 1/16 map) with every seventh block global.
+VITDET_T = dict(vit_window_size=14, vit_global_blocks=(6, 13, 20))
+
+
+def build(name: str, with_cp: bool = False) -> nn.Module:
+    """The benchmarked backbones, without stochastic depth so every run does the same work."""
+    from mmdet.models.backbones import SwinTransformer
+    builders: Dict[str, Callable[[], nn.Module]] = {
+        'MAFormer-T': lambda: MAFormer(arch='tiny', drop_path_rate=0., with_cp=with_cp),
+        'MAFormer-T (win)': lambda: MAFormer(arch='tiny', drop_path_rate=0., with_cp=with_cp, **VITDET_T),
+        'MAFormer-S': lambda: MAFormer(arch='small', drop_path_rate=0., with_cp=with_cp),
+        'Swin-T': lambda: SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                                          drop_path_rate=0., with_cp=with_cp),
+        'Swin-S': lambda: SwinTransformer(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
+                                          drop_path_rate=0., with_cp=with_cp),
+    }
+    return builders[name]()
+
+
+REFERENCE = {'MAFormer-T': 'Swin-T', 'MAFormer-T (win)': 'Swin-T', 'MAFormer-S': 'Swin-S', 'Swin-T': 'Swin-T',
+             'Swin-S': 'Swin-S'}
+
+
+def _sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def infer_step(model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def train_step(model: nn.Module, x: torch.Tensor) -> None:
+    sum(o.float().mean() for o in model(x)).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def timed(fn: Callable, model: nn.Module, x: torch.Tensor, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn(model, x)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved_latency(names: Sequence[str], hw: Tuple[int, int], repeats: int, device: str,
+                        mode: str) -> Dict[str, float]:
+    """Median seconds per call of each model, the models taking turns in every round."""
+    models = {n: build(n).to(device) for n in names}
+    for m in models.values():
+        m.train(mode == 'train')
+    x = torch.rand(1, 3, *hw, device=device)
+    fn = train_step if mode == 'train' else infer_step
+    for _ in range(2):  # warm-up: first calls at a new shape pay one-off allocation and kernel set-up
+        for name, model in models.items():
+            timed(fn, model, x, device)
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for name, model in models.items():
+            samples[name].append(timed(fn, model, x, device))
+    return {n: statistics.median(v) for n, v in samples.items()}
+
+
+def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
+    """Peak memory of one training step, measured in a fresh process."""
+    code = (f'import sys; sys.path.insert(0, {HERE!r}); import backbone_benchmark as b; '
+            f'print(b._child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _rss_mib() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
+    model = build(name, with_cp=with_cp).to(device)
+    model.train()  # mmdet's Swin.train() returns None: no chaining
+    x = torch.rand(1, 3, *hw, device=device)
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        train_step(model, x)
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    base = _rss_mib()
+    train_step(model, x)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    h, _, w = text.partition('x')
+    return int(h), int(w or h)
+
+
+def bf16_check(device: str) -> str:
+    model = build('MAFormer-T').to(device)
+    model.eval()
+    with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16):
+        outs = model(torch.rand(1, 3, 512, 512, device=device))
+    ok = all(o.dtype == torch.bfloat16 and torch.isfinite(o.float()).all() for o in outs)
+    return 'works (bf16 outputs, all finite)' if ok else 'FAILED'
+
+
+def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequence[str]) -> dict:
+    results: dict = dict(device=device, sizes=[list(s) for s in sizes], rows=[])
+    torch.manual_seed(0)
+    for hw in sizes:
+        flops = {n: complexity(build(n), (torch.rand(1, 3, *hw), ))[0] for n in names}
+        infer = interleaved_latency(names, hw, repeats, device, 'eval')
+        train = interleaved_latency(names, hw, repeats, device, 'train')
+        for n in names:
+            ref = REFERENCE[n]
+            per_flop = (train[n] / flops[n]) / (train[ref] / flops[ref])
+            results['rows'].append(dict(model=n, size=list(hw), gflops=flops[n] / 1e9, infer_s=infer[n],
+                                        train_s=train[n], infer_ips=1 / infer[n], time_ratio=infer[n] / infer[ref],
+                                        infer_time_per_flop_ratio=(infer[n] / flops[n]) / (infer[ref] / flops[ref]),
+                                        train_time_per_flop_ratio=per_flop))
+        print(f'done {hw}', flush=True)
+    big = max(sizes, key=lambda s: s[0] * s[1])
+    results['memory'] = {n: peak_memory_mib(n, big, False, device) for n in names}
+    cp = interleaved_cp(big, repeats, device)
+    cp['peak_mib'] = peak_memory_mib('MAFormer-S', big, True, device)
+    cp['peak_mib_ref'] = results['memory'].get('MAFormer-S') or peak_memory_mib('MAFormer-S', big, False, device)
+    results['with_cp'] = cp
+    results['bf16'] = bf16_check(device)
+    return results
+
+
+def interleaved_cp(hw: Tuple[int, int], repeats: int, device: str) -> dict:
+    plain, ckpt = build('MAFormer-S').to(device), build('MAFormer-S', with_cp=True).to(device)
+    plain.train()
+    ckpt.train()
+    x = torch.rand(1, 3, *hw, device=device)
+    timed(train_step, plain, x, device), timed(train_step, ckpt, x, device)
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(train_step, plain, x, device))
+        b.append(timed(train_step, ckpt, x, device))
+    return dict(size=list(hw), train_s=statistics.median(a), train_s_cp=statistics.median(b))
+
+
+def markdown(res: dict, hardware: str) -> str:
+    lines = [f'# Backbone benchmark ({res["device"]})', '', f'Hardware: {hardware}. Batch 1, median of the '
+             'interleaved runs. FLOPs = multiply-adds with attention counted. Ratios are against the Swin of the '
+             'same size class (T: Swin-T, S: Swin-S), measured in the same run.', '',
+             '| model | input | GFLOPs | inference (s) | img/s | train step (s) | time ratio | '
+             'time/FLOP ratio (inference) | time/FLOP ratio (train) |', '|---|---|---|---|---|---|---|---|---|']
+    for r in res['rows']:
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['gflops']:.1f} | {r['infer_s']:.3f} | "
+                     f"{r['infer_ips']:.2f} | {r['train_s']:.3f} | {r['time_ratio']:.2f} | "
+                     f"{r['infer_time_per_flop_ratio']:.2f} | {r['train_time_per_flop_ratio']:.2f} |")
+    cp = res['with_cp']
+    big = f"{cp['size'][0]}x{cp['size'][1]}"
+    lines += ['', f'Training-step peak memory at {big} (MiB): ' +
+              ', '.join(f'{n} {m:.0f}' for n, m in res['memory'].items()) + '.', '',
+              f"`with_cp` on MAFormer-S at {big}: peak memory {cp['peak_mib_ref']:.0f} -> {cp['peak_mib']:.0f} MiB "
+              f"({100 * (1 - cp['peak_mib'] / cp['peak_mib_ref']):.0f}% less), training step {cp['train_s']:.2f} -> "
+              f"{cp['train_s_cp']:.2f} s ({100 * (cp['train_s_cp'] / cp['train_s'] - 1):+.0f}%).", '',
+              f"bf16 autocast ({res['device']}): {res['bf16']}.", '']
+    return '\n'.join(lines)
+
+
+def plot(res: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r['model'] for r in res['rows']):
+        rows = [r for r in res['rows'] if r['model'] == name]
+        ax.plot([r['size'][0] * r['size'][1] / 1e6 for r in rows], [r['infer_s'] for r in rows], 'o-', label=name)
+    ax.set_xlabel('input pixels (millions)')
+    ax.set_ylabel(f'inference latency (s, batch 1, {res["device"]})')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.grid(True, alpha=.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216'], help='H or HxW')
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--models', nargs='+', default=list(REFERENCE))
+    parser.add_argument('--out', default=osp.join(HERE, 'results.md'))
+    args = parser.parse_args(argv)
+    sizes = [parse_size(s) for s in args.sizes]
+    hardware = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}'
+    sections = []
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    for device in devices:
+        if device == 'cuda':
+            hardware = torch.cuda.get_device_name()
+        res = run(sizes, args.repeats, device, args.models)
+        sections.append(markdown(res, hardware))
+        with open(osp.splitext(args.out)[0] + f'_{device}.json', 'w') as f:
+            json.dump(res, f, indent=1)
+        plot(res, osp.splitext(args.out)[0] + f'_{device}.png')
+    if 'cuda' not in devices:
+        sections.append('No GPU was available: CPU timings only.\n')
+    with open(args.out, 'w') as f:
+        f.write('\n'.join(sections))
+    print('\n'.join(sections))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,21 @@
+"""What tools/train.py and tools/test.py share: loading a config with the command line applied."""
+import argparse
+import os.path as osp
+
+from mmengine.config import Config
+
+__all__ = ['config_from_args']
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Loads `args.config` and applies `--launcher`, `--cfg-options` and `--work-dir` as mmdet's tools do
+    (default work dir: ./work_dirs/<config name>)."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
