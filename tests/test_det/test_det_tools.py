@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import maformer_mm  # noqa: F401  (lets torch's safe default loader read mmengine checkpoints)
+
 from tests.helpers import REPO, make_det_workspace, run_tool
 
 
