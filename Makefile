@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stamp-$(KEY)
 BUILD_PKGS := $(shell grep -E '^(torch|torchvision|setuptools|wheel|ninja)=' requirements.txt | sed 's/ *\#.*//')
 MMCV_PIN := $(shell grep -E '^mmcv==' requirements.txt | sed 's/ *\#.*//')
 
-.PHONY: env test demo clean-env
+.PHONY: env test demo demo-seg clean-env
 
 env: $(STAMP)
 
@@ -34,3 +34,6 @@ demo: env
 
 clean-env:
 	rm -rf $(VENV)
+
+demo-seg: env
+	$(PY) tools/demo_seg.py

@@ -1,0 +1,8 @@
+# UperNet, MAFormer-B backbone, ADE20K, 512x512 crops, 160k iterations (8 GPUs x 2 images).
+_base_ = ['./_base_/upernet_maformer_512x512_160k_ade20k.py']
+
+pretrained = 'checkpoints/maformer_b_in1k.pth'
+model = dict(
+    backbone=dict(arch='base', drop_path_rate=0.6, init_cfg=dict(checkpoint=pretrained)),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
