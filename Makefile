@@ -13,7 +13,8 @@ MMCV_PIN := $(shell grep -E '^mmcv==' requirements.txt | sed 's/ *\#.*//')
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+# The stamp's name carries the hash, so it is rebuilt when the pins change, never for a mere touch.
+$(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade 'pip>=24'
 	$(PIP) install $(BUILD_PKGS)

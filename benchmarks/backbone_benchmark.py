@@ -134,7 +134,9 @@ def bf16_check(device: str) -> str:
     return 'works (bf16 outputs, all finite)' if ok else 'FAILED'
 
 
-def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequence[str]) -> dict:
+def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequence[str],
+        partial: Optional[str] = None) -> dict:
+    """All measurements on one device; after each size the rows so far are saved to `partial` (JSON)."""
     results: dict = dict(device=device, sizes=[list(s) for s in sizes], rows=[])
     torch.manual_seed(0)
     for hw in sizes:
@@ -149,6 +151,9 @@ def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequ
                                         infer_time_per_flop_ratio=(infer[n] / flops[n]) / (infer[ref] / flops[ref]),
                                         train_time_per_flop_ratio=per_flop))
         print(f'done {hw}', flush=True)
+        if partial:
+            with open(partial, 'w') as f:
+                json.dump(results, f, indent=1)
     big = max(sizes, key=lambda s: s[0] * s[1])
     results['memory'] = {n: peak_memory_mib(n, big, False, device) for n in names}
     cp = interleaved_cp(big, repeats, device)
@@ -225,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for device in devices:
         if device == 'cuda':
             hardware = torch.cuda.get_device_name()
-        res = run(sizes, args.repeats, device, args.models)
+        res = run(sizes, args.repeats, device, args.models, osp.splitext(args.out)[0] + f'_{device}.partial.json')
         sections.append(markdown(res, hardware))
         with open(osp.splitext(args.out)[0] + f'_{device}.json', 'w') as f:
             json.dump(res, f, indent=1)
