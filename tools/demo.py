@@ -20,7 +20,7 @@ TOOLS = osp.dirname(osp.abspath(__file__))
 CONFIG = osp.join(osp.dirname(TOOLS), 'configs', 'mask_rcnn_maformer_t_demo.py')
 
 
-def _tool(name: str) -> ModuleType:
+def load_tool(name: str) -> ModuleType:
     """Imports tools/NAME.py by path (`test` would otherwise clash with Python's own package)."""
     spec = importlib.util.spec_from_file_location(f'maformer_mm_tools_{name}', osp.join(TOOLS, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
@@ -28,17 +28,22 @@ def _tool(name: str) -> ModuleType:
     return module
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--work-dir', default='work_dirs/mask_rcnn_maformer_t_demo')
-    parser.add_argument('--data-root', default='data/demo_coco', help='generated here when missing')
+def demo_arg_parser(description: str, work_dir: str, data_root: str) -> argparse.ArgumentParser:
+    """The arguments both demos take (tools/demo.py, tools/demo_seg.py)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-dir', default=work_dir)
+    parser.add_argument('--data-root', default=data_root, help='generated here when missing')
     parser.add_argument('--num-vis', type=int, default=4, help='validation images to draw predictions on')
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return demo_arg_parser(__doc__, 'work_dirs/mask_rcnn_maformer_t_demo', 'data/demo_coco').parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    make_demo_data, train, test, infer = (_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
+    make_demo_data, train, test, infer = (load_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
     if not osp.isfile(osp.join(args.data_root, 'annotations', 'instances_val.json')):
         make_demo_data.main(['coco', '--out', args.data_root, '--size', '160', '160'])
     data_opts = ['--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}/',

@@ -9,38 +9,27 @@
 """
 import argparse
 import glob
-import importlib.util
 import os.path as osp
 import shutil
+import sys
 import tempfile
 import time
-from types import ModuleType
 from typing import Optional, Sequence
 
 TOOLS = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, TOOLS)
+from demo import demo_arg_parser, load_tool  # noqa: E402
 CONFIG = osp.join(osp.dirname(TOOLS), 'configs', 'upernet_maformer_t_demo.py')
 
 
-def _tool(name: str) -> ModuleType:
-    """Imports tools/NAME.py by path (`test` would otherwise clash with Python's own package)."""
-    spec = importlib.util.spec_from_file_location(f'maformer_mm_tools_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--work-dir', default='work_dirs/upernet_maformer_t_demo')
-    parser.add_argument('--data-root', default='data/demo_ade', help='generated here when missing')
-    parser.add_argument('--num-vis', type=int, default=4, help='validation images to draw predictions on')
-    return parser.parse_args(argv)
+    return demo_arg_parser(__doc__, 'work_dirs/upernet_maformer_t_demo', 'data/demo_ade').parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     start = time.time()
-    make_demo_data, train, test, infer = (_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
+    make_demo_data, train, test, infer = (load_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
     val_images = osp.join(args.data_root, 'images', 'validation')
     if not osp.isdir(osp.join(args.data_root, 'annotations', 'validation')):
         make_demo_data.main(['ade', '--out', args.data_root, '--size', '160', '160'])
