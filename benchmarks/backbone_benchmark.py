@@ -14,7 +14,6 @@ import argparse
 import json
 import os.path as osp
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -101,9 +100,14 @@ def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str) 
     return float(out.strip().splitlines()[-1])
 
 
-def _rss_mib() -> float:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak of this process image) in MiB.
+    ru_maxrss would not do: Linux carries it over from the parent across fork and exec."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
@@ -115,9 +119,9 @@ def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> f
         base = torch.cuda.memory_allocated()
         train_step(model, x)
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    base = _rss_mib()
+    base = _status_mib('VmRSS')
     train_step(model, x)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return _status_mib('VmHWM') - base
 
 
 def parse_size(text: str) -> Tuple[int, int]:

@@ -12,7 +12,7 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 from torch import nn
 
-__all__ = ['sdpa_flop_jit', 'flop_analyzer', 'complexity']
+__all__ = ['sdpa_flop_jit', 'flop_analyzer', 'complexity', 'tensor_forward', 'model_complexity']
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
@@ -70,13 +70,20 @@ def _data_samples(scope: str, hw: Tuple[int, int]) -> Any:
     return None
 
 
+def tensor_forward(model: nn.Module, scope: str, hw: Tuple[int, int],
+                   in_channels: int = 3) -> Tuple[nn.Module, torch.Tensor]:
+    """A traceable forward of `model` on one synthetic (1, in_channels, H, W) image: whole detectors,
+    segmentors and classifiers are wrapped to run in mode='tensor'; a bare backbone is returned as is."""
+    inputs = torch.rand(1, in_channels, *hw)
+    if scope in ('mmdet', 'mmseg', 'mmpretrain') and hasattr(model, 'data_preprocessor'):
+        return _TensorForward(model, _data_samples(scope, hw)), inputs
+    return model, inputs
+
+
 def model_complexity(model: nn.Module, scope: str, hw: Tuple[int, int],
                      in_channels: int = 3) -> Tuple[int, int]:
     """(FLOPs, params) of a whole detector / segmentor / classifier (or a bare backbone) on one
     synthetic (1, in_channels, H, W) image, without a dataset."""
-    inputs = torch.rand(1, in_channels, *hw)
-    if scope in ('mmdet', 'mmseg', 'mmpretrain') and hasattr(model, 'data_preprocessor'):
-        wrapped = _TensorForward(model, _data_samples(scope, hw))
-        flops, _ = complexity(wrapped, (inputs, ))
-        return flops, parameter_count(model)['']
-    return complexity(model, (inputs, ))
+    runnable, inputs = tensor_forward(model, scope, hw, in_channels)
+    flops, _ = complexity(runnable, (inputs, ))
+    return flops, parameter_count(model)['']

@@ -1,8 +1,10 @@
 import copy
 import math
+from collections import Counter
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from maformer_mm.layers import set_fused_attn
 from maformer_mm.models import MAFormer
@@ -98,6 +100,33 @@ def test_with_cp_matches_outputs_and_gradients(tiny_cfg):
         torch.testing.assert_close(a, b)
     for (name, p), q in zip(ref.named_parameters(), cp.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops run while active (forward and backward alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.name()] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_with_cp_keeps_attention_and_recomputes_the_rest(tiny_cfg):
+    x = torch.randn(1, 3, 64, 64)
+    counts = []
+    for with_cp in (False, True):
+        model = MAFormer(**tiny_cfg, with_cp=with_cp).train()
+        with _OpCounter() as counter:
+            sum(o.mean() for o in model(x)).backward()
+        counts.append(counter.counts)
+    plain, cp = counts
+    flash = 'aten::_scaled_dot_product_flash_attention_for_cpu'
+    assert plain[flash] > 0
+    assert cp[flash] == plain[flash]  # the kept attention kernels never run twice
+    assert cp['aten::addmm'] > plain['aten::addmm']  # projections and MLPs are recomputed
 
 
 def test_sdpa_path_equals_explicit_path(tiny_cfg):

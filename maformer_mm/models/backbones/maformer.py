@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ...layers import MAFBlock, ViTBlock, WindowAttention
 from ...utils.checkpoint import load_backbone_checkpoint
@@ -22,6 +22,23 @@ from ...utils.checkpoint import load_backbone_checkpoint
 __all__ = ['MAFormer', 'MAFormerStage']
 
 _Size = Union[int, Tuple[int, int]]
+
+
+# The fused attention kernels whose outputs `with_cp` keeps: they are most of a block's compute but,
+# being flash-style, hold little memory, so recomputing only the rest (projections, MLP, norms, GLD)
+# keeps most of the memory saving for a fraction of the re-forward time.
+_KEPT_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
+    '_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention',
+    '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention')
+    if hasattr(torch.ops.aten, name))
+
+
+def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _KEPT_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_contexts():
+    return create_selective_checkpoint_contexts(_keep_attention)
 
 
 class MAFormerStage(nn.Module):
@@ -41,7 +58,7 @@ class MAFormerStage(nn.Module):
             x = x.view(b, h, w, -1)
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, use_reentrant=False, context_fn=_selective_contexts)
             else:
                 x = block(x)
         return x
@@ -79,7 +96,8 @@ class MAFormer(BaseModule):
             stage-3 ViT blocks attend in windows of this side (ViTDet style) except those listed in
             `vit_global_blocks`; weights are unchanged, so global-attention checkpoints load.
         vit_global_blocks: Stage-3 block indexes that stay global when `vit_window_size > 0`.
-        with_cp: Activation checkpointing of every block (saves memory, costs a re-forward).
+        with_cp: Activation checkpointing of every block (saves memory): the attention kernels' outputs
+            are kept, everything else in the block is recomputed in the backward pass.
         norm_cfg: Norm layer config.
         act_cfg: MLP activation config.
         init_cfg: mmengine init config. `dict(type='Pretrained', checkpoint=PATH[, prefix=...])`
