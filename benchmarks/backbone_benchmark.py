@@ -12,6 +12,7 @@ style window mode of MAFormer-T. Writes a Markdown table and a PNG plot of laten
 """
 import argparse
 import json
+import os
 import os.path as osp
 import platform
 import statistics
@@ -220,6 +221,25 @@ def plot(res: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def hardware_name(device: str) -> str:
+    if device == 'cuda':
+        return f'{torch.cuda.get_device_name()}, torch {torch.__version__}'
+    return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}'
+
+
+def benchmark_devices() -> List[str]:
+    return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def write_report(path: str, sections: List[str]) -> None:
+    """Writes the devices' Markdown sections to `path` (saying so when there was no GPU) and prints them."""
+    if 'cuda' not in benchmark_devices():
+        sections = sections + ['No GPU was available: CPU timings only.\n']
+    with open(path, 'w') as f:
+        f.write('\n'.join(sections))
+    print('\n'.join(sections))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216'], help='H or HxW')
@@ -228,22 +248,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--out', default=osp.join(HERE, 'results.md'))
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes]
-    hardware = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}'
     sections = []
-    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    for device in devices:
-        if device == 'cuda':
-            hardware = torch.cuda.get_device_name()
-        res = run(sizes, args.repeats, device, args.models, osp.splitext(args.out)[0] + f'_{device}.partial.json')
-        sections.append(markdown(res, hardware))
-        with open(osp.splitext(args.out)[0] + f'_{device}.json', 'w') as f:
+    for device in benchmark_devices():
+        stem = osp.splitext(args.out)[0] + f'_{device}'
+        res = run(sizes, args.repeats, device, args.models, stem + '.partial.json')
+        sections.append(markdown(res, hardware_name(device)))
+        with open(stem + '.json', 'w') as f:
             json.dump(res, f, indent=1)
-        plot(res, osp.splitext(args.out)[0] + f'_{device}.png')
-    if 'cuda' not in devices:
-        sections.append('No GPU was available: CPU timings only.\n')
-    with open(args.out, 'w') as f:
-        f.write('\n'.join(sections))
-    print('\n'.join(sections))
+        os.remove(stem + '.partial.json')
+        plot(res, stem + '.png')
+    write_report(args.out, sections)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ of each model, the three models of a task taking turns in every round. Writes a 
 import argparse
 import json
 import os.path as osp
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,8 @@ ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import maformer_mm  # noqa: E402,F401
-from backbone_benchmark import VITDET_T  # noqa: E402
+from backbone_benchmark import VITDET_T, benchmark_devices, hardware_name, write_report  # noqa: E402
+from maformer_mm.utils.cli import config_path  # noqa: E402
 from maformer_mm.utils.flops import complexity, tensor_forward  # noqa: E402
 
 # task -> (scope, (H, W), {row name: (config, backbone overrides)})
@@ -47,7 +47,7 @@ TASKS = {
 
 def build(config: str, scope: str, backbone: dict) -> nn.Module:
     """The config's model with random weights (no checkpoint is read) and the backbone overrides."""
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config_path(config))
     cfg.model.backbone.update(init_cfg=None, **backbone)
     cfg.model.pop('pretrained', None)
     init_default_scope(scope)
@@ -112,18 +112,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     sections = []
-    for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
-        hardware = (torch.cuda.get_device_name() if device == 'cuda' else
-                    f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads')
+    for device in benchmark_devices():
         rows = [row for task in args.tasks for row in measure(task, args.repeats, device)]
-        sections.append(markdown(rows, device, f'{hardware}, torch {torch.__version__}', args.repeats))
+        sections.append(markdown(rows, device, hardware_name(device), args.repeats))
         with open(osp.splitext(args.out)[0] + f'_{device}.json', 'w') as f:
             json.dump(rows, f, indent=1)
-    if not torch.cuda.is_available():
-        sections.append('No GPU was available: CPU timings only.\n')
-    with open(args.out, 'w') as f:
-        f.write('\n'.join(sections))
-    print('\n'.join(sections))
+    write_report(args.out, sections)
 
 
 if __name__ == '__main__':

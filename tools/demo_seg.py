@@ -1,6 +1,7 @@
 """`make demo-seg`: semantic segmentation end to end on generated data, on CPU, in minutes.
 
-1. writes a small ADE20K-layout shapes set (tools/make_demo_data.py ade),
+1. writes a small ADE20K-layout shapes set, 400 + 16 images at 80 px, one hue band per class
+   (tools/make_demo_data.py ade --class-hues),
 2. trains UperNet MAFormer-T on it from scratch (configs/upernet_maformer_t_demo.py),
 3. evaluates per-class IoU and mIoU on its validation split (tools/test.py),
 4. draws colourised predictions on a few validation images (tools/infer.py).
@@ -32,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     make_demo_data, train, test, infer = (load_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
     val_images = osp.join(args.data_root, 'images', 'validation')
     if not osp.isdir(osp.join(args.data_root, 'annotations', 'validation')):
-        make_demo_data.main(['ade', '--out', args.data_root, '--size', '160', '160'])
+        make_demo_data.main(['ade', '--out', args.data_root, '--train', '400', '--size', '80', '80', '--class-hues'])
     data_opts = ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={args.data_root}/'
                                      for split in ('train', 'val', 'test')]
     # evaluation happens once, below, through tools/test.py

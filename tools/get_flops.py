@@ -4,6 +4,7 @@
     python tools/get_flops.py --arch tiny small --shape 512 512  # some variants at another size
     python tools/get_flops.py configs/mask_rcnn_maformer_s.py    # a whole model, at its task's default
     python tools/get_flops.py CONFIG --shape 800 1280            # ... at H W
+    python tools/get_flops.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py   # an installed package's config
 """
 import argparse
 from typing import List, Optional, Sequence, Tuple
@@ -14,6 +15,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.models import MAFormer
+from maformer_mm.utils.cli import config_path
 from maformer_mm.utils.flops import model_complexity
 
 # Sizes at which each task's FLOPs are usually reported, as (H, W).
@@ -61,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     if args.config:
-        cfg = Config.fromfile(args.config)
+        cfg = Config.fromfile(config_path(args.config))
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         flops, params, hw = config_complexity(cfg, _hw(args.shape, None))

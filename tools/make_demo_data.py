@@ -4,11 +4,12 @@
     python tools/make_demo_data.py ade --out data/demo_ade     # ADE20K semantic segmentation
 
 Images hold 1-3 non-overlapping filled shapes (circle, square, triangle) of random colour, size and
-position on a noisy background. COCO: `{train,val}/*.png` + `annotations/instances_{train,val}.json`
+position on a noisy background; `--class-hues` gives each class its own hue band instead. COCO: `{train,val}/*.png` + `annotations/instances_{train,val}.json`
 with polygon masks. ADE20K: `images/{training,validation}/*.jpg` + `annotations/.../*.png` where
 0 is background (removed by reduce_zero_label) and 1..3 are the shape classes.
 """
 import argparse
+import colorsys
 import json
 import math
 import os.path as osp
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = ('circle', 'square', 'triangle')
+# With `class_hues`, class k's fill takes a hue within +-0.06 of CLASS_HUES[k] (red, blue, green).
+CLASS_HUES = (0.0, 0.6, 0.33)
 Polygon = List[Tuple[float, float]]
 
 
@@ -29,8 +32,18 @@ def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> P
             for k in range(corners)]
 
 
-def draw_scene(rng: np.random.Generator, size: Tuple[int, int]) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
-    """One image and its objects as (class index, polygon) pairs; shapes do not overlap."""
+def _fill(rng: np.random.Generator, label: int, class_hues: bool) -> Tuple[int, ...]:
+    if not class_hues:
+        return tuple(int(c) for c in rng.integers(0, 256, 3))
+    hue = (CLASS_HUES[label] + rng.uniform(-0.06, 0.06)) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0))
+    return tuple(int(255 * c) for c in rgb)
+
+
+def draw_scene(rng: np.random.Generator, size: Tuple[int, int],
+               class_hues: bool = False) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
+    """One image and its objects as (class index, polygon) pairs; shapes do not overlap. Fill colours
+    are random, or with `class_hues` drawn from a hue band per class (a cue learnable in minutes)."""
     w, h = size
     background = rng.integers(90, 170, 3)
     pixels = np.clip(background + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
@@ -49,8 +62,7 @@ def draw_scene(rng: np.random.Generator, size: Tuple[int, int]) -> Tuple[Image.I
         placed.append((cx, cy, r))
         label = int(rng.integers(len(CLASSES)))
         polygon = _shape_polygon(CLASSES[label], cx, cy, r, float(rng.uniform(0, math.pi)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        draw.polygon(polygon, fill=colour)
+        draw.polygon(polygon, fill=_fill(rng, label, class_hues))
         objects.append((label, polygon))
     return image, objects
 
@@ -61,7 +73,7 @@ def _polygon_area(polygon: Polygon) -> float:
 
 
 def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
-               seed: int = 0) -> None:
+               seed: int = 0, class_hues: bool = False) -> None:
     """Writes a COCO-format instance segmentation set under `out`."""
     rng = np.random.default_rng(seed)
     root = Path(out)
@@ -70,7 +82,7 @@ def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int
         (root / split).mkdir(exist_ok=True)
         images, annotations = [], []
         for image_id in range(1, count + 1):
-            image, objects = draw_scene(rng, size)
+            image, objects = draw_scene(rng, size, class_hues)
             name = f'{image_id:06d}.png'
             image.save(root / split / name)
             images.append(dict(id=image_id, file_name=name, width=size[0], height=size[1]))
@@ -87,7 +99,7 @@ def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int
 
 
 def write_ade(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
-              seed: int = 0) -> None:
+              seed: int = 0, class_hues: bool = False) -> None:
     """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background)."""
     rng = np.random.default_rng(seed)
     root = Path(out)
@@ -95,7 +107,7 @@ def write_ade(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int,
         (root / 'images' / split).mkdir(parents=True, exist_ok=True)
         (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
         for index in range(1, count + 1):
-            image, objects = draw_scene(rng, size)
+            image, objects = draw_scene(rng, size, class_hues)
             label = Image.new('L', size, 0)
             draw = ImageDraw.Draw(label)
             for cls, polygon in objects:
@@ -113,13 +125,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--val', type=int, default=16, help='validation images')
     parser.add_argument('--size', type=int, nargs=2, default=(192, 192), metavar=('W', 'H'), help='image size')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--class-hues', action='store_true',
+                        help='fill each class from its own hue band instead of random colours')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     writer = write_coco if args.layout == 'coco' else write_ade
-    writer(args.out, args.train, args.val, tuple(args.size), args.seed)
+    writer(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues)
     print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
 
 

@@ -1,10 +1,23 @@
-"""What tools/train.py and tools/test.py share: loading a config with the command line applied."""
+"""What the tools share: finding a config and loading it with the command line applied."""
 import argparse
 import os.path as osp
 
 from mmengine.config import Config
 
-__all__ = ['config_from_args']
+__all__ = ['config_from_args', 'config_path']
+
+
+def config_path(name: str) -> str:
+    """`name` itself, or for 'mmdet::swin/x.py' style names the file in that package's installed configs
+    (the form `_base_` accepts, which `Config.fromfile` does not)."""
+    package, sep, relative = name.partition('::')
+    if not sep:
+        return name
+    from mmengine.utils import get_installed_path
+    path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {name!r} not found: no {path}')
+    return path
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

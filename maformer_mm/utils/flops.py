@@ -76,7 +76,8 @@ def tensor_forward(model: nn.Module, scope: str, hw: Tuple[int, int],
     segmentors and classifiers are wrapped to run in mode='tensor'; a bare backbone is returned as is."""
     inputs = torch.rand(1, in_channels, *hw)
     if scope in ('mmdet', 'mmseg', 'mmpretrain') and hasattr(model, 'data_preprocessor'):
-        return _TensorForward(model, _data_samples(scope, hw)), inputs
+        wrapped = _TensorForward(model, _data_samples(scope, hw))
+        return wrapped.train(model.training), inputs  # a new module is in training mode: keep the model's
     return model, inputs
 
 

@@ -69,7 +69,7 @@ def _miou(log: str) -> float:
 def test_train_runs_logs_evaluates_and_saves(trained):
     _, _, work_dir, log = trained
     assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: \d', log)
-    assert 'Scaling the original LR by 0.5' in log  # --auto-scale-lr: batch 2 against the demo's 4
+    assert 'Scaling the original LR by 0.25' in log  # --auto-scale-lr: batch 2 against the demo's 8
     assert 0 <= _miou(log) <= 100
     assert (work_dir / 'iter_2.pth').is_file()
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')

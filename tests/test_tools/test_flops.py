@@ -1,8 +1,12 @@
+from pathlib import Path
+
+import pytest
 import torch
 from mmengine.analysis import FlopAnalyzer
 
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
+from maformer_mm.utils.cli import config_path
 from maformer_mm.utils.flops import complexity
 from tools.get_flops import backbone_rows, main
 
@@ -32,3 +36,11 @@ def test_backbone_rows_and_cli(capsys):
     assert arch == 'tiny' and 20 < params < 35 and 4 < flops < 8
     main(['--arch', 't', '--shape', '64'])
     assert '| t |' in capsys.readouterr().out
+
+
+def test_package_config_names_resolve():
+    path = Path(config_path('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'))
+    assert path.is_file() and path.parts[-3:] == ('configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    assert config_path('configs/mask_rcnn_maformer_t.py') == 'configs/mask_rcnn_maformer_t.py'
+    with pytest.raises(FileNotFoundError, match="config 'mmseg::swin/nope.py' not found"):
+        config_path('mmseg::swin/nope.py')

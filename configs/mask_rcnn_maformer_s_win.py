@@ -1,0 +1,6 @@
+# Mask R-CNN MAFormer-S, 1x, with ViTDet-style window attention in stage 3: 14x14 windows in its 32
+# blocks except (0-based) 7, 15, 23, 31, which stay global. Same weights as the global model (the ImageNet checkpoint
+# loads unchanged); about half the backbone's FLOPs at detection sizes (README, "Dense-task cost").
+_base_ = ['./mask_rcnn_maformer_s.py']
+
+model = dict(backbone=dict(vit_window_size=14, vit_global_blocks=(7, 15, 23, 31)))
