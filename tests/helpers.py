@@ -1,4 +1,5 @@
-"""Helpers for tests that run the project's tools the way a user does: as subprocesses."""
+"""Helpers shared by the tests: running the project's tools the way a user does (as subprocesses), and
+checks that several configs' recipes share."""
 import os
 import subprocess
 import sys
@@ -49,3 +50,19 @@ def make_det_workspace(root: Path, num_train: int = 4, num_val: int = 2, epochs:
     config.write_text(USER_DET_CONFIG.format(base=str(DEMO_DET_CONFIG), root=str(root / 'data') + '/',
                                              epochs=epochs))
     return config
+
+
+def assert_no_decay_on_norms_and_position_terms(config: str, weight_decay: float) -> None:
+    """The optimizer `config` builds gives norms, relative-position tables and GLD position biases no
+    weight decay, and every other MAFormer parameter `weight_decay`."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+
+    from maformer_mm.models import MAFormer
+    cfg = Config.fromfile(config)
+    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)), pretrain_img_size=32)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    decay = {id(p): g['weight_decay'] for g in optim.param_groups for p in g['params']}
+    for name, param in model.named_parameters():
+        no_decay = 'norm' in name or 'relative_position_bias_table' in name or name.endswith('gld.fc.bias')
+        assert decay[id(param)] == (0. if no_decay else weight_decay), name

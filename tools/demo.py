@@ -14,7 +14,7 @@ import os.path as osp
 import shutil
 import tempfile
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 CONFIG = osp.join(osp.dirname(TOOLS), 'configs', 'mask_rcnn_maformer_t_demo.py')
@@ -37,32 +37,40 @@ def demo_arg_parser(description: str, work_dir: str, data_root: str) -> argparse
     return parser
 
 
+def train_test_draw(config: str, args: argparse.Namespace, data_opts: List[str],
+                    val_images: str) -> Tuple[str, dict, str, list]:
+    """Trains `config` (no in-training evaluation), evaluates the final checkpoint once with tools/test.py
+    and draws predictions on the first `args.num_vis` images matching the `val_images` pattern.
+    Returns (checkpoint, metrics, prediction dir, drawn files)."""
+    train, test, infer = (load_tool(n) for n in ('train', 'test', 'infer'))
+    train.main([config, '--work-dir', args.work_dir, *data_opts, 'val_cfg=None', 'val_dataloader=None',
+                'val_evaluator=None'])
+    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    metrics = test.main([config, checkpoint, '--work-dir', args.work_dir, *data_opts])
+    out_dir = osp.join(args.work_dir, 'predictions')
+    with tempfile.TemporaryDirectory() as images:
+        for path in sorted(glob.glob(val_images))[:args.num_vis]:
+            shutil.copy(path, images)
+        drawn = infer.infer(images, config, checkpoint, out_dir)
+    return checkpoint, metrics, out_dir, drawn
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return demo_arg_parser(__doc__, 'work_dirs/mask_rcnn_maformer_t_demo', 'data/demo_coco').parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    make_demo_data, train, test, infer = (load_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
     if not osp.isfile(osp.join(args.data_root, 'annotations', 'instances_val.json')):
-        make_demo_data.main(['coco', '--out', args.data_root, '--size', '160', '160'])
+        load_tool('make_demo_data').main(['coco', '--out', args.data_root, '--size', '160', '160'])
     data_opts = ['--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}/',
                  f'val_dataloader.dataset.data_root={args.data_root}/',
                  f'test_dataloader.dataset.data_root={args.data_root}/',
                  f'val_evaluator.ann_file={args.data_root}/annotations/instances_val.json',
                  f'test_evaluator.ann_file={args.data_root}/annotations/instances_val.json']
-    # evaluation happens once, below, through tools/test.py
-    train.main([CONFIG, '--work-dir', args.work_dir, *data_opts, 'val_cfg=None', 'val_dataloader=None',
-                'val_evaluator=None'])
-    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics = test.main([CONFIG, checkpoint, '--work-dir', args.work_dir, *data_opts])
-
-    with tempfile.TemporaryDirectory() as images:
-        for path in sorted(glob.glob(osp.join(args.data_root, 'val', '*.png')))[:args.num_vis]:
-            shutil.copy(path, images)
-        out_dir = osp.join(args.work_dir, 'predictions')
-        drawn = infer.infer(images, CONFIG, checkpoint, out_dir)
+    checkpoint, metrics, out_dir, drawn = train_test_draw(CONFIG, args, data_opts,
+                                                          osp.join(args.data_root, 'val', '*.png'))
     print('\n=== demo summary ===')
     print(f'checkpoint: {checkpoint}')
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):

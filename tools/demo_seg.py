@@ -9,17 +9,14 @@
     python tools/demo_seg.py [--work-dir work_dirs/upernet_maformer_t_demo] [--data-root data/demo_ade]
 """
 import argparse
-import glob
 import os.path as osp
-import shutil
 import sys
-import tempfile
 import time
 from typing import Optional, Sequence
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, TOOLS)
-from demo import demo_arg_parser, load_tool  # noqa: E402
+from demo import demo_arg_parser, load_tool, train_test_draw  # noqa: E402
 CONFIG = osp.join(osp.dirname(TOOLS), 'configs', 'upernet_maformer_t_demo.py')
 
 
@@ -30,24 +27,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     start = time.time()
-    make_demo_data, train, test, infer = (load_tool(n) for n in ('make_demo_data', 'train', 'test', 'infer'))
-    val_images = osp.join(args.data_root, 'images', 'validation')
     if not osp.isdir(osp.join(args.data_root, 'annotations', 'validation')):
-        make_demo_data.main(['ade', '--out', args.data_root, '--train', '400', '--size', '80', '80', '--class-hues'])
+        load_tool('make_demo_data').main(['ade', '--out', args.data_root, '--train', '400', '--size', '80', '80',
+                                          '--class-hues'])
     data_opts = ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={args.data_root}/'
                                      for split in ('train', 'val', 'test')]
-    # evaluation happens once, below, through tools/test.py
-    train.main([CONFIG, '--work-dir', args.work_dir, *data_opts, 'val_cfg=None', 'val_dataloader=None',
-                'val_evaluator=None'])
-    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics = test.main([CONFIG, checkpoint, '--work-dir', args.work_dir, *data_opts])
-
-    with tempfile.TemporaryDirectory() as images:
-        for path in sorted(glob.glob(osp.join(val_images, '*.jpg')))[:args.num_vis]:
-            shutil.copy(path, images)
-        out_dir = osp.join(args.work_dir, 'predictions')
-        drawn = infer.infer(images, CONFIG, checkpoint, out_dir)
+    checkpoint, metrics, out_dir, drawn = train_test_draw(
+        CONFIG, args, data_opts, osp.join(args.data_root, 'images', 'validation', '*.jpg'))
     print('\n=== demo-seg summary ===')
     print(f'checkpoint: {checkpoint}')
     for key in ('aAcc', 'mIoU', 'mAcc'):

@@ -8,6 +8,7 @@ from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
+from tests.helpers import assert_no_decay_on_norms_and_position_terms
 
 CONFIGS = sorted(str(p) for p in (Path(__file__).resolve().parents[2] / 'configs').glob('mask_rcnn_*.py'))
 ARCH_OF = {'t': 'tiny', 's': 'small', 'b': 'base'}
@@ -38,14 +39,7 @@ def test_detection_config_builds(config):
 
 
 def test_no_weight_decay_on_norms_and_position_terms():
-    from mmengine.optim import build_optim_wrapper
-    cfg = Config.fromfile(CONFIGS[0])
-    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)), pretrain_img_size=32)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    decay = {id(p): g['weight_decay'] for g in optim.param_groups for p in g['params']}
-    for name, param in model.named_parameters():
-        no_decay = 'norm' in name or 'relative_position_bias_table' in name or name.endswith('gld.fc.bias')
-        assert decay[id(param)] == (0. if no_decay else 0.05), name
+    assert_no_decay_on_norms_and_position_terms(CONFIGS[0], 0.05)
 
 
 @pytest.fixture(scope='module')
