@@ -12,11 +12,9 @@ import json
 import os.path as osp
 import statistics
 import sys
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
@@ -25,63 +23,52 @@ ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import maformer_mm  # noqa: E402,F401
-from backbone_benchmark import VITDET_T, benchmark_devices, hardware_name, write_report  # noqa: E402
-from maformer_mm.utils.cli import config_path  # noqa: E402
+from backbone_benchmark import benchmark_devices, hardware_name, infer_step, timed, write_report  # noqa: E402
+from maformer_mm.utils.cli import load_config  # noqa: E402
 from maformer_mm.utils.flops import complexity, tensor_forward  # noqa: E402
 
-# task -> (scope, (H, W), {row name: (config, backbone overrides)})
+# task -> (scope, (H, W), {row name: config}); the window rows are the `_win` configs.
 TASKS = {
     'det': ('mmdet', (800, 1280), {
-        'Mask R-CNN MAFormer-T (global)': (osp.join(ROOT, 'configs/mask_rcnn_maformer_t.py'), {}),
-        'Mask R-CNN MAFormer-T (window)': (osp.join(ROOT, 'configs/mask_rcnn_maformer_t.py'), VITDET_T),
-        'Mask R-CNN Swin-T': ('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', {}),
+        'Mask R-CNN MAFormer-T (global)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t.py'),
+        'Mask R-CNN MAFormer-T (window)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t_win.py'),
+        'Mask R-CNN Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
     }),
     'seg': ('mmseg', (512, 2048), {
-        'UperNet MAFormer-T (global)': (osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py'), {}),
-        'UperNet MAFormer-T (window)': (osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py'),
-                                        VITDET_T),
-        'UperNet Swin-T': ('mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', {}),
+        'UperNet MAFormer-T (global)': osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py'),
+        'UperNet MAFormer-T (window)': osp.join(ROOT, 'configs/upernet_maformer_t_win_512x512_160k_ade20k.py'),
+        'UperNet Swin-T': 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
     }),
 }
 
 
-def build(config: str, scope: str, backbone: dict) -> nn.Module:
-    """The config's model with random weights (no checkpoint is read) and the backbone overrides."""
-    cfg = Config.fromfile(config_path(config))
-    cfg.model.backbone.update(init_cfg=None, **backbone)
-    cfg.model.pop('pretrained', None)
+def build(config: str, scope: str) -> nn.Module:
+    """The config's model in eval mode with random weights (no checkpoint is read)."""
+    cfg = load_config(config)
+    cfg.model.backbone.init_cfg = None
     init_default_scope(scope)
     model = MODELS.build(cfg.model)
     model.eval()
     return model
 
 
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-@torch.no_grad()
-def measure(task: str, repeats: int, device: str) -> List[dict]:
-    scope, hw, entries = TASKS[task]
+def measure(task: str, repeats: int, device: str, hw: Optional[Tuple[int, int]] = None) -> List[dict]:
+    """One row per model of `task` at `hw` (default: the task's reporting size)."""
+    scope, default_hw, configs = TASKS[task]
+    hw = hw or default_hw
     runs: Dict[str, Tuple[nn.Module, torch.Tensor]] = {}
     rows = {}
-    for name, (config, backbone) in entries.items():
-        model = build(config, scope, backbone)
-        runnable, x = tensor_forward(model, scope, hw)
+    for name, config in configs.items():
+        runnable, x = tensor_forward(build(config, scope), scope, hw)
         flops, params = complexity(runnable, (x, ))
-        rows[name] = dict(model=name, size=list(hw), params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-                          gflops=flops / 1e9)
+        rows[name] = dict(model=name, size=list(hw), params_m=params / 1e6, gflops=flops / 1e9)
         runs[name] = (runnable.to(device), x.to(device))
     samples: Dict[str, List[float]] = {n: [] for n in runs}
     for round_ in range(repeats + 1):  # the first round is a warm-up
         for name, (runnable, x) in runs.items():
-            _sync(device)
-            start = time.perf_counter()
-            runnable(x)
-            _sync(device)
+            seconds = timed(infer_step, runnable, x, device)
             if round_:
-                samples[name].append(time.perf_counter() - start)
+                samples[name].append(seconds)
     ref = [n for n in runs if 'Swin' in n][0]
     for name, row in rows.items():
         row['infer_s'] = statistics.median(samples[name])
@@ -94,8 +81,7 @@ def markdown(rows: List[dict], device: str, hardware: str, repeats: int) -> str:
     lines = [f'# Dense-task cost ({device})', '', f'Hardware: {hardware}. Batch 1, inference in mode `tensor` '
              f'(backbone, neck and heads; no post-processing), median of {repeats} interleaved runs after a '
              'warm-up. Ratios are against the Swin-T model of the same task, measured in the same run. Window '
-             f"mode: `vit_window_size={VITDET_T['vit_window_size']}`, "
-             f"`vit_global_blocks={VITDET_T['vit_global_blocks']}`.", '',
+             'mode: the `_win` configs (stage-3 windows of 14, blocks 6, 13 and 20 global).', '',
              '| model | input (HxW) | params | GFLOPs | FLOPs ratio | inference (s) | time ratio |',
              '|---|---|---|---|---|---|---|']
     for r in rows:

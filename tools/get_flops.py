@@ -9,13 +9,12 @@
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.cli import config_path
+from maformer_mm.utils.cli import load_config
 from maformer_mm.utils.flops import model_complexity
 
 # Sizes at which each task's FLOPs are usually reported, as (H, W).
@@ -61,9 +60,8 @@ def config_complexity(cfg: Config, hw: Optional[Tuple[int, int]] = None) -> Tupl
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    torch.set_grad_enabled(False)
     if args.config:
-        cfg = Config.fromfile(config_path(args.config))
+        cfg = load_config(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         flops, params, hw = config_complexity(cfg, _hw(args.shape, None))
@@ -71,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     hw = _hw(args.shape, (224, 224))
     print(f'MAFormer backbones at {hw[0]}x{hw[1]} (FLOPs = multiply-adds, attention included)')
-    print(f'| arch | params (M) | FLOPs (G) |\n|---|---|---|')
+    print('| arch | params (M) | FLOPs (G) |\n|---|---|---|')
     for arch, params, flops in backbone_rows(args.arch, hw):
         print(f'| {arch} | {params:.1f} | {flops:.2f} |')
 

@@ -4,20 +4,16 @@ import os.path as osp
 
 from mmengine.config import Config
 
-__all__ = ['config_from_args', 'config_path']
+__all__ = ['config_from_args', 'load_config']
 
 
-def config_path(name: str) -> str:
-    """`name` itself, or for 'mmdet::swin/x.py' style names the file in that package's installed configs
-    (the form `_base_` accepts, which `Config.fromfile` does not)."""
-    package, sep, relative = name.partition('::')
-    if not sep:
-        return name
-    from mmengine.utils import get_installed_path
-    path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config {name!r} not found: no {path}')
-    return path
+def load_config(name: str) -> Config:
+    """Loads a config file, or an installed package's config named as `_base_` names them
+    ('mmdet::swin/x.py', through mmengine's `get_config`)."""
+    if '::' in name:
+        from mmengine.hub import get_config
+        return get_config(name)
+    return Config.fromfile(name)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

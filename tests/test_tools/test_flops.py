@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -6,8 +7,8 @@ from mmengine.analysis import FlopAnalyzer
 
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.cli import config_path
-from maformer_mm.utils.flops import complexity
+from maformer_mm.utils.cli import load_config
+from maformer_mm.utils.flops import complexity, tensor_forward
 from tools.get_flops import backbone_rows, main
 
 
@@ -39,8 +40,30 @@ def test_backbone_rows_and_cli(capsys):
 
 
 def test_package_config_names_resolve():
-    path = Path(config_path('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'))
+    cfg = load_config('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    path = Path(cfg.filename)
     assert path.is_file() and path.parts[-3:] == ('configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
-    assert config_path('configs/mask_rcnn_maformer_t.py') == 'configs/mask_rcnn_maformer_t.py'
-    with pytest.raises(FileNotFoundError, match="config 'mmseg::swin/nope.py' not found"):
-        config_path('mmseg::swin/nope.py')
+    assert cfg.model.backbone.type == 'SwinTransformer'
+    assert load_config('configs/mask_rcnn_maformer_t.py').model.backbone.type == 'MAFormer'
+    with pytest.raises(FileNotFoundError, match='swin/nope.py'):
+        load_config('mmseg::swin/nope.py')
+
+
+def test_segmentor_config_complexity(capsys):
+    """A whole UperNet through the CLI: its parameter count is the README's (independent of the size)."""
+    main(['configs/upernet_maformer_t_512x512_160k_ade20k.py', '--shape', '64', '128'])
+    out = capsys.readouterr().out
+    assert 'input (H, W): (64, 128)' in out and 'params: 56.99 M' in out  # README: 57.0M
+    assert float(re.search(r'FLOPs: ([\d.]+) G', out).group(1)) > 0
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_tensor_forward_keeps_the_models_mode(training):
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = load_config('configs/upernet_maformer_t_512x512_160k_ade20k.py')
+    cfg.model.backbone.init_cfg = None
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model).train(training)
+    runnable, x = tensor_forward(model, 'mmseg', (32, 32))
+    assert runnable.training is training and runnable.model is model and x.shape == (1, 3, 32, 32)
+    assert tensor_forward(model.backbone, 'backbone', (32, 32))[0] is model.backbone

@@ -1,21 +1,16 @@
 """The demo data writer: ADE20K layout, label values, and the per-class hue bands of `--class-hues`."""
 import colorsys
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'make_demo_data.py'
-
 
 @pytest.fixture(scope='module')
 def make_demo_data():
-    spec = importlib.util.spec_from_file_location('make_demo_data', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import make_demo_data
+    return make_demo_data
 
 
 def _median_hues(root: Path, split: str) -> dict:
