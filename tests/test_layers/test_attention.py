@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from maformer_mm.layers import Attention, CrossAttention, WindowAttention, relative_position_index, \
     resize_rel_pos_table, set_fused_attn
@@ -33,14 +34,53 @@ def test_cross_attention_sdpa_matches_explicit_with_different_lengths():
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
 
 
-def test_explicit_path_uses_the_head_scale():
-    """A reference computed by hand: logits are scaled by d**-0.5, not multiplied by it."""
-    attn = Attention(8, 1, qkv_bias=False).eval()
-    set_fused_attn(attn, False)
+@pytest.mark.parametrize('fused', [True, False])
+def test_both_paths_use_the_head_scale(fused):
+    """A reference computed by hand with 2 heads of width 4: logits are scaled by 4**-0.5 (the head width, not the
+    embedding width 8), and divided by it, not multiplied."""
+    attn = Attention(8, 2, qkv_bias=False).eval()
+    torch.nn.init.normal_(attn.qkv.weight, std=1.)  # logits of order one: a wrong scale shows
+    set_fused_attn(attn, fused)
     x = torch.randn(1, 5, 8)
     q, k, v = attn.qkv(x).chunk(3, dim=-1)
-    ref = attn.proj(torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, dim=-1) @ v)
-    torch.testing.assert_close(attn(x), ref)
+    heads = [torch.softmax(q[..., h:h + 4] @ k[..., h:h + 4].transpose(1, 2) / 4 ** 0.5, dim=-1) @ v[..., h:h + 4]
+             for h in (0, 4)]
+    ref = attn.proj(torch.cat(heads, dim=-1))
+    torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-4)
+
+
+class _SDPACounter(TorchDispatchMode):
+    """Counts the scaled-dot-product-attention kernels run while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 'scaled_dot_product' in func.name()
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('value, fused', [('0', False), ('1', True), (None, True)])
+def test_environment_variable_chooses_the_attention_path(monkeypatch, value, fused):
+    """MAFORMER_FUSED_ATTN=0 makes every attention of a new model take the explicit path (no SDPA kernel runs);
+    unset or 1, SDPA. Both give the same maps."""
+    from maformer_mm.models import MAFormer
+    if value is None:
+        monkeypatch.delenv('MAFORMER_FUSED_ATTN', raising=False)
+    else:
+        monkeypatch.setenv('MAFORMER_FUSED_ATTN', value)
+    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2)), window_size=4,
+                     pretrain_img_size=32).eval()
+    x = torch.randn(1, 3, 40, 36)
+    with _SDPACounter() as counter, torch.no_grad():
+        outs = model(x)
+    assert (counter.calls > 0) == fused
+    assert counter.calls in (0, 2 * 2 + 2)  # window and cross attention in 2 MAF blocks, 2 ViT blocks
+    with torch.no_grad():
+        other = set_fused_attn(model, not fused)(x)
+    for a, b in zip(outs, other):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_relative_position_index_is_symmetric_offset():

@@ -1,0 +1,220 @@
+"""Every layer of the package against the independent reference in tests/reference, with the same weights.
+
+The weights are random and of order one (norms that are not the identity, non-zero biases and relative-position
+tables), the inputs are not normalised, attention has several heads, and both attention paths (SDPA and
+explicit) are checked. Comparisons run in float64 to a tolerance far below any change of the maths; one
+float32 case per module checks the 1e-5 agreement at the precision users run.
+"""
+import pytest
+import torch
+
+from maformer_mm.layers import (GLD, Attention, CrossAttention, MAFBlock, ViTBlock, WindowAttention, global_grid,
+                                resize_gld_fc, resize_rel_pos_table, resize_to_grid, set_fused_attn)
+from maformer_mm.models.backbones.maformer import MAFormerStage
+from tests import reference as ref
+
+F64 = dict(atol=1e-9, rtol=1e-7)
+F32 = dict(atol=1e-5, rtol=1e-5)
+RESIZE = dict(atol=1e-6, rtol=1e-5)  # the resizing helpers compute in float32 whatever the dtype
+FUSED = pytest.mark.parametrize('fused', [True, False], ids=['sdpa', 'explicit'])
+
+
+def _prepare(module: torch.nn.Module, fused: bool = True, dtype: torch.dtype = torch.float64) -> dict:
+    """Random weights, eval mode, the chosen attention path; returns the weights by state-dict name."""
+    ref.randomize_(module.to(dtype)).eval()
+    set_fused_attn(module, fused)
+    return module.state_dict()
+
+
+def _map(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """An input that is far from normalised: a per-channel offset and scale."""
+    c = shape[-1]
+    return (torch.randn(*shape, dtype=dtype) * torch.linspace(0.5, 2., c, dtype=dtype)
+            + torch.linspace(-1., 1., c, dtype=dtype))
+
+
+@FUSED
+@pytest.mark.parametrize('window_size, heads', [(4, 3), (3, 2), (1, 4)])
+def test_window_attention(fused, window_size, heads):
+    attn = WindowAttention(24, heads, window_size)
+    params = _prepare(attn, fused)
+    windows = _map(5, window_size ** 2, 24)
+    bias = ref.relative_position_bias(params['relative_position_bias_table'], window_size)
+    expected = torch.stack([_self_attention(w, params, heads, bias) for w in windows])
+    torch.testing.assert_close(attn(windows), expected, **F64)
+
+
+def _self_attention(tokens, params, heads, bias=None):
+    """The reference self-attention on a module's own state dict (names without a prefix)."""
+    prefixed = {f'm.{k}': v for k, v in params.items()}
+    return ref.self_attention(tokens, prefixed, 'm', heads, bias)
+
+
+@FUSED
+@pytest.mark.parametrize('n', [1, 17, 50])
+def test_global_attention(fused, n):
+    attn = Attention(24, 3)
+    params = _prepare(attn, fused)
+    x = _map(2, n, 24)
+    torch.testing.assert_close(attn(x), torch.stack([_self_attention(t, params, 3) for t in x]), **F64)
+
+
+@FUSED
+@pytest.mark.parametrize('n, m', [(37, 11), (5, 40), (9, 1)])
+def test_cross_attention(fused, n, m):
+    attn = CrossAttention(24, 4)
+    params = {f'c.{k}': v for k, v in _prepare(attn, fused).items()}
+    x, context = _map(2, n, 24), _map(2, m, 24)
+    expected = torch.stack([ref.cross_attention(a, b, params, 'c', 4) for a, b in zip(x, context)])
+    torch.testing.assert_close(attn(x, context), expected, **F64)
+
+
+def test_relative_position_bias_follows_the_swin_layout():
+    """Two key positions at the same offset from their queries read the same table row; the zero offset reads
+    the centre row; the layout is the one every Swin checkpoint uses."""
+    window, heads = 3, 2
+    attn = WindowAttention(8, heads, window)
+    params = _prepare(attn)
+    bias = ref.relative_position_bias(params['relative_position_bias_table'], window)
+    table = params['relative_position_bias_table']
+    assert torch.equal(bias[:, 0, 0], table[12])  # (0, 0) offset: centre of the 5 x 5 table
+    assert torch.equal(bias[:, 0, 1], table[11])  # key one column right of the query: dx = -1
+    assert torch.equal(bias[:, 0, 3], table[7])  # key one row below: dy = -1
+    assert torch.equal(bias[:, 8, 0], table[24])  # query at (2, 2), key at (0, 0): dy = dx = 2
+    zero_table = dict(params, relative_position_bias_table=torch.zeros_like(table))
+    x = _map(2, 9, 8)
+    assert not torch.allclose(_self_attention(x[0], params, heads, bias), _self_attention(x[0], zero_table, heads))
+
+
+GLD_SIZES = [(8, 6), (11, 9), (5, 4), (13, 3), (3, 13), (1, 1), (8, 17)]
+
+
+@pytest.mark.parametrize('hw', GLD_SIZES, ids=[f'{h}x{w}' for h, w in GLD_SIZES])
+@pytest.mark.parametrize('ref_hw, ratio', [((8, 6), 0.5), ((7, 7), 0.3)])
+def test_gld(hw, ref_hw, ratio):
+    gld = GLD(ref_hw, ratio)
+    params = {f'g.{k}': v for k, v in _prepare(gld).items()}
+    assert gld.global_hw == ref.global_grid(ref_hw, ratio)
+    x = _map(2, *hw, 5)
+    expected = torch.stack([ref.gld(m, params, 'g', ref_hw, ratio) for m in x])
+    torch.testing.assert_close(gld(x), expected, **F64)
+
+
+def test_global_grid_matches_the_spec():
+    for ref_hw in [(56, 56), (28, 28), (8, 6), (7, 7), (64, 48), (3, 2)]:
+        for ratio in (0.5, 0.3, 0.01, 1.):
+            assert global_grid(ref_hw, ratio) == ref.global_grid(ref_hw, ratio)
+
+
+@pytest.mark.parametrize('src, dst', [((4, 4), (4, 4)), ((9, 7), (4, 3)), ((3, 5), (8, 11)), ((9, 3), (4, 8)),
+                                      ((2, 7), (5, 7))])
+def test_resize_to_grid_is_area_pooling_then_bilinear(src, dst):
+    x = torch.randn(2, 3, *src, dtype=torch.float64)
+    expected = ref.ops.resample(x, ref.ops.resize_matrix(src[0], dst[0]), ref.ops.resize_matrix(src[1], dst[1]))
+    torch.testing.assert_close(resize_to_grid(x, dst), expected, **F64)
+
+
+MAF_SIZES = [(8, 8), (9, 13), (4, 4), (3, 5), (17, 6), (12, 12)]
+
+
+@FUSED
+@pytest.mark.parametrize('hw', MAF_SIZES, ids=[f'{h}x{w}' for h, w in MAF_SIZES])
+def test_maf_block(fused, hw):
+    block = MAFBlock(24, 3, window_size=4, ref_hw=(8, 8), gld_ratio=0.5)
+    params = {f'b.{k}': v for k, v in _prepare(block, fused).items()}
+    x = _map(2, *hw, 24)
+    expected = ref.batched(ref.maf_block, x, params, 'b', 3, 4, (8, 8), 0.5)
+    torch.testing.assert_close(block(x), expected, **F64)
+
+
+VIT_CASES = {  # window size, map size
+    'global': (0, (5, 7)),
+    'windowed': (3, (7, 5)),
+    'windowed-exact': (3, (6, 9)),
+    'fits-in-one-window': (8, (7, 5)),
+    'one-window-exactly': (4, (4, 4)),
+    'one-axis-fits': (4, (3, 9)),
+}
+
+
+@FUSED
+@pytest.mark.parametrize('case', sorted(VIT_CASES))
+def test_vit_block(fused, case):
+    window, hw = VIT_CASES[case]
+    block = ViTBlock(24, 4, window_size=window)
+    params = {f'b.{k}': v for k, v in _prepare(block, fused).items()}
+    x = _map(2, *hw, 24)
+    expected = ref.batched(ref.vit_block, x, params, 'b', 4, window)
+    torch.testing.assert_close(block(x), expected, **F64)
+
+
+@pytest.mark.parametrize('hw', [(6, 8), (7, 5), (1, 1), (3, 2)])
+def test_patch_merging_as_the_stages_use_it(hw):
+    from mmcv.cnn.bricks.transformer import PatchMerging
+    stage = MAFormerStage([], PatchMerging(in_channels=6, out_channels=12, norm_cfg=dict(type='LN'),
+                                           padding='corner'))
+    params = _prepare(stage)
+    x = _map(2, *hw, 6)
+    torch.testing.assert_close(stage(x), ref.batched(ref.patch_merging, x, params, 'downsample'), **F64)
+
+
+@pytest.mark.parametrize('make, inputs', [
+    (lambda: WindowAttention(24, 3, 4), lambda: (_map(3, 16, 24, dtype=torch.float32), )),
+    (lambda: CrossAttention(24, 3), lambda: (_map(2, 30, 24, dtype=torch.float32), _map(2, 7, 24,
+                                                                                       dtype=torch.float32))),
+    (lambda: MAFBlock(24, 3, 4, (8, 8)), lambda: (_map(2, 9, 10, 24, dtype=torch.float32), )),
+    (lambda: ViTBlock(24, 3, window_size=3), lambda: (_map(2, 7, 5, 24, dtype=torch.float32), )),
+], ids=['window', 'cross', 'maf', 'vit-windowed'])
+def test_float32_within_1e_5(make, inputs):
+    """The float32 modules against the float64 reference of the same weights."""
+    module = make()
+    _prepare(module, True, torch.float32)
+    args = inputs()
+    with torch.no_grad():
+        out = module(*args)
+    double = make()
+    double.load_state_dict(module.state_dict())
+    set_fused_attn(double.double().eval(), False)
+    with torch.no_grad():
+        expected = double(*(a.double() for a in args))
+    torch.testing.assert_close(out.double(), expected, **F32)
+
+
+@pytest.mark.parametrize('src, dst', [(7, 12), (7, 4), (3, 5)])
+def test_relative_position_table_resize_is_bicubic(src, dst):
+    """A table with structure in it (a constant would survive any interpolation) against bicubic resizing
+    written out in the test; loading a checkpoint of another window size gives the same table."""
+    side = 2 * src - 1
+    y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing='ij')
+    table = torch.stack([torch.sin(3 * x) + y ** 2, x * y - torch.cos(2 * y)], dim=-1).reshape(side * side, 2)
+    table = (table + 0.1 * torch.randn(side * side, 2)).double()
+    expected = ref.resize_rel_pos_table(table, dst)
+    torch.testing.assert_close(resize_rel_pos_table(table, dst), expected, **RESIZE)
+
+    source, target = WindowAttention(8, 2, src).double(), WindowAttention(8, 2, dst).double()
+    source.relative_position_bias_table.data.copy_(table)
+    target.load_state_dict(source.state_dict())
+    torch.testing.assert_close(target.relative_position_bias_table.data, expected, **RESIZE)
+
+
+def test_relative_position_table_resize_in_float32_keeps_its_dtype():
+    table = torch.randn(13 * 13, 3)
+    resized = resize_rel_pos_table(table, 4)
+    assert resized.dtype == torch.float32 and resized.shape == (7 * 7, 3)
+    torch.testing.assert_close(resized.double(), ref.resize_rel_pos_table(table.double(), 4), **F32)
+    assert resize_rel_pos_table(table, 7) is table  # same window: unchanged
+
+
+@pytest.mark.parametrize('src_ref, src_ratio, dst_ref, dst_ratio', [
+    ((16, 16), 0.5, (8, 8), 0.25), ((8, 8), 0.5, (12, 10), 0.5), ((6, 6), 1., (6, 6), 0.5)])
+def test_gld_fc_resize(src_ref, src_ratio, dst_ref, dst_ratio):
+    source, target = GLD(src_ref, src_ratio).double(), GLD(dst_ref, dst_ratio).double()
+    ref.randomize_(source)
+    weight, bias = source.fc.weight.data, source.fc.bias.data
+    expected_w, expected_b = ref.resize_gld_fc(weight, bias, dst_ref, dst_ratio)
+    w, b = resize_gld_fc(weight, bias, dst_ref, target.global_hw)
+    torch.testing.assert_close(w, expected_w, **RESIZE)
+    torch.testing.assert_close(b, expected_b, **RESIZE)
+    target.load_state_dict(source.state_dict())
+    torch.testing.assert_close(target.fc.weight.data, expected_w, **RESIZE)
+    torch.testing.assert_close(target.fc.bias.data, expected_b, **RESIZE)
