@@ -24,8 +24,11 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['maformer_mm', 'maformer_mm.*']),
     install_requires=[
-        'torch>=2.1,<2.14',  # torch 2.14+ headers need C++20; mmcv 2.1.0's build is C++17
-        'torchvision>=0.16,<0.29',
+        # torch 2.6: named safe globals `(obj, 'module.name')` for torch.load's weights-only unpickler, which the
+        # checkpoint loading needs (2.4 brought selective checkpointing); 2.14+ headers need C++20, mmcv 2.1.0's
+        # build is C++17.
+        'torch>=2.6,<2.14',
+        'torchvision>=0.21,<0.29',  # the releases that go with torch 2.6 to 2.13
         'mmengine>=0.10.4,<0.11',
         'mmcv>=2.1.0,<2.2.0',  # mmdet 3.3.0 and mmseg 1.2.2 refuse mmcv 2.2
         'mmdet>=3.3.0,<3.4',
@@ -34,6 +37,7 @@ setup(
         'ftfy',  # imported by mmsegmentation 1.2.2, not declared by it
         'regex',  # likewise
         'pycocotools',
+        'safetensors>=0.4',  # .safetensors backbone weights
         'numpy',
     ],
     extras_require={

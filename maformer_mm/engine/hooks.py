@@ -37,7 +37,10 @@ class InvalidLossHook(Hook):
         bad = [k for k, v in outputs.items()
                if k.startswith('loss') and k != 'loss' and isinstance(v, torch.Tensor) and not torch.isfinite(v).all()]
         last = osp.join(runner.work_dir, 'last_checkpoint')
-        saved = open(last).read().strip() if osp.isfile(last) else 'none saved yet'
+        saved = 'none saved yet'
+        if osp.isfile(last):
+            with open(last) as file:
+                saved = file.read().strip()
         raise FloatingPointError(
             f'loss is {value} at iteration {runner.iter + 1} (non-finite terms: {", ".join(bad) or "loss"}); '
             f'training stopped before writing a checkpoint. Last good checkpoint: {saved}. '

@@ -58,11 +58,18 @@ class BF16OptimWrapper(OptimWrapper):
 
             def leave(mod: nn.Module, args: tuple, output):
                 active.pop().__exit__(None, None, None)
+                if output is None:  # the forward raised (`always_call`): only leave the autocast
+                    return None
                 return type(output)(o.float() for o in output) if isinstance(output, (tuple, list)) else output.float()
 
-            handles = [backbone.register_forward_pre_hook(enter), backbone.register_forward_hook(leave)]
+            # `always_call`: a backbone forward that raises still leaves its autocast, which would otherwise stay
+            # on for the thread; the `finally` covers anything that ends the step between the two hooks.
+            handles = [backbone.register_forward_pre_hook(enter),
+                       backbone.register_forward_hook(leave, always_call=True)]
             try:
                 yield
             finally:
                 for handle in handles:
                     handle.remove()
+                while active:
+                    active.pop().__exit__(None, None, None)

@@ -1,18 +1,21 @@
 """Loading MAFormer backbone weights from any checkpoint form, strictly reported.
 
 `backbone_state_dict` is a pure function that unwraps a checkpoint to backbone keys;
-`load_backbone_checkpoint` reads a file, loads it into a model (resizing of relative-position
-tables and GLD layers happens in the modules' load_state_dict pre-hooks), logs what was missing or
-unexpected, and raises when nothing matched or a shape does not fit. Never a silent partial load.
+`load_backbone_checkpoint` reads a file as plain data (`serialization.load_weights`: tensors and plain
+containers, or a .safetensors file), loads it into a model (resizing of relative-position tables and GLD
+layers happens in the modules' load_state_dict pre-hooks), logs what was missing or unexpected, and raises
+when nothing matched or a shape does not fit. Never a silent partial load.
 """
 import os.path as osp
 import re
 from typing import Mapping, Optional
+from urllib.parse import urlparse
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner import CheckpointLoader
 from torch import nn
+
+from .serialization import load_weights
 
 __all__ = ['STATE_DICT_KEYS', 'backbone_state_dict', 'load_backbone_state_dict', 'load_backbone_checkpoint']
 
@@ -81,10 +84,28 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Te
     return result
 
 
+def _downloaded(url: str) -> str:
+    """The local copy of an http(s) checkpoint in torch hub's cache (downloaded once), read like any file."""
+    name = osp.basename(urlparse(url).path)
+    path = osp.join(torch.hub.get_dir(), 'checkpoints', name)
+    if not osp.isfile(path):
+        print_log(f'Downloading {url} to {path}', logger='current')
+        torch.hub.download_url_to_file(url, path)
+    return path
+
+
 def load_backbone_checkpoint(model: nn.Module, filename: str, prefix: Optional[str] = None,
                              map_location: str = 'cpu') -> 'torch.nn.modules.module._IncompatibleKeys':
-    """Reads `filename` (any form `backbone_state_dict` accepts) and loads it into `model`."""
-    if '://' not in str(filename) and not osp.isfile(filename):
+    """Reads `filename` (a path or an http(s) URL; any form `backbone_state_dict` accepts, as plain data) and
+    loads it into `model`."""
+    filename = str(filename)
+    path = filename
+    if '://' in filename:
+        if urlparse(filename).scheme not in ('http', 'https'):
+            raise ValueError(f'{type(model).__name__} pretrained checkpoint {filename}: only local paths and '
+                             'http(s) URLs are read; download the file and give its path')
+        path = _downloaded(filename)
+    elif not osp.isfile(filename):
         raise FileNotFoundError(f'{type(model).__name__} pretrained checkpoint not found: {filename}')
-    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    return load_backbone_state_dict(model, backbone_state_dict(checkpoint, prefix), source=str(filename))
+    checkpoint = load_weights(path, map_location=map_location)
+    return load_backbone_state_dict(model, backbone_state_dict(checkpoint, prefix), source=filename)

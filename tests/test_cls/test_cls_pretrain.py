@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
+from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 from tests.helpers import REPO, run_tool
 
 CLASSES = ('circle', 'square', 'stripes')
@@ -74,7 +74,7 @@ def test_pretraining_runs_validates_and_saves_ema_weights(pretrained):
     assert re.search(r'Epoch\(train\) \[1\]\[1/2\]\s+base_lr: 1\.0000e-06', log)  # warm-up from lr x 1e-3
     assert re.search(r'Epoch\(train\) \[2\]\[2/2\].*loss: \d', log)
     assert re.search(r'Epoch\(val\) \[2\]\[1/1\]\s+accuracy/top1: [\d.]+', log)
-    ckpt = torch.load(work_dir / 'epoch_2.pth', map_location='cpu')  # torch's safe loader
+    ckpt = load_mmengine_checkpoint(work_dir / 'epoch_2.pth', map_location='cpu')  # torch.load refuses it
     state, raw = ckpt['state_dict'], ckpt['ema_state_dict']
     assert ckpt['meta']['iter'] == 4
     assert set(raw) == {'steps'} | {'module.' + k for k in state}
@@ -85,7 +85,8 @@ def test_pretraining_runs_validates_and_saves_ema_weights(pretrained):
 def test_checkpoint_initialises_the_detection_backbone_unchanged(pretrained, mm_log):
     from mmdet.registry import MODELS
     work_dir, _ = pretrained
-    path = work_dir / 'epoch_2.pth'
+    path = work_dir / 'weights' / 'epoch_2.pth'  # backbone weights are read as plain data: the weights alone
+    run_tool([REPO / 'tools' / 'convert_checkpoint.py', work_dir / 'epoch_2.pth', path], cwd=work_dir)
     cfg = Config.fromfile(str(REPO / 'configs' / 'mask_rcnn_maformer_t.py'))
     cfg.model.backbone.arch = ARCH
     cfg.model.backbone.pretrain_img_size = 64

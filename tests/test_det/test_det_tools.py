@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import maformer_mm  # noqa: F401  (lets torch's safe default loader read mmengine checkpoints)
+from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 
 from tests.helpers import REPO, make_det_workspace, run_tool
 
@@ -54,7 +54,7 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1' in log
     assert 'Epoch(train) [1]' not in log and 'Epoch(train) [2][2/2]' in log
-    ckpt = torch.load(resumed_dir / 'epoch_2.pth', map_location='cpu')  # torch's safe default loader
+    ckpt = load_mmengine_checkpoint(resumed_dir / 'epoch_2.pth', map_location='cpu')  # torch.load refuses it
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
     assert (work_dir / 'epoch_1.pth').is_file()  # the original is untouched
 

@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import maformer_mm  # noqa: F401
+from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 from maformer_mm.engine import BF16OptimWrapper, InvalidLossHook
 from maformer_mm.layers import GLD, CrossAttention
 from maformer_mm.models import MAFormer
@@ -107,7 +107,7 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(workspace, tmp_pat
     root, config = workspace
     good = tmp_path / 'good'
     run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', good], cwd=tmp_path)
-    checkpoint = torch.load(good / 'epoch_1.pth', map_location='cpu')
+    checkpoint = load_mmengine_checkpoint(good / 'epoch_1.pth', map_location='cpu')
     checkpoint['state_dict']['backbone.patch_embed.projection.weight'][0, 0, 0, 0] = float('nan')
     poisoned = tmp_path / 'poisoned.pth'
     torch.save({'state_dict': checkpoint['state_dict']}, poisoned)

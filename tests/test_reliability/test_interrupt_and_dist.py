@@ -8,7 +8,7 @@ import time
 
 import torch
 
-import maformer_mm  # noqa: F401  (lets torch's safe default loader read mmengine checkpoints)
+from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 
 from tests.helpers import REPO, make_det_workspace, run_tool
 
@@ -33,7 +33,7 @@ def test_sigkill_mid_run_then_resume_finishes(tmp_path):
     resumed = int(text.split('resumed epoch: ')[1].split(',')[0])
     assert 1 <= resumed < 6  # last_checkpoint names the newest complete checkpoint
     assert f'Epoch(train) [{resumed + 1}][1/2]' in text and 'Epoch(train) [6][2/2]' in text
-    final = torch.load(work_dir / 'epoch_6.pth', map_location='cpu')
+    final = load_mmengine_checkpoint(work_dir / 'epoch_6.pth', map_location='cpu')
     assert final['meta']['epoch'] == 6 and final['meta']['iter'] == 12
     for name in saved:  # nothing saved before the kill was lost or overwritten
         assert (work_dir / name).is_file()

@@ -241,15 +241,30 @@ class MAFormer(BaseModule):
             raise ValueError(f'vit_window_size must be an int >= 0 (0 = global attention), got {vit_window_size!r}')
 
     def init_weights(self) -> None:
-        """Loads `init_cfg`'s checkpoint when it is 'Pretrained'; otherwise truncated-normal init."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            load_backbone_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
+        """Loads `init_cfg`'s 'Pretrained' checkpoint with `load_backbone_checkpoint` (also from a list
+        `init_cfg`, after its other entries: mmengine's own Pretrained init loads silently and non-strictly);
+        without `init_cfg`, truncated-normal init."""
+        from mmengine.model.weight_init import PretrainedInit
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        pretrained = [c for c in cfgs if c.get('type') in ('Pretrained', PretrainedInit)]
+        if len(pretrained) > 1:
+            raise ValueError(f'MAFormer init_cfg has {len(pretrained)} Pretrained entries; give one')
+        if not pretrained:
+            if self.init_cfg is None:
+                self.apply(self._init_module)
+            super().init_weights()
             return
-        if cfg is None:
-            self.apply(self._init_module)
-        super().init_weights()
+        others = [c for c in cfgs if c is not pretrained[0]]
+        if others:  # mmengine applies them; the checkpoint is loaded after, as mmengine orders it
+            self.init_cfg, original = others, self.init_cfg
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = original
+        cfg = pretrained[0]
+        load_backbone_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 map_location=cfg.get('map_location') or 'cpu')
+        self._is_init = True
 
     @staticmethod
     def _init_module(module: nn.Module) -> None:

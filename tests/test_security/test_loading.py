@@ -1,0 +1,238 @@
+"""Loading never runs what a checkpoint carries.
+
+Crafted checkpoints (tests/test_security/crafted.py) are refused by torch.load, by the loader mmengine uses
+after `import maformer_mm` (resume, load_from, tools/test.py, inferencers) and by the backbone loader, with
+errors that name the file and what was found, and nothing they carry runs. torch's allow-list is left as it
+was; what mmengine checkpoints hold still loads, unchanged.
+"""
+import codecs
+import copy
+import subprocess
+import sys
+from collections import Counter, OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import HistoryBuffer, MessageHub
+from mmengine.runner import CheckpointLoader
+
+import maformer_mm  # noqa: F401  (makes mmengine read local checkpoints with the data-only loader)
+from maformer_mm.models import MAFormer
+from maformer_mm.utils.serialization import (UnsafeCheckpointError, check_checkpoint, load_mmengine_checkpoint,
+                                             load_weights, mmengine_checkpoint_globals)
+from tests.helpers import DEMO_DET_CONFIG, REPO
+from tests.test_security.crafted import all_crafted, write_config_code, write_crafted
+
+# What each loader names when it refuses a crafted file (torch.load's own words, or ours).
+REFUSALS = {
+    'exec_via_counter': ('GLOBAL getattr', r"getattr\(the class collections.Counter, '__init__'\)"),
+    'exec_via_history_buffer': ('GLOBAL getattr', r"getattr\(the function mmengine.*HistoryBuffer.mean, "
+                                                    r"'__builtins__'\)"),
+    'callable_in_counter_state': ('GLOBAL getattr', r"a Counter with the instance attributes \['__reduce_ex__'\] "
+                                                      r"at checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]"),
+    'torch_callable_in_counter_state': (None, r"a Counter with the instance attributes \['__deepcopy__'\]"),
+    'callable_in_history_buffer_state': ('mmengine.logging.history_buffer.HistoryBuffer',
+                                         r"statistics method 'mean' bound to the function _codecs.encode"),
+    'object_array': ('numpy._core.multiarray._reconstruct', r"numpy.dtype\('O8'"),
+    'object_array_by_constructor': ('numpy.ndarray', r'a numpy array of dtype object at '
+                                                     r"checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]"),
+    'config_code': (None, r"checkpoint\['meta'\]\['config'\] is a config text that mmengine runs as Python, and "
+                          r'line 1 is expr code'),
+}
+
+
+@pytest.fixture(scope='module')
+def crafted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('crafted')
+    marker = folder / 'payload_ran'
+    return all_crafted(folder, marker), marker
+
+
+@pytest.fixture
+def no_forced_unsafe_load(monkeypatch):
+    """torch.load's default as a user gets it: no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in this process."""
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+
+
+def test_importing_maformer_mm_leaves_torchs_allow_list_as_it_was():
+    """In a fresh process. torch.nested and torch.distributed.tensor add their own types when imported (mmengine
+    imports them); they are imported first, so that the comparison sees what the plugin adds: nothing."""
+    code = ('import torch, torch.nested, torch.distributed.tensor; from torch.serialization import get_safe_globals; '
+            'before = set(get_safe_globals()); import maformer_mm; from maformer_mm.models import MAFormer; '
+            'after = set(get_safe_globals()); '
+            'own = all((e[0] if isinstance(e, tuple) else e).__module__.startswith("torch") for e in after); '
+            'print("UNCHANGED" if before == after and own else f"CHANGED {before} -> {after}")')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().endswith('UNCHANGED'), proc.stdout + proc.stderr
+
+
+def test_loads_admit_mmengine_types_only_while_they_run(tmp_path, crafted):
+    path = tmp_path / 'hub.pth'
+    torch.save({'message_hub': {'log_scalars': {'loss': HistoryBuffer([1.], [1])}}}, path)
+    before = set(torch.serialization.get_safe_globals())
+    with mmengine_checkpoint_globals():
+        inside = torch.serialization.get_safe_globals()
+    load_mmengine_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError):
+        load_mmengine_checkpoint(crafted[0]['callable_in_counter_state'])
+    assert set(torch.serialization.get_safe_globals()) == before
+    assert {e[1] for e in inside if isinstance(e, tuple)} >= {'builtins.getattr', 'mmengine.logging.history_buffer.HistoryBuffer'}
+
+
+@pytest.mark.parametrize('name', [n for n, (torch_says, _) in REFUSALS.items() if torch_says])
+def test_torch_load_after_import_refuses_crafted_files(crafted, name, no_forced_unsafe_load):
+    """All but two: `_codecs.encode` in a Counter's state is on torch's own list (mmengine's resume would
+    deep-copy that Counter), and a config text is plain data to torch; the loaders below refuse both."""
+    files, marker = crafted
+    with pytest.raises(Exception, match=REFUSALS[name][0].replace('.', r'\.')):
+        torch.load(files[name])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('name', list(REFUSALS))
+def test_mmengines_loader_refuses_crafted_files(crafted, name):
+    """The loader behind --resume, load_from, tools/test.py and the inferencers (`CheckpointLoader`)."""
+    files, marker = crafted
+    with pytest.raises(UnsafeCheckpointError, match=rf'{files[name]} was refused.*{REFUSALS[name][1]}'):
+        CheckpointLoader.load_checkpoint(str(files[name]), map_location='cpu')
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('name', list(REFUSALS))
+def test_backbone_loader_refuses_crafted_files(crafted, name, tiny_cfg):
+    files, marker = crafted
+    model = MAFormer(**tiny_cfg, init_cfg=dict(type='Pretrained', checkpoint=str(files[name])))
+    before = copy.deepcopy(model.state_dict())
+    expected = {'config_code': REFUSALS['config_code'][1],
+                'torch_callable_in_counter_state': REFUSALS[name][1]}.get(name, 'Unsupported global')
+    with pytest.raises(UnsafeCheckpointError, match=rf'{files[name]} was refused.*{expected}'):
+        model.init_weights()
+    assert not marker.exists()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_the_crafted_exec_runs_under_a_process_wide_getattr(tmp_path, no_forced_unsafe_load):
+    """The control: with `builtins.getattr` on torch's allow-list (as maformer_mm had it), the same file runs
+    its payload inside torch.load. The refusals above are what stops it."""
+    marker = tmp_path / 'payload_ran'
+    path = write_crafted('exec_via_counter', tmp_path / 'exec.pth', marker)
+    with torch.serialization.safe_globals([getattr]):
+        torch.load(path)
+    assert marker.exists()
+
+
+def test_the_crafted_config_runs_when_mmengine_parses_it(tmp_path):
+    """The control for `config_code`: torch.load reads it as plain data, and the `Config.fromstring` that
+    mmengine's Runner.resume applies to `meta['config']` runs it."""
+    marker = tmp_path / 'payload_ran'
+    path = write_config_code(tmp_path / 'config.pth', marker)
+    text = torch.load(path)['meta']['config']
+    Config.fromstring(text, file_format='.py')
+    assert marker.exists()
+
+
+def test_a_refused_history_buffer_leaves_the_class_table_alone(crafted):
+    table = dict(HistoryBuffer._statistics_methods)
+    with pytest.raises(UnsafeCheckpointError):
+        load_mmengine_checkpoint(crafted[0]['callable_in_history_buffer_state'])
+    assert HistoryBuffer._statistics_methods == table
+    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.mean
+
+
+def _training_state() -> dict:
+    """What mmengine's Runner saves besides weights: message hub, numpy scalars, counters, metadata."""
+    hub = MessageHub('security_test')
+    for value in (1.5, 2.5, 0.5):
+        hub.update_scalar('train/loss', value)
+    hub.update_scalar('train/lr', 1)
+    hub.update_info('iter', 3)
+    weights = nn_state()
+    return {'meta': {'epoch': 1, 'iter': 3, 'best': np.float64(0.25), 'seed': np.int64(7),
+                     'cfg': Config.fromfile(str(DEMO_DET_CONFIG)).pretty_text,
+                     'dataset_meta': {'classes': ('a', 'b'), 'palette': [(1, 2, 3)]}},
+            'state_dict': weights, 'message_hub': hub.state_dict(), 'counts': Counter(a=2),
+            'optimizer': {'state': {0: {'step': torch.tensor(3.)}}, 'param_groups': [{'lr': 0.1, 'params': [0]}]}}
+
+
+def nn_state() -> OrderedDict:
+    return torch.nn.Linear(2, 2).state_dict()  # an OrderedDict with `_metadata`
+
+
+def test_mmengine_training_state_loads_unchanged(tmp_path):
+    state = _training_state()
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(state, path)
+    loaded = load_mmengine_checkpoint(path)
+    buffer = loaded['message_hub']['log_scalars']['train/loss']
+    assert type(buffer) is HistoryBuffer  # its real class back, after the check
+    assert buffer.mean() == pytest.approx(1.5) and buffer.statistics('max') == 2.5
+    assert loaded['meta']['best'] == np.float64(0.25) and type(loaded['meta']['seed']) is np.int64
+    assert loaded['meta']['cfg'] == state['meta']['cfg'] and loaded['counts'] == Counter(a=2)
+    assert loaded['state_dict']._metadata == state['state_dict']._metadata
+    hub = MessageHub('security_test_resumed')
+    hub.load_state_dict(loaded['message_hub'])  # what resume does, deep copies included
+    assert hub.get_scalar('train/loss').current() == 0.5 and hub.get_info('iter') == 3
+    with pytest.raises(UnsafeCheckpointError, match=r'Unsupported global.*convert_checkpoint\.py'):
+        load_weights(path)  # backbone weights: plain data only, and the message says how to get them
+
+
+def _saved(tmp_path, value, key='x'):
+    path = tmp_path / f'{key}.pth'
+    torch.save({key: value}, path)
+    return path
+
+
+def _with_attribute(value, name, attribute):
+    setattr(value, name, attribute)
+    return value
+
+
+@pytest.mark.parametrize('value, found', [
+    (_with_attribute(OrderedDict(a=1), 'extra', 1), r"an OrderedDict with the instance attributes \['extra'\] "
+                                                    r"at checkpoint\['x'\]"),
+    (Counter(a=codecs.encode), r"the function _codecs.encode at checkpoint\['x'\]\['a'\]"),
+    ({'cls': torch.Tensor}, r"the class torch.Tensor at checkpoint\['x'\]\['cls'\]"),
+    (_with_attribute(torch.ones(2), 'note', 'x'), r"a tensor with instance attributes or backward hooks at "
+                                                  r"checkpoint\['x'\]"),
+    (_with_attribute(HistoryBuffer([1.], [1]), 'extra', 1), r"HistoryBuffer state with unexpected entries "
+                                                            r"\['extra'\]"),
+    (np.zeros(2, dtype=np.float32), r"numpy.dtype\('f4'"),
+    (np.zeros(2, dtype=[('a', 'f8')]), r'numpy.dtype'),
+], ids=['ordered_dict_attribute', 'function_in_counter', 'class_as_value', 'tensor_attribute', 'history_buffer_attribute',
+        'float32_array', 'structured_array'])
+def test_unexpected_state_is_refused_naming_the_file_and_what_was_found(tmp_path, value, found):
+    path = _saved(tmp_path, value)
+    with pytest.raises(UnsafeCheckpointError, match=rf'{path} was refused.*{found}'):
+        load_mmengine_checkpoint(path)
+
+
+@pytest.mark.parametrize('where, text, found', [
+    (('meta', 'cfg'), "import os\nx = 1", 'line 1 is import code'),
+    (('meta', 'cfg'), "model = dict(type=__import__('os').getcwd())", r'line 1 \(model = \.\.\.\) computes'),
+    (('meta', 'cfg'), "_base_ = ['/some/file.py']", r'names base config files to read \(_base_\)'),
+    (('meta', 'cfg'), "custom_imports = dict(imports=['antigravity'])", r"import modules \['antigravity'\]"),
+    (('meta', 'config'), "custom_imports = dict(imports=['maformer_mm'])", r"import modules \['maformer_mm'\]"),
+    (('message_hub', 'runtime_info', 'cfg'), 'a = [', 'it is not valid Python'),
+], ids=['import', 'call', 'base', 'cfg_imports', 'resume_config_imports', 'syntax'])
+def test_config_texts_that_mmengine_would_run_must_only_assign_data(where, text, found):
+    checkpoint = {where[0]: {where[1]: text} if len(where) == 2 else {where[1]: {where[2]: text}}}
+    with pytest.raises(UnsafeCheckpointError, match=rf'ckpt.pth was refused: checkpoint.*is a config text.*{found}'):
+        check_checkpoint(checkpoint, 'ckpt.pth', mmengine=True)
+
+
+def test_saved_config_texts_of_this_projects_configs_pass():
+    """`Config.pretty_text` (what mmengine saves) of a real config: data only; its custom_imports names
+    maformer_mm, which is imported."""
+    text = Config.fromfile(str(DEMO_DET_CONFIG)).pretty_text
+    assert "custom_imports = dict(" in text
+    check_checkpoint({'meta': {'cfg': text}, 'message_hub': {'runtime_info': {'cfg': text}}}, 'x', mmengine=True)
+
+
+def test_a_conflicting_process_wide_binding_stops_mmengine_loads(tmp_path):
+    path = _saved(tmp_path, 1)
+    with torch.serialization.safe_globals([getattr]):  # as maformer_mm used to do for the whole process
+        with pytest.raises(UnsafeCheckpointError, match=r"binds builtins.getattr to the function builtins.getattr"):
+            load_mmengine_checkpoint(path)
+    assert load_mmengine_checkpoint(path) == {'x': 1}
