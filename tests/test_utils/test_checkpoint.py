@@ -28,6 +28,10 @@ FORMS = {
     'model': lambda sd: {'model': sd, 'epoch': 3},
     'state_dict': lambda sd: {'state_dict': sd, 'meta': {'epoch': 3}},
     'state_dict_ema': lambda sd: {'state_dict_ema': sd},
+    'model_ema': lambda sd: {'model_ema': sd, 'epoch': 3},
+    'compiled': lambda sd: _prefixed(sd, '_orig_mod.'),
+    'ddp_compiled': lambda sd: {'model': _prefixed(sd, 'module._orig_mod.')},
+    'compiled_detector': lambda sd: {'state_dict': _prefixed(sd, '_orig_mod.backbone.')},
     'backbone_prefix': lambda sd: _prefixed(sd, 'backbone.'),
     'module_prefix': lambda sd: {'model': _prefixed(sd, 'module.')},
     'ddp_detector': lambda sd: {'state_dict': _prefixed(sd, 'module.backbone.')},
@@ -99,3 +103,41 @@ def test_window_and_reference_grid_changes_are_interpolated(tmp_path, tiny_cfg, 
     assert torch.equal(model.state_dict()['stages.2.blocks.0.attn.qkv.weight'],
                        state['stages.2.blocks.0.attn.qkv.weight'])
     assert 'Resized stages.0.blocks.0.gld.fc.weight' in mm_log()
+
+
+def _distinct_states(tiny_cfg, count):
+    """`count` state dicts of the same model that differ in every tensor."""
+    states = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        states.append(_source(tiny_cfg)[1])
+    return states
+
+
+def _loaded_index(model, states):
+    """Which of `states` the model holds (every tensor equal), or None."""
+    loaded = model.state_dict()
+    matches = [i for i, s in enumerate(states) if all(torch.equal(loaded[k], v) for k, v in s.items())]
+    return matches[0] if len(matches) == 1 else None
+
+
+def test_state_dict_keys_are_looked_for_in_order(tmp_path, tiny_cfg):
+    """With several weight sets in one file, `state_dict` wins over `model`, `model` over `state_dict_ema`,
+    `state_dict_ema` over `model_ema`; the order is STATE_DICT_KEYS'."""
+    from maformer_mm.utils.checkpoint import STATE_DICT_KEYS
+    assert STATE_DICT_KEYS == ('state_dict', 'model', 'state_dict_ema', 'model_ema')
+    states = _distinct_states(tiny_cfg, 4)
+    for first in range(4):
+        checkpoint = {key: states[i] for i, key in enumerate(STATE_DICT_KEYS) if i >= first}
+        checkpoint['meta'] = {'epoch': 1}
+        assert _loaded_index(_load(tmp_path, checkpoint, tiny_cfg), states) == first, STATE_DICT_KEYS[first]
+    # a key that holds no mapping is passed over
+    checkpoint = {'state_dict': 'not weights', 'model_ema': states[3]}
+    assert _loaded_index(_load(tmp_path, checkpoint, tiny_cfg), states) == 3
+
+
+def test_explicit_prefix_wins_over_backbone_keys(tmp_path, tiny_cfg):
+    states = _distinct_states(tiny_cfg, 2)
+    checkpoint = {'state_dict': {**_prefixed(states[0], 'backbone.'), **_prefixed(states[1], 'teacher.backbone.')}}
+    assert _loaded_index(_load(tmp_path, checkpoint, tiny_cfg), states) == 0
+    assert _loaded_index(_load(tmp_path, checkpoint, tiny_cfg, prefix='teacher.backbone.'), states) == 1
