@@ -1,5 +1,6 @@
 import re
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
@@ -32,11 +33,31 @@ def test_cross_attention_flops_by_hand():
     assert flops == projections + attention
 
 
+README = Path(__file__).resolve().parents[2] / 'README.md'
+
+
+def _readme_variant_row(name: str) -> Tuple[str, str]:
+    """The (params, FLOPs) cells of a variant in the README's table, e.g. ('26.7M', '5.74G')."""
+    row = re.search(rf'^\| \*\*{re.escape(name)}\*\* [^|]* \| ([\d.]+M) \| ([\d.]+G) \|', README.read_text(), re.M)
+    assert row, f'{name} row not found in README'
+    return row.group(1), row.group(2)
+
+
 def test_backbone_rows_and_cli(capsys):
+    """MAFormer-T at 224 counts what the README reports (to 0.1%), and the README shows exactly these numbers."""
     (arch, params, flops), = backbone_rows(['tiny'], (224, 224))
-    assert arch == 'tiny' and 20 < params < 35 and 4 < flops < 8
+    assert arch == 'tiny'
+    assert params == pytest.approx(26.679674, rel=1e-3) and flops == pytest.approx(5.738976, rel=1e-3)
+    assert _readme_variant_row('MAFormer-T') == (f'{params:.1f}M', f'{flops:.2f}G')
     main(['--arch', 't', '--shape', '64'])
     assert '| t |' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('arch, name, count', [('small', 'MAFormer-S', 44764852), ('base', 'MAFormer-B', 86495560)])
+def test_parameter_counts_of_the_larger_variants(arch, name, count):
+    params = sum(p.numel() for p in MAFormer(arch=arch).parameters())
+    assert params == pytest.approx(count, rel=1e-3)
+    assert _readme_variant_row(name)[0] == f'{params / 1e6:.1f}M'
 
 
 def test_package_config_names_resolve():
