@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .export import is_exporting
 from .rel_pos import relative_position_index, resize_rel_pos_table
 
 __all__ = ['Attention', 'WindowAttention', 'CrossAttention', 'use_fused_attn', 'set_fused_attn']
@@ -62,8 +63,17 @@ class _AttentionCore(nn.Module):
 
     @staticmethod
     def merge_heads(x: torch.Tensor) -> torch.Tensor:
-        """(B, h, N, d) -> (B, N, h * d)."""
-        return x.transpose(1, 2).flatten(2)
+        """(B, h, N, d) -> (B, N, h * d).
+
+        Eagerly a view when SDPA's output is laid out (B, N, h, d), as on the CPU, else one copy. An export
+        graph copies always: the exporter replaces the SDPA kernel by its decomposition, whose output is laid
+        out otherwise than the kernel's traced one, so a `view` decided at trace time would be invalid.
+        """
+        b, _, n, _ = x.shape
+        x = x.transpose(1, 2)  # B, N, h, d
+        if is_exporting():
+            return x.clone(memory_format=torch.contiguous_format).view(b, n, -1)
+        return x.reshape(b, n, -1)
 
 
 class Attention(_AttentionCore):
@@ -84,21 +94,22 @@ class Attention(_AttentionCore):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def bias(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """Additive logit bias (None for plain global attention)."""
+    def get_attn_bias(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """The additive logit bias of this attention (None for plain global attention)."""
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, C) -> (B, N, C)."""
         q, k, v = self.split_heads(self.qkv(x), 3)  # each B, h, N, d
-        out = self.attend(q, k, v, self.bias(q.dtype))
+        out = self.attend(q, k, v, self.get_attn_bias(q.dtype))
         return self.proj_drop(self.proj(self.merge_heads(out)))
 
 
 class WindowAttention(Attention):
     """Self-attention inside one window with a learned Swin-style relative position bias.
 
-    The bias table resizes itself (bicubic) when a checkpoint made with another window size is loaded.
+    The bias table starts truncated-normal (std 0.02, as Swin's) and resizes itself (bicubic) when a
+    checkpoint made with another window size is loaded.
 
     Args:
         window_size: Side of the square window; inputs are (B * nW, window_size**2, C).
@@ -113,8 +124,14 @@ class WindowAttention(Attention):
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
         self.register_load_state_dict_pre_hook(WindowAttention._resize_table_hook)
+        self.reset_table()
 
-    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+    def reset_table(self) -> None:
+        """Truncated-normal (std 0.02) initialisation of the relative-position bias table."""
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def get_attn_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The relative position bias of every (query, key) pair of the window, (1, h, N, N)."""
         n = self.window_size ** 2
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return table.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(dtype)  # 1, h, N, N

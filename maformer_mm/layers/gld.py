@@ -5,15 +5,25 @@ reference grid to G_h x G_w global tokens (shared by all channels). A position t
 bilinearly interpolated to the global grid, is added to its output. Maps of any other size are
 first resized to the reference grid, so the FC weights serve every input size and the branch's
 cost stays fixed. GLD reads the unpadded map, so window padding never reaches it.
+
+The resize is separable. Eagerly it runs as `F.adaptive_avg_pool2d` and `F.interpolate`; in an export
+graph (see `export.py`) as two matrix products whose matrices are built from the map size with
+`arange` and comparisons, so that one ONNX graph serves every size.
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['GLD', 'global_grid', 'resize_to_grid', 'resize_gld_fc']
+from .export import is_exporting
+
+__all__ = ['GLD', 'global_grid', 'resize_to_grid', 'resize_weights', 'adaptive_pool_weights', 'bilinear_weights',
+           'resize_gld_fc']
+
+# A size: an int, an exporter's symbolic int, or a traced 0-dim tensor (legacy ONNX exporter).
+_Size = Union[int, torch.SymInt, torch.Tensor]
 
 
 def global_grid(ref_hw: Tuple[int, int], ratio: float) -> Tuple[int, int]:
@@ -22,12 +32,57 @@ def global_grid(ref_hw: Tuple[int, int], ratio: float) -> Tuple[int, int]:
     return max(1, round(ref_hw[0] * scale)), max(1, round(ref_hw[1] * scale))
 
 
+def adaptive_pool_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The (n_out, n_in) float32 matrix of 1-D adaptive average pooling: output i averages the inputs
+    [floor(i n_in / n_out), ceil((i + 1) n_in / n_out)), exactly the bins of `F.adaptive_avg_pool2d`.
+
+    Built with `arange` and comparisons, so `n_in` may be an exporter's symbolic size.
+    """
+    i = torch.arange(n_out, device=device)  # output positions
+    j = torch.arange(n_in, device=device)  # input positions
+    start = torch.div(i * n_in, n_out, rounding_mode='floor')
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode='floor')
+    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])  # n_out, n_in
+    return inside.float() / (end - start).float()[:, None]
+
+
+def bilinear_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The (n_out, n_in) float32 matrix of 1-D linear interpolation as `F.interpolate(mode='bilinear',
+    align_corners=False)` computes it: source position (i + 0.5) n_in / n_out - 0.5, clamped at 0, with the
+    same float32 rounding as PyTorch's kernel, so the weights are bit-identical. `n_in` may be symbolic.
+    """
+    i = torch.arange(n_out, device=device)
+    j = torch.arange(n_in, device=device)
+    # a float32 scale, then one rounding of scale * (i + 0.5) - 0.5, as the kernel's fused multiply-add
+    scale = j.new_full((), n_in).float() / n_out
+    src = (scale.double() * (i.double() + 0.5) - 0.5).float().clamp(min=0)
+    low = src.floor()
+    frac = (src - low)[:, None]
+    high = torch.minimum(low + 1, j[-1:].float())  # the last input position, n_in - 1
+    return (j[None] == low[:, None]) * (1 - frac) + (j[None] == high[:, None]) * frac  # n_out, n_in
+
+
+def resize_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The (n_out, n_in) matrix of the 1-D resize `resize_to_grid` applies along one axis: adaptive average
+    pooling when n_in >= n_out (the identity when equal), bilinear interpolation when n_in < n_out.
+
+    For a symbolic `n_in` both matrices are built and the choice is a `torch.where`, not a Python branch.
+    """
+    shrinks = torch.arange(n_in, device=device).new_full((), n_in) >= n_out  # a tensor, also when symbolic
+    return torch.where(shrinks, adaptive_pool_weights(n_in, n_out, device), bilinear_weights(n_in, n_out, device))
+
+
 def resize_to_grid(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Resizes a (B, C, H, W) map to `size`: area pooling on axes that shrink, bilinear on axes that grow.
 
-    Returns the input itself when it already has that size.
+    Returns the input itself when it already has that size (eager mode). In an export graph the resize
+    is `rows @ x @ cols^T` with `resize_weights` matrices, computed from the (maybe symbolic) size.
     """
     h, w = x.shape[-2:]
+    if is_exporting():
+        rows = resize_weights(h, size[0], x.device).to(x.dtype)  # H_r, H
+        cols = resize_weights(w, size[1], x.device).to(x.dtype)  # W_r, W
+        return rows @ (x @ cols.T)  # B, C, H_r, W_r
     if (h, w) == tuple(size):
         return x
     pooled = (min(h, size[0]), min(w, size[1]))

@@ -8,18 +8,22 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from .export import is_exporting
+
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Pads a (B, H, W, C) map at the bottom/right so that H and W are multiples of `multiple`.
 
     Returns:
-        The padded map (the input itself when no padding is needed) and its (Hp, Wp).
+        The padded map (in eager mode the input itself when no padding is needed) and its (Hp, Wp).
     """
     _, h, w, _ = x.shape
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    return x, (h + pad_h, w + pad_w)
+    # (h + m - 1) // m * m rather than h + (-h) % m: the same number, but an exporter's symbolic shapes
+    # then see Hp as a multiple of m, which the window view needs
+    hp, wp = (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple
+    if is_exporting() or hp != h or wp != w:  # an export graph pads always (maybe by 0): no branch on the size
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    return x, (hp, wp)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -45,6 +49,4 @@ def window_unpartition(windows: torch.Tensor, window_size: int, pad_hw: Tuple[in
     x = windows.view(-1, hp // window_size, wp // window_size, window_size, window_size, c)
     # (B, nH, nW, ws, ws, C) -> (B, nH, ws, nW, ws, C) -> (B, Hp, Wp, C)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, hp, wp, c)
-    if hp != h or wp != w:
-        x = x[:, :h, :w, :]
-    return x
+    return x[:, :h, :w, :]  # crops the padding (a view, also when there is none)

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ...layers import MAFBlock, ViTBlock, WindowAttention
+from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 from ...utils.checkpoint import load_backbone_checkpoint
 
 __all__ = ['MAFormer', 'MAFormerStage']
@@ -53,6 +53,8 @@ class MAFormerStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
+            if is_exporting():  # pad odd H, W here: mmcv decides its padding in Python, which a trace freezes
+                x = pad_to_multiple(x, 2)[0]
             b, h, w, c = x.shape
             x, (h, w) = self.downsample(x.reshape(b, h * w, c), (h, w))  # pads odd H, W (corner)
             x = x.view(b, h, w, -1)
@@ -275,8 +277,6 @@ class MAFormer(BaseModule):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, WindowAttention):
-            trunc_normal_(module.relative_position_bias_table, std=.02)
 
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []
@@ -301,6 +301,8 @@ class MAFormer(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'MAFormer expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
+        if is_exporting():  # the patch embedding's corner padding, written so that a trace follows the size
+            x = pad_to_multiple(x.permute(0, 2, 3, 1), self.patch_embed.projection.stride[0])[0].permute(0, 3, 1, 2)
         x, (h, w) = self.patch_embed(x)  # B, H*W, C
         x = x.view(x.shape[0], h, w, -1)
         outs = []
