@@ -77,8 +77,9 @@ def test_environment_variable_chooses_the_attention_path(monkeypatch, value, fus
         outs = model(x)
     assert (counter.calls > 0) == fused
     assert counter.calls in (0, 2 * 2 + 2)  # window and cross attention in 2 MAF blocks, 2 ViT blocks
-    with torch.no_grad():
+    with _SDPACounter() as counter, torch.no_grad():
         other = set_fused_attn(model, not fused)(x)
+    assert (counter.calls > 0) != fused  # set_fused_attn switches every attention
     for a, b in zip(outs, other):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 

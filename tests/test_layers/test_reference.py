@@ -134,6 +134,7 @@ VIT_CASES = {  # window size, map size
     'fits-in-one-window': (8, (7, 5)),
     'one-window-exactly': (4, (4, 4)),
     'one-axis-fits': (4, (3, 9)),
+    'one-axis-equals-the-window': (4, (4, 3)),
 }
 
 
@@ -218,3 +219,109 @@ def test_gld_fc_resize(src_ref, src_ratio, dst_ref, dst_ratio):
     target.load_state_dict(source.state_dict())
     torch.testing.assert_close(target.fc.weight.data, expected_w, **RESIZE)
     torch.testing.assert_close(target.fc.bias.data, expected_b, **RESIZE)
+
+
+class _Zero(torch.nn.Module):
+    """A drop path that drops every sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0
+
+
+@pytest.mark.parametrize('make, shape', [(lambda: MAFBlock(24, 3, 4, (8, 8), drop_path=0.1), (2, 9, 6, 24)),
+                                         (lambda: ViTBlock(24, 3, drop_path=0.1), (2, 5, 4, 24)),
+                                         (lambda: ViTBlock(24, 3, drop_path=0.1, window_size=2), (2, 5, 4, 24))],
+                         ids=['maf', 'vit', 'vit-windowed'])
+def test_every_residual_branch_goes_through_drop_path(make, shape):
+    """With every drop path dropping everything, a block is the identity; with drop path off (eval), it is not."""
+    block = make()
+    _prepare(block)
+    x = _map(*shape)
+    assert not torch.allclose(block(x), x)
+    block.drop_path, block.ffn.dropout_layer = _Zero(), _Zero()
+    torch.testing.assert_close(block(x), x, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('make, inputs', [
+    (lambda **kw: MAFBlock(24, 3, 4, (8, 8), **kw), lambda: (_map(12, 9, 6, 24), )),  # 12 samples: drop path
+    (lambda **kw: ViTBlock(24, 3, **kw), lambda: (_map(12, 5, 4, 24), )),  # keeps them all with odds 2^-12
+    (lambda **kw: Attention(24, 3, **kw), lambda: (_map(2, 7, 24), )),
+    (lambda **kw: CrossAttention(24, 3, **kw), lambda: (_map(2, 7, 24), _map(2, 5, 24))),
+    (lambda **kw: WindowAttention(24, 3, 3, **kw), lambda: (_map(2, 9, 24), )),
+], ids=['maf', 'vit', 'attention', 'cross', 'window'])
+@pytest.mark.parametrize('fused', [True, False], ids=['sdpa', 'explicit'])
+def test_dropout_and_drop_path_act_in_training_only(make, inputs, fused):
+    """By default nothing is random; each rate set > 0 makes training outputs random and leaves eval outputs
+    those of the reference (which has no dropout)."""
+    args = inputs()
+    default = make()
+    params = _prepare(default, fused)
+    default.train()
+    torch.testing.assert_close(default(*args), default(*args), atol=0, rtol=0)
+    rates = [dict(attn_drop=0.5), dict(proj_drop=0.5)] if isinstance(default, _ATTENTIONS) else \
+        [dict(attn_drop=0.5), dict(drop=0.5), dict(drop_path=0.5)]
+    for rate in rates:
+        module = make(**rate).double()
+        module.load_state_dict(params)
+        set_fused_attn(module, fused)
+        module.eval()
+        torch.testing.assert_close(module(*args), default.eval()(*args), atol=0, rtol=0, msg=str(rate))
+        if 'drop_path' in rate:
+            module.ffn.dropout_layer = torch.nn.Identity()  # only the block's own drop path stays random
+        module.train()
+        assert not torch.equal(module(*args), module(*args)), rate
+        default.train()
+
+
+_ATTENTIONS = (Attention, CrossAttention)
+
+
+def test_layer_shapes_follow_the_spec():
+    """Parameter shapes of a MAF block and a ViT block: MLP ratio 4, a (2w-1)^2 x heads table, the GLD FC from the
+    reference grid to the global grid, separate q and kv projections, biases in every projection."""
+    c, heads, window = 24, 3, 4
+    maf = {k: tuple(v.shape) for k, v in MAFBlock(c, heads, window, (8, 6), 0.5).state_dict().items()}
+    gh, gw = ref.global_grid((8, 6), 0.5)
+    norms = {f'{n}.{p}': (c, ) for n in ('norm1', 'norm_q', 'norm_kv', 'norm2') for p in ('weight', 'bias')}
+    assert maf == {**norms, 'attn.qkv.weight': (3 * c, c), 'attn.qkv.bias': (3 * c, ), 'attn.proj.weight': (c, c),
+                   'attn.proj.bias': (c, ), 'attn.relative_position_bias_table': ((2 * window - 1) ** 2, heads),
+                   'gld.fc.weight': (gh * gw, 8 * 6), 'gld.fc.bias': (gh * gw, ),
+                   'cross_attn.q.weight': (c, c), 'cross_attn.q.bias': (c, ), 'cross_attn.kv.weight': (2 * c, c),
+                   'cross_attn.kv.bias': (2 * c, ), 'cross_attn.proj.weight': (c, c), 'cross_attn.proj.bias': (c, ),
+                   'ffn.layers.0.0.weight': (4 * c, c), 'ffn.layers.0.0.bias': (4 * c, ),
+                   'ffn.layers.1.weight': (c, 4 * c), 'ffn.layers.1.bias': (c, )}
+    vit = {k: tuple(v.shape) for k, v in ViTBlock(c, heads, window_size=3).state_dict().items()}
+    assert vit == {k: v for k, v in maf.items()
+                   if k.split('.')[0] in ('norm1', 'norm2', 'attn', 'ffn') and 'relative' not in k}
+    assert ViTBlock(c, heads, qkv_bias=False).attn.qkv.bias is None
+    assert MAFBlock(c, heads, window, (8, 8), qkv_bias=False).cross_attn.kv.bias is None
+
+
+def test_checkpoint_resizing_is_logged(mm_log):
+    WindowAttention(8, 2, 4).load_state_dict(WindowAttention(8, 2, 7).state_dict())
+    GLD((6, 6), 0.5).load_state_dict(GLD((8, 8), 0.5).state_dict())
+    text = mm_log()
+    assert 'Resized relative_position_bias_table from (169, 2) to (49, 2) (window size 4)' in text
+    assert 'Resized fc.weight from (36, 64) to (16, 36) (reference grid (6, 6), global grid (4, 4))' in text
+
+
+def test_gld_fc_from_a_non_square_grid_cannot_be_resized():
+    with pytest.raises(ValueError, match='the checkpoint reference grid of 48 tokens is not a square grid'):
+        GLD((8, 8), 0.5).load_state_dict(GLD((8, 6), 0.5).state_dict())
+    with pytest.raises(ValueError, match='the checkpoint global grid of 24 tokens is not a square grid'):
+        GLD((8, 8), 0.5).load_state_dict({'fc.weight': torch.zeros(24, 64), 'fc.bias': torch.zeros(24)})
+
+
+def test_partial_state_dicts_skip_the_resize_hooks():
+    """A state dict without a table, or with only half of a GLD FC, is not resized: load_state_dict reports it."""
+    attn = WindowAttention(8, 2, 4)
+    source = WindowAttention(8, 2, 7).state_dict()
+    source.pop('relative_position_bias_table')
+    attn.load_state_dict(source, strict=False)
+    torch.testing.assert_close(attn.qkv.weight, source['qkv.weight'])
+    other = GLD((16, 16), 0.5).state_dict()
+    for key in ('fc.weight', 'fc.bias'):
+        with pytest.raises(RuntimeError, match=f'size mismatch for {key}'):
+            GLD((8, 8), 0.5).load_state_dict({key: other[key]}, strict=False)
+    with pytest.raises(RuntimeError, match='size mismatch for relative_position_bias_table'):
+        WindowAttention(8, 4, 4).load_state_dict(WindowAttention(8, 2, 7).state_dict())  # another head count

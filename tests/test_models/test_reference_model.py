@@ -16,7 +16,7 @@ def _compare(model: MAFormer, images: torch.Tensor, fused: bool = True, **ref_kw
     with torch.no_grad():
         outs = model(images)
     expected = ref.maformer(images, model.state_dict(), **ref_kwargs)
-    assert len(outs) == len(expected)
+    assert len(outs) == len(expected) and all(o.is_contiguous() for o in outs)
     for i, (out, exp) in enumerate(zip(outs, expected)):
         torch.testing.assert_close(out, exp, **F64, msg=lambda m: f'output {i}: {m}')
 
