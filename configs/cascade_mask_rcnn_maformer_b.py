@@ -1,0 +1,7 @@
+# Cascade Mask R-CNN + FPN, MAFormer-B backbone, COCO 2017, 1x schedule (12 epochs, 8 GPUs x 2 images).
+_base_ = ['./_base_/cascade_mask_rcnn_maformer_fpn_1x_coco.py']
+
+pretrained = 'checkpoints/maformer_b_in1k.pth'
+model = dict(
+    backbone=dict(arch='base', drop_path_rate=0.5, init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))

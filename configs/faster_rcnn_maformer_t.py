@@ -1,0 +1,7 @@
+# Faster R-CNN + FPN (boxes only), MAFormer-T backbone, COCO 2017, 1x schedule (12 epochs, 8 GPUs x 2 images).
+_base_ = ['./_base_/faster_rcnn_maformer_fpn_1x_coco.py']
+
+pretrained = 'checkpoints/maformer_t_in1k.pth'
+model = dict(
+    backbone=dict(arch='tiny', drop_path_rate=0.1, init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))
