@@ -99,7 +99,7 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
         # A numpy array of dtype object, holding whatever the pickle likes: as numpy pickles arrays...
         'object_array': checkpoint_with(build(
             call(glob('numpy._core.multiarray', '_reconstruct'), glob('numpy', 'ndarray'),
-                 b'(' + integer(1) + b't', call(glob('_codecs', 'encode'), text('b'), text('latin1'))),
+                 b'(' + integer(0) + b't', call(glob('_codecs', 'encode'), text('b'), text('latin1'))),
             b'(' + integer(1) + b'(' + integer(1) + b't'
             + build(call(glob('numpy', 'dtype'), text('O8'), b'\x89', b'\x88'),
                     b'(' + integer(3) + text('|') + b'NNN' + integer(-1) + integer(-1) + integer(63) + b't')

@@ -8,6 +8,7 @@ default with no environment variable is checked by tests/test_det/test_det_tools
 TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
 """
 import importlib.util
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,20 @@ def test_a_real_checkpoint_loads_and_converts_to_safetensors_weights(trained, tm
     expected = {k[len('backbone.'):]: v for k, v in loaded['state_dict'].items() if k.startswith('backbone.')}
     for key, value in model.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_mmdets_stock_train_script_resumes_a_real_checkpoint(trained, tmp_path, monkeypatch):
+    """mmdet's own tools/train.py with our config: its custom_imports install the loader, so the resume reads
+    the checkpoint under torch's default (no environment variable) and its checks. The schedule is already
+    complete at epoch 1, so the resume is all it does."""
+    import mmdet
+    config, checkpoint, _, _ = trained
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    stock = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
+    monkeypatch.setattr('sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path), '--resume', str(checkpoint)])
+    runpy.run_path(str(stock), run_name='__main__')
+    log = next(tmp_path.rglob('*.log')).read_text()
+    assert f'Load checkpoint from {checkpoint}' in log and 'resumed epoch: 1, iter: 2' in log
 
 
 def _argv(path: str, config: Path, checkpoint: Path, work_dir: Path) -> list:
