@@ -32,7 +32,6 @@ import ast
 import os
 import os.path as osp
 import pickle
-import re
 import sys
 import types
 from collections import Counter, OrderedDict
@@ -96,7 +95,8 @@ class _HistoryBufferState(HistoryBuffer):
         methods = state.get('statistics_methods', {})
         unexpected = sorted(map(str, set(state) - _HISTORY_STATE - {'statistics_methods'}))
         if unexpected or type(methods) is not dict:
-            raise pickle.UnpicklingError(f'HistoryBuffer state with unexpected entries {unexpected or "statistics_methods"}')
+            raise pickle.UnpicklingError('HistoryBuffer state with unexpected entries '
+                                         f'{unexpected or "statistics_methods"}')
         for name, method in methods.items():
             if name not in _STATISTICS or method is not getattr(HistoryBuffer, name):
                 raise pickle.UnpicklingError(f'HistoryBuffer statistics method {_describe(name)} bound to '
@@ -248,7 +248,8 @@ def _config_code_problem(text: str, imports_allowed: bool) -> Optional[str]:
             return all(k is not None and literal(k) for k in node.keys) and all(map(literal, node.values))
         if isinstance(node, ast.Call):  # dict(a=1) and dict({'a.b': 1}), as pretty_text writes them
             return (isinstance(node.func, ast.Name) and node.func.id == 'dict' and len(node.args) <= 1
-                    and all(map(literal, node.args)) and all(k.arg is not None and literal(k.value) for k in node.keywords))
+                    and all(map(literal, node.args))
+                    and all(k.arg is not None and literal(k.value) for k in node.keywords))
         return False
 
     for statement in tree.body:

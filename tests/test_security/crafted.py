@@ -87,7 +87,8 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
         'exec_via_history_buffer': exec_reached_from(getattr_(history_buffer, 'mean'), marker),
         # A callable hidden in a Counter's instance state (copy.deepcopy and pickle call `__reduce_ex__`).
         'callable_in_counter_state': checkpoint_with(
-            build(call(glob('collections', 'Counter')), dict_(text('__reduce_ex__'), getattr_(history_buffer, 'mean')))),
+            build(call(glob('collections', 'Counter')),
+                  dict_(text('__reduce_ex__'), getattr_(history_buffer, 'mean')))),
         # The same with a callable on torch's own allow-list, which torch.load admits.
         'torch_callable_in_counter_state': checkpoint_with(
             build(call(glob('collections', 'Counter')), dict_(text('__deepcopy__'), glob('_codecs', 'encode')))),
@@ -111,7 +112,8 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
 
 
 CRAFTED_NAMES = ('exec_via_counter', 'exec_via_history_buffer', 'callable_in_counter_state',
-                 'torch_callable_in_counter_state', 'callable_in_history_buffer_state', 'object_array', 'object_array_by_constructor')
+                 'torch_callable_in_counter_state', 'callable_in_history_buffer_state', 'object_array',
+                 'object_array_by_constructor')
 
 
 class _RawPickler:

@@ -78,7 +78,8 @@ def test_loads_admit_mmengine_types_only_while_they_run(tmp_path, crafted):
     with pytest.raises(UnsafeCheckpointError):
         load_mmengine_checkpoint(crafted[0]['callable_in_counter_state'])
     assert set(torch.serialization.get_safe_globals()) == before
-    assert {e[1] for e in inside if isinstance(e, tuple)} >= {'builtins.getattr', 'mmengine.logging.history_buffer.HistoryBuffer'}
+    names = {e[1] for e in inside if isinstance(e, tuple)}
+    assert names >= {'builtins.getattr', 'mmengine.logging.history_buffer.HistoryBuffer'}
 
 
 @pytest.mark.parametrize('name', [n for n, (torch_says, _) in REFUSALS.items() if torch_says])
@@ -200,8 +201,8 @@ def _with_attribute(value, name, attribute):
                                                             r"\['extra'\]"),
     (np.zeros(2, dtype=np.float32), r"numpy.dtype\('f4'"),
     (np.zeros(2, dtype=[('a', 'f8')]), r'numpy.dtype'),
-], ids=['ordered_dict_attribute', 'function_in_counter', 'class_as_value', 'tensor_attribute', 'history_buffer_attribute',
-        'float32_array', 'structured_array'])
+], ids=['ordered_dict_attribute', 'function_in_counter', 'class_as_value', 'tensor_attribute',
+        'history_buffer_attribute', 'float32_array', 'structured_array'])
 def test_unexpected_state_is_refused_naming_the_file_and_what_was_found(tmp_path, value, found):
     path = _saved(tmp_path, value)
     with pytest.raises(UnsafeCheckpointError, match=rf'{path} was refused.*{found}'):
