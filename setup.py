@@ -42,6 +42,7 @@ setup(
     ],
     extras_require={
         'pretrain': ['mmpretrain>=1.2.0,<1.3'],
+        'deploy': ['onnx>=1.23', 'onnxscript>=0.7', 'onnxruntime>=1.31'],  # the verified set: requirements.txt
         'tests': ['pytest', 'mmpretrain>=1.2.0,<1.3'],
     },
     zip_safe=False,

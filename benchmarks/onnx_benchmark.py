@@ -1,0 +1,147 @@
+"""ONNX Runtime against PyTorch eager on the CPU, measured in one process, interleaved.
+
+Each model is exported at its input size (fixed shape, the default exporter of
+`tools/deploy/export_onnx.py`), then PyTorch (eval, no grad) and ONNX Runtime (CPU execution provider, all
+graph optimisations, as many intra-op threads as PyTorch uses) take turns on the same input in every round;
+the median of the rounds after a warm-up round is reported, with the ratio PyTorch time / ONNX Runtime
+time and the largest output difference relative to the output's scale. Random weights (speed does not
+depend on them). Writes a Markdown table and JSON.
+
+    python benchmarks/onnx_benchmark.py                      # MAFormer-T backbone at 224 and 512, UperNet at 512x512
+    python benchmarks/onnx_benchmark.py --cases backbone-224 --repeats 3
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+import maformer_mm  # noqa: F401
+from maformer_mm.deploy import ExportTarget, build_target, export_onnx
+from maformer_mm.deploy.targets import BackboneFeatures
+from maformer_mm.models import MAFormer
+from maformer_mm.utils.cli import load_config
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(HERE)
+
+
+def _backbone() -> ExportTarget:
+    model = MAFormer(arch='tiny', drop_path_rate=0.).eval()
+    return ExportTarget(BackboneFeatures(model), 'backbone', [f'stage{i}' for i in model.out_indices])
+
+
+def _upernet() -> ExportTarget:
+    return build_target(load_config(osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py')))
+
+
+# case -> (model name, builder, (H, W))
+CASES: Dict[str, Tuple[str, Callable[[], ExportTarget], Tuple[int, int]]] = {
+    'backbone-224': ('MAFormer-T backbone', _backbone, (224, 224)),
+    'backbone-512': ('MAFormer-T backbone', _backbone, (512, 512)),
+    'upernet-512': ('UperNet MAFormer-T (mode tensor)', _upernet, (512, 512)),
+}
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def ort_session(path: str, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads would slow PyTorch's turn
+    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+
+def measure(name: str, target: ExportTarget, size: Tuple[int, int], repeats: int, workdir: str,
+            exporter: str = 'dynamo') -> dict:
+    """Exports `target` at `size` and times PyTorch and ONNX Runtime on one input, taking turns."""
+    path = osp.join(workdir, f'{name.replace(" ", "_")}_{size[0]}x{size[1]}.onnx')
+    start = time.perf_counter()
+    export_onnx(target, path, size, exporter=exporter)
+    export_s = time.perf_counter() - start
+    threads = torch.get_num_threads()
+    session = ort_session(path, threads)
+    images = torch.randn(1, target.in_channels, *size)
+    feed = {session.get_inputs()[0].name: images.numpy()}
+    samples: Dict[str, List[float]] = {'torch': [], 'onnxruntime': []}
+    rel_diff = 0.
+    with torch.no_grad():
+        for round_ in range(repeats + 1):  # the first round is a warm-up
+            start = time.perf_counter()
+            expected = target.module(images)
+            torch_s = time.perf_counter() - start
+            start = time.perf_counter()
+            got = session.run(None, feed)
+            ort_s = time.perf_counter() - start
+            if round_:
+                samples['torch'].append(torch_s)
+                samples['onnxruntime'].append(ort_s)
+            else:
+                rel_diff = max(float(np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max())
+                               for g, e in zip(got, expected))
+    torch_s, ort_s = (statistics.median(samples[k]) for k in ('torch', 'onnxruntime'))
+    return dict(model=name, size=list(size), export_s=export_s, torch_s=torch_s, onnxruntime_s=ort_s,
+                speedup=torch_s / ort_s, max_rel_diff=rel_diff, onnx_mib=os.path.getsize(path) / 2 ** 20,
+                threads=threads, exporter=exporter)
+
+
+def markdown(rows: List[dict], repeats: int) -> str:
+    threads = rows[0]['threads'] if rows else torch.get_num_threads()
+    lines = ['# ONNX Runtime against PyTorch eager (CPU)', '',
+             f'CPU: {cpu_name()}, {threads} threads for both; torch {torch.__version__}, onnxruntime '
+             f'{__import__("onnxruntime").__version__}. Batch 1, random weights, fixed-shape export '
+             f'({rows[0]["exporter"] if rows else "dynamo"} exporter, opset 18). Median of {repeats} interleaved runs after a warm-up; speed-up = PyTorch '
+             'time / ONNX Runtime time; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',
+             '', '| model | input | PyTorch (s) | ONNX Runtime (s) | speed-up | max difference / scale | '
+             'export (s) | file (MiB) |', '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['torch_s']:.3f} | "
+                     f"{r['onnxruntime_s']:.3f} | {r['speedup']:.2f} | {r['max_rel_diff']:.1e} | "
+                     f"{r['export_s']:.0f} | {r['onnx_mib']:.0f} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--cases', nargs='+', choices=list(CASES), default=list(CASES))
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--exporter', choices=['dynamo', 'legacy'], default='dynamo')
+    parser.add_argument('--threads', type=int, help='threads for both (default: PyTorch\'s default)')
+    parser.add_argument('--out', default=osp.join(HERE, 'onnx_benchmark.md'))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for case in args.cases:
+            name, build, size = CASES[case]
+            rows.append(measure(name, build(), size, args.repeats, workdir, args.exporter))
+            print(markdown(rows, args.repeats), flush=True)
+    with open(args.out, 'w') as f:
+        f.write(markdown(rows, args.repeats))
+    with open(osp.splitext(args.out)[0] + '_cpu.json', 'w') as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

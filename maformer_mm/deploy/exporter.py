@@ -1,0 +1,97 @@
+"""Export of an `ExportTarget` to ONNX, at a fixed input size or with H and W dynamic.
+
+torch 2.13 offers two exporters; with the model in its export forms (see `maformer_mm/layers/export.py`)
+both export every kind of config at fixed and at dynamic sizes. The default one (`dynamo=True`:
+torch.export, then ONNX through onnxscript) is used: the legacy TorchScript exporter is deprecated, and
+its trace freezes a size-dependent Python decision with a mere warning, where torch.export reasons about
+sizes symbolically. The legacy exporter (`exporter='legacy'`) is about 5x faster to export.
+"""
+import re
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..layers import ViTBlock
+from .targets import ExportTarget
+
+__all__ = ['export_onnx', 'dynamic_blockers', 'EXPORTERS']
+
+EXPORTERS = ('dynamo', 'legacy')
+INPUT_NAME = 'images'
+
+
+def _export_dynamo(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
+    dynamic_shapes = None
+    if dynamic:
+        hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+        dynamic_shapes = (hw, )
+    program = torch.onnx.export(target.module, (images, ), dynamo=True, input_names=[INPUT_NAME],
+                                output_names=list(target.output_names), opset_version=opset,
+                                dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+    program.save(path)
+
+
+def _export_legacy(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
+    dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
+    if dynamic:
+        dynamic_axes = {INPUT_NAME: {2: 'height', 3: 'width'}}
+        dynamic_axes.update({name: {2: f'{name}_height', 3: f'{name}_width'} for name in target.output_names
+                             if name != 'logits'})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the legacy exporter is deprecated in torch 2.9+ and says so
+        torch.onnx.export(target.module, (images, ), path, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=list(target.output_names), opset_version=opset, dynamic_axes=dynamic_axes)
+
+
+def dynamic_blockers(module: nn.Module, exporter: str = 'dynamo') -> List[str]:
+    """Why H and W cannot be dynamic in the export of `module` (empty when they can)."""
+    reasons = []
+    windowed = [name for name, m in module.named_modules() if isinstance(m, ViTBlock) and m.window_size]
+    if windowed:
+        reasons.append(
+            f'{len(windowed)} ViT blocks attend in windows (vit_window_size > 0, e.g. {windowed[0]}). Such a block '
+            'attends globally when its map fits in one window and in padded windows otherwise: a choice made by '
+            'the map size, which a graph traced at one size would freeze. torch.export can express it only as '
+            'torch.cond, which fails on the padded window branch in torch 2.13.')
+    return reasons
+
+
+def _add_metadata(path: str, metadata: Dict[str, str]) -> None:
+    """Stores `metadata` in the file and names the input's dynamic dimensions 'height' and 'width' (also
+    inside the output shapes' expressions)."""
+    import onnx
+    model = onnx.load(path)
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    names = {dims[i].dim_param: new for i, new in ((2, 'height'), (3, 'width')) if dims[i].dim_param}
+    if names:
+        pattern = re.compile(r'\b(' + '|'.join(map(re.escape, names)) + r')\b')
+        for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param:
+                    dim.dim_param = pattern.sub(lambda m: names[m.group(1)], dim.dim_param)
+    onnx.save(model, path)
+
+
+def export_onnx(target: ExportTarget, path: str, size: Tuple[int, int], dynamic: bool = False, opset: int = 18,
+                exporter: str = 'dynamo', batch: int = 1) -> None:
+    """Writes `target.module` as ONNX to `path`, traced on a (batch, C, H, W) input.
+
+    Args:
+        size: (H, W) of the traced input; with `dynamic`, the graph accepts other H and W too.
+        dynamic: H and W of the input (and of every map) become symbolic dimensions.
+        opset: ONNX opset version.
+        exporter: 'dynamo' (torch.export; the default) or 'legacy' (TorchScript tracing).
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
+    images = torch.randn(batch, target.in_channels, *size)
+    target.module.eval()
+    with torch.no_grad():
+        (_export_dynamo if exporter == 'dynamo' else _export_legacy)(target, images, path, dynamic, opset)
+    _add_metadata(path, dict(target.metadata, exporter=exporter, dynamic_hw=str(dynamic).lower(),
+                             export_size=f'{size[0]}x{size[1]}'))

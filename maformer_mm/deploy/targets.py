@@ -1,0 +1,167 @@
+"""What the ONNX export takes from a config: one module whose forward maps a batch of normalised images
+(B, C, H, W) to a tuple of named tensors.
+
+| config kind                 | exported graph                  | outputs                          |
+|-----------------------------|---------------------------------|----------------------------------|
+| classification (mmpretrain) | the classifier, mode `tensor`   | `logits` (B, classes)            |
+| segmentation (mmseg)        | the segmentor, mode `tensor`    | `seg_logits` (B, classes, H/4, W/4) |
+| detection (mmdet)           | backbone and neck               | `fpn0`.. (the FPN maps)          |
+| any, `backbone_only`        | the backbone                    | `stage{i}` for each out index    |
+
+Detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX forms
+are mmdeploy's symbolics, and mmdeploy 1.3.1 predates torch 2.x's exporters.
+"""
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from torch import nn
+
+from .exportable import make_exportable
+
+__all__ = ['ExportTarget', 'build_model', 'build_target', 'TASK_KINDS']
+
+# default_scope -> the kind of model a config describes
+TASK_KINDS = {'mmpretrain': 'classification', 'mmseg': 'segmentation', 'mmdet': 'detection'}
+
+
+@dataclass
+class ExportTarget:
+    """A module to export and what describes its graph.
+
+    Args:
+        module: In eval mode; `module(images)` returns a tuple of tensors.
+        kind: 'classification', 'segmentation', 'detection' or 'backbone'.
+        output_names: One name per output tensor.
+        in_channels: Image channels C.
+        metadata: Strings stored in the ONNX file (config, kind, the data preprocessor's normalisation).
+    """
+    module: nn.Module
+    kind: str
+    output_names: List[str]
+    in_channels: int = 3
+    metadata: Dict[str, str] = field(default_factory=dict)
+
+
+class ClassifierLogits(nn.Module):
+    """An mmpretrain classifier in mode 'tensor': backbone, neck and head, i.e. the class logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
+        return (self.model(images, mode='tensor'), )
+
+
+class SegmentorLogits(nn.Module):
+    """An mmseg segmentor in mode 'tensor': the decode head's per-pixel logits at stride 4 (upsample them
+    bilinearly to the image, as the segmentor's `predict` does)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
+        return (self.model(images, None, mode='tensor'), )
+
+
+class DetectorFeatures(nn.Module):
+    """An mmdet detector's backbone and neck: the FPN maps its heads read."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.model.extract_feat(images))
+
+
+class BackboneFeatures(nn.Module):
+    """A backbone alone: its multi-scale maps."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.backbone(images))
+
+
+def build_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
+    """The config's whole model in eval mode on the CPU, with the checkpoint's weights, or randomly initialised
+    (the model's own init) without one. The backbone's own `init_cfg` (ImageNet weights) is never read:
+    a checkpoint of the whole model holds the backbone too."""
+    scope = cfg.get('default_scope', 'mmdet')
+    cfg = copy.deepcopy(cfg)
+    if cfg.model.get('backbone') is not None:
+        cfg.model.backbone.init_cfg = None
+    if cfg.model.get('data_preprocessor') is None and cfg.get('data_preprocessor') is not None:
+        cfg.model.data_preprocessor = cfg.data_preprocessor  # mmpretrain keeps it at the top level
+    init_default_scope(scope)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    else:
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # init_weights logs one paragraph per parameter
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+    return model.cpu().eval()
+
+
+def _preprocess_metadata(model: nn.Module) -> Dict[str, str]:
+    """The normalisation the exported graph expects to have been applied (the data preprocessor's)."""
+    pre = getattr(model, 'data_preprocessor', None)
+    meta = {}
+    if getattr(pre, '_enable_normalize', False):
+        meta['mean'] = json.dumps([float(f'{v:.7g}') for v in pre.mean.flatten().tolist()])  # float32 digits
+        meta['std'] = json.dumps([float(f'{v:.7g}') for v in pre.std.flatten().tolist()])
+    if pre is not None:  # mmengine/mmdet, mmseg and mmpretrain name the BGR -> RGB switch differently
+        flips = [getattr(pre, name) for name in ('_channel_conversion', 'channel_conversion', 'to_rgb')
+                 if hasattr(pre, name)]
+        meta['bgr_to_rgb'] = json.dumps(bool(flips and flips[0]))
+    return meta
+
+
+def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: bool = False) -> ExportTarget:
+    """The module to export for `cfg` (see the module docstring), its output names and metadata."""
+    scope = cfg.get('default_scope', 'mmdet')
+    kind = 'backbone' if backbone_only else TASK_KINDS.get(scope)
+    if kind is None:
+        raise ValueError(f"cannot tell what to export from default_scope={scope!r} in {cfg.filename}: expected "
+                         f"one of {sorted(TASK_KINDS)}, or use --backbone-only")
+    model = build_model(cfg, checkpoint)
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        raise ValueError(f'the model of {cfg.filename} ({type(model).__name__}) has no backbone')
+    if kind == 'backbone':
+        indices = getattr(backbone, 'out_indices', None)
+        names = [f'stage{i}' for i in indices] if indices is not None else None
+        module = BackboneFeatures(backbone)
+    elif kind == 'classification':
+        module, names = ClassifierLogits(model), ['logits']
+    elif kind == 'segmentation':
+        module, names = SegmentorLogits(model), ['seg_logits']
+    else:
+        module, names = DetectorFeatures(model), None
+    in_channels = getattr(backbone, 'in_channels', 3)
+    if names is None:  # one name per output, counted on a small input
+        with torch.no_grad():
+            count = len(module(torch.zeros(1, in_channels, 64, 64)))
+        names = [f'fpn{i}' if kind == 'detection' else f'out{i}' for i in range(count)]
+    make_exportable(module)
+    metadata = dict(config=str(cfg.filename), kind=kind, checkpoint=str(checkpoint or 'none (random init)'),
+                    **_preprocess_metadata(model))
+    return ExportTarget(module.eval(), kind, names, in_channels, metadata)
