@@ -1,31 +1,79 @@
 # Two commands on a fresh machine: `make test` and `make demo`. Both build `.venv` when it is missing
 # or when requirements.txt / setup.py changed (a stamp keyed on their hash), then start in seconds.
+#
+# mmcv's ops are compiled for the machine (tools/env/build_mmcv.sh): with CUDA kernels when an NVIDIA GPU
+# is visible (nvidia-smi; where a driver has no nvidia-smi, the environment's torch), CPU-only otherwise.
+#   MMCV_CUDA=1             forces the CUDA build, also without a GPU (nvcc needs none); MMCV_CUDA=0 forces
+#                           CPU-only. Unset on a machine without a GPU: an environment that already has
+#                           the CUDA build keeps it (its CPU ops work too); a new one is CPU-only.
+#   TORCH_CUDA_ARCH_LIST    the CUDA architectures, e.g. '8.0;9.0' (default: the visible GPUs'; without
+#                           one, DEFAULT_ARCHS in tools/env/build_mmcv.sh).
+#   TORCH_CUDA=cu126        torch and torchvision from PyTorch's own wheel index, built for CUDA 12.x (cu12x
+#                           tags), with the matching nvcc: for drivers older than the CUDA 13 wheels need.
+# The stamp names the build (cpu or cuda, and the TORCH_CUDA tag), so switching rebuilds.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 KEY := $(shell cat requirements.txt setup.py | sha256sum | cut -c1-16)
-STAMP := $(VENV)/.stamp-$(KEY)
 BUILD_PKGS := $(shell grep -E '^(torch|torchvision|setuptools|wheel|ninja)=' requirements.txt | sed 's/ *\#.*//')
 MMCV_PIN := $(shell grep -E '^mmcv==' requirements.txt | sed 's/ *\#.*//')
+ENV_TOOL := tools/env/mmcv_build.py
+REQUIREMENTS := requirements.txt
+
+ifneq ($(MMCV_CUDA),0)
+GPU_ARCHS := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
+                     | grep -E '^[0-9]+\.[0-9]+$$' | sort -u | paste -sd';' -)
+ifeq ($(GPU_ARCHS),)
+ifneq ($(wildcard /dev/nvidiactl /dev/dxg),)
+# A GPU driver without nvidia-smi: the environment's torch decides; a new environment assumes the GPU
+# (build_mmcv.sh asks torch for its architecture once torch is in).
+GPU_ARCHS := $(if $(wildcard $(PY)),$(shell $(PY) $(ENV_TOOL) gpu-archs 2>/dev/null),ask-torch)
+endif
+endif
+endif
+ifndef MMCV_CUDA
+MMCV_CUDA := $(if $(GPU_ARCHS)$(wildcard $(VENV)/.stamp-*-cuda*),1,0)
+endif
+ifeq ($(filter 0 1,$(MMCV_CUDA)),)
+$(error MMCV_CUDA must be 1 (CUDA build of mmcv) or 0 (CPU-only), not '$(MMCV_CUDA)')
+endif
+MMCV_MODE := $(if $(filter 1,$(MMCV_CUDA)),cuda,cpu)
+CUDA_ARCHS := $(if $(filter 1,$(MMCV_CUDA)),$(or $(TORCH_CUDA_ARCH_LIST),$(filter-out ask-torch,$(GPU_ARCHS))))
+
+ifdef TORCH_CUDA
+ifeq ($(filter cu12%,$(TORCH_CUDA)),)
+$(error TORCH_CUDA selects torch's CUDA 12 builds, e.g. cu126 or cu128, not '$(TORCH_CUDA)')
+endif
+TORCH_VERSION := $(shell sed -n 's/^torch===\([0-9.]*\).*/\1/p' requirements.txt)
+VISION_VERSION := $(shell sed -n 's/^torchvision===\([0-9.]*\).*/\1/p' requirements.txt)
+BUILD_PKGS := torch==$(TORCH_VERSION)+$(TORCH_CUDA) torchvision==$(VISION_VERSION)+$(TORCH_CUDA) \
+              $(filter-out torch===% torchvision===%,$(BUILD_PKGS))
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/$(TORCH_CUDA)
+REQUIREMENTS := $(VENV)/requirements-$(TORCH_CUDA).txt
+endif
+
+STAMP := $(VENV)/.stamp-$(KEY)-$(MMCV_MODE)$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 
 .PHONY: env test demo demo-seg clean-env
 
 env: $(STAMP)
 
-# The stamp's name carries the hash, so it is rebuilt when the pins change, never for a mere touch.
+# The stamp's name carries the hash and the build, so it is rebuilt when either changes, never for a touch.
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade 'pip>=24'
-	$(PIP) install $(BUILD_PKGS)
-	# mmcv ops are compiled against the torch above: no build isolation, or the build cannot see torch.
-	$(PY) -c "import mmcv.ops" 2>/dev/null || MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation '$(MMCV_PIN)'
-	$(PY) -c "from mmcv.ops import RoIAlign, nms"
-	$(PIP) install -r requirements.txt
+	$(PIP) install $(TORCH_INDEX) $(BUILD_PKGS)
+	# mmcv ops are compiled against the torch above, without build isolation, and checked afterwards.
+	bash tools/env/build_mmcv.sh $(PY) '$(MMCV_PIN)' $(MMCV_MODE) '$(CUDA_ARCHS)'
+ifdef TORCH_CUDA
+	grep -vE '^(torch|torchvision)=' requirements.txt > $(REQUIREMENTS)
+endif
+	$(PIP) install $(TORCH_INDEX) -r $(REQUIREMENTS)
 	$(PIP) install --no-build-isolation --no-deps -e .
 	$(PY) -c "import maformer_mm, mmdet.models, mmseg.models, mmpretrain.models"
 	rm -f $(VENV)/.stamp-*
-	touch $@
+	echo 'mmcv: $(MMCV_MODE)$(if $(CUDA_ARCHS), TORCH_CUDA_ARCH_LIST=$(CUDA_ARCHS))$(if $(TORCH_CUDA), torch $(TORCH_CUDA))' > $@
 
 test: env
 	$(PY) -m pytest tests

@@ -7,8 +7,8 @@ resident memory of a fresh subprocess above its level before the step; on CUDA
 `max_memory_allocated`). Also: `with_cp` memory/time for MAFormer-S, bf16 autocast, and the ViTDet-
 style window mode of MAFormer-T. Writes a Markdown table and a PNG plot of latency against size.
 
-    python benchmarks/backbone_benchmark.py                      # CPU (and CUDA when present)
-    python benchmarks/backbone_benchmark.py --sizes 224 --repeats 2
+    python -m benchmarks.backbone_benchmark                      # CPU (and CUDA when present)
+    python -m benchmarks.backbone_benchmark --sizes 224 --repeats 2
 """
 import argparse
 import json
@@ -95,9 +95,10 @@ def interleaved_latency(names: Sequence[str], hw: Tuple[int, int], repeats: int,
 
 def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
     """Peak memory of one training step, measured in a fresh process."""
-    code = (f'import sys; sys.path.insert(0, {HERE!r}); import backbone_benchmark as b; '
-            f'print(b._child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}))')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    code = (f'from benchmarks.backbone_benchmark import _child_peak; '
+            f'print(_child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}))')
+    out = subprocess.run([sys.executable, '-c', code], cwd=osp.dirname(HERE), capture_output=True, text=True,
+                         check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 

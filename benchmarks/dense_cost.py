@@ -4,28 +4,26 @@ Mask R-CNN at 1280x800 and UperNet at 2048x512 (each task's usual reporting size
 (multiply-adds, attention counted) and the median inference latency (batch 1, mode='tensor', no grad)
 of each model, the three models of a task taking turns in every round. Writes a Markdown table.
 
-    python benchmarks/dense_cost.py                 # both tasks, CPU (and CUDA when present)
-    python benchmarks/dense_cost.py --tasks det --repeats 2
+    python -m benchmarks.dense_cost                 # both tasks, CPU (and CUDA when present)
+    python -m benchmarks.dense_cost --tasks det --repeats 2
 """
 import argparse
 import json
 import os.path as osp
 import statistics
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
+import maformer_mm  # noqa: F401
+from benchmarks.backbone_benchmark import benchmark_devices, hardware_name, infer_step, timed, write_report
+from maformer_mm.utils.cli import load_config
+from maformer_mm.utils.flops import complexity, tensor_forward
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
-sys.path.insert(0, HERE)
-
-import maformer_mm  # noqa: E402,F401
-from backbone_benchmark import benchmark_devices, hardware_name, infer_step, timed, write_report  # noqa: E402
-from maformer_mm.utils.cli import load_config  # noqa: E402
-from maformer_mm.utils.flops import complexity, tensor_forward  # noqa: E402
 
 # task -> (scope, (H, W), {row name: config}); the window rows are the `_win` configs.
 TASKS = {

@@ -1,16 +1,10 @@
 """The benchmark scripts run end to end at small sizes and write consistent reports. Nothing here is
 timed: the tests check structure and the values that do not depend on the machine."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
-sys.path.insert(0, str(BENCHMARKS))
-
-import backbone_benchmark  # noqa: E402
-import dense_cost  # noqa: E402
+from benchmarks import backbone_benchmark, dense_cost
 
 
 def test_backbone_benchmark_writes_tables_json_and_plot(tmp_path):

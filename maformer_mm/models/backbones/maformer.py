@@ -24,12 +24,20 @@ __all__ = ['MAFormer', 'MAFormerStage']
 _Size = Union[int, Tuple[int, int]]
 
 
-# The fused attention kernels whose outputs `with_cp` keeps: they are most of a block's compute but,
-# being flash-style, hold little memory, so recomputing only the rest (projections, MLP, norms, GLD)
-# keeps most of the memory saving for a fraction of the re-forward time.
+# Selective `with_cp`: the outputs of the fused attention kernels are kept, and the rest of a block
+# (projections, MLP, norms, GLD) is recomputed in the backward pass. The kernels are most of a block's
+# compute, but their outputs are small (the result and one log-sum-exp per query, never the N x M
+# weights), so keeping them keeps most of the memory saving for a fraction of the re-forward time.
+# Every fused kernel that SDPA may pick is listed: flash (CPU; CUDA in fp16/bf16 without a bias, i.e.
+# global and cross-attention), memory-efficient (CUDA: the window attention with its float bias, and
+# fp32), cuDNN and the backend-neutral overrideable op. The math fallback is no single op: it runs as
+# matmuls and a softmax whose N x M weights are the very memory checkpointing frees, so it is
+# recomputed. It serves what no fused kernel takes: on CPU the window attention in training (CPU flash
+# attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
 _KEPT_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
     '_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention',
-    '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention')
+    '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention',
+    '_scaled_dot_product_fused_attention_overrideable')
     if hasattr(torch.ops.aten, name))
 
 
