@@ -1,10 +1,18 @@
-"""What the tools share: finding a config and loading it with the command line applied."""
+"""What the tools share: finding a config, the argument set of tools/train.py and tools/test.py, the
+config they build from it, and the device a run uses."""
 import argparse
+import os
 import os.path as osp
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Tuple
 
-from mmengine.config import Config
+import torch
+from mmengine.config import Config, DictAction
 
-__all__ = ['config_from_args', 'load_config']
+from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
+
+__all__ = ['load_config', 'default_device', 'parse_device', 'on_device', 'run_arg_parser', 'parse_run_args',
+           'config_from_args']
 
 
 def load_config(name: str) -> Config:
@@ -16,15 +24,101 @@ def load_config(name: str) -> Config:
     return Config.fromfile(name)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Loads `args.config` and applies `--launcher`, `--cfg-options` and `--work-dir` as mmdet's tools do
-    (default work dir: ./work_dirs/<config name>)."""
+def default_device() -> str:
+    """`cuda` where torch sees a GPU, else `cpu` (the `--device` default of every tool)."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def parse_device(device: str) -> torch.device:
+    """`--device` as a torch.device; ValueError naming the value when it is not a usable cpu/cuda device."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f'--device {device!r} is not a device (expected cpu, cuda or cuda:N): {error}') from None
+    if parsed.type not in ('cpu', 'cuda'):
+        raise ValueError(f'--device {device!r}: only cpu and cuda devices are supported')
+    if parsed.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'--device {device!r}: CUDA is not available on this machine '
+                             '(torch.cuda.is_available() is False); use --device cpu')
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f'--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+    return parsed
+
+
+@contextmanager
+def on_device(device: torch.device) -> Iterator[None]:
+    """Makes mmengine place the model (and map resumed checkpoints) on `device` for the duration.
+
+    mmengine's Runner moves the model to `mmengine.device.get_device()`, which returns the module-level
+    `DEVICE` chosen once at import (cuda whenever torch sees a GPU) and offers no setting; `cuda:N`
+    becomes the current CUDA device, so that mmengine's plain `cuda` means it.
+    """
+    import mmengine.device.utils as mmengine_device
+    previous = mmengine_device.DEVICE
+    mmengine_device.DEVICE = device.type
+    if device.type == 'cuda' and device.index is not None:
+        torch.cuda.set_device(device.index)
+    try:
+        yield
+    finally:
+        mmengine_device.DEVICE = previous
+
+
+def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.ArgumentParser:
+    """The arguments tools/train.py and tools/test.py share (those of mmdet's tools, plus `--data-root`
+    and `--device`); each tool adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file')
+    if checkpoint:
+        parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs, metrics and checkpoints go '
+                                           '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--data-root', help="a data set in mmdet's COCO 2017 layout (annotations/instances_"
+                                            "{train,val}2017.json, train2017/, val2017/): sets the data paths, "
+                                            "the classes (from the JSON) and every head's num_classes")
+    parser.add_argument('--device', default=default_device(),
+                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value (e.g. model.backbone.arch=tiny)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses `argv`, checks `--device` and exports LOCAL_RANK as mmdet's tools do."""
+    args = parser.parse_args(argv)
+    try:
+        args.device = parse_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.launcher != 'none' and args.device.type != default_device():
+        parser.error(f'--device {args.device} with --launcher {args.launcher}: distributed runs use the default '
+                     f'device ({default_device()}); hide GPUs with CUDA_VISIBLE_DEVICES= for CPU processes')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def config_from_args(args: argparse.Namespace,
+                     data_splits: Sequence[str] = ('train', 'val', 'test')) -> Tuple[Config, Optional[CocoLayout]]:
+    """Loads `args.config` and applies, in this order, `--data-root` (for `data_splits`), `--cfg-options`
+    (so explicit settings win), `--launcher` and `--work-dir` (default ./work_dirs/<config name>).
+
+    Returns the config and the `CocoLayout` that `--data-root` read (None without it).
+    """
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    layout = None
+    if getattr(args, 'data_root', None):
+        layout = read_coco_layout(args.data_root, data_splits)
+        apply_coco_layout(cfg, layout)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    return cfg
+    return cfg, layout

@@ -3,17 +3,26 @@
 Without it a missing annotation file, a file that is not COCO JSON, or a `num_classes` that disagrees
 with the dataset's classes surface deep inside the dataset or the loss (pycocotools' "annotation file
 format <class 'list'> not supported" names no file; a class mismatch trains silently or fails in the
-loss). `tools/train.py` and `tools/test.py` call `check_data` first.
+loss). Category names that the config's classes do not match (mmdet maps classes to categories by name, so
+annotations are dropped and labels shift silently), and Mixup/CutMix one-hot targets sized by
+`data_preprocessor.num_classes` instead of the head's (a shape error deep inside mmpretrain's loss), are
+caught here too. `tools/train.py` and `tools/test.py` call `check_data` first; `tools/test.py` also checks
+that the checkpoint was trained for the classes it is tested on (`check_checkpoint_classes`, `_fits`).
 """
 import json
+import logging
+import mmap
 import os
 import os.path as osp
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.registry import DATASETS
+from torch import nn
 
-__all__ = ['check_data', 'check_coco_json']
+__all__ = ['check_data', 'check_coco_json', 'read_coco_categories', 'leaf_datasets', 'dataset_classes',
+           'check_checkpoint_classes', 'check_checkpoint_fits']
 
 _FULL_PARSE_LIMIT = 64 * 2 ** 20  # larger annotation files are only checked for a JSON object header
 _COCO_KEYS = ('images', 'annotations', 'categories')
@@ -39,26 +48,60 @@ def check_coco_json(path: str, what: str = 'annotation file') -> None:
         raise ValueError(f'{what} {path} is not COCO JSON: it lacks the lists {missing}')
 
 
-def _datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
+def read_coco_categories(path: str, what: str = 'annotation file') -> List[dict]:
+    """The `categories` list of a COCO JSON file. Files too large to parse whole here (COCO's train2017
+    file is 450 MB) are searched for the key instead, and only the list after it is decoded."""
+    check_coco_json(path, what)
+    if os.path.getsize(path) <= _FULL_PARSE_LIMIT:
+        with open(path) as f:
+            categories = json.load(f)['categories']
+    else:
+        with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            key = data.rfind(b'"categories"')
+            start = data.find(b'[', key)
+            if key < 0 or start < 0:
+                raise ValueError(f'{what} {path} is not COCO JSON: it has no "categories" list')
+            categories, span = None, 2 ** 16
+            while categories is None:
+                try:
+                    categories = json.JSONDecoder().raw_decode(data[start:start + span].decode('utf-8', 'replace'))[0]
+                except json.JSONDecodeError as error:
+                    if start + span >= len(data):
+                        raise ValueError(f'{what} {path}: its "categories" list is not valid JSON: {error}') from None
+                    span *= 16
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and 'id' in c and 'name' in c
+                                                   for c in categories):
+        raise ValueError(f'{what} {path}: "categories" must be a list of objects with "id" and "name"')
+    return categories
+
+
+def leaf_datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
     """The leaf dataset configs inside wrappers (RepeatDataset, ConcatDataset, ClassBalancedDataset...)."""
     if 'datasets' in cfg:
         for sub in cfg.datasets:
-            yield from _datasets(sub)
+            yield from leaf_datasets(sub)
     elif 'dataset' in cfg:
-        yield from _datasets(cfg.dataset)
+        yield from leaf_datasets(cfg.dataset)
     else:
         yield cfg
 
 
-def _classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
+def _dataset_class(dataset: ConfigDict) -> Optional[type]:
+    """The class a dataset config builds, looked up in the registry of the current default scope."""
+    try:
+        with DATASETS.switch_scope_and_registry(None) as registry:
+            dataset_cls = registry.get(dataset.type)
+    except (KeyError, AttributeError, TypeError):
+        return None
+    return dataset_cls if isinstance(dataset_cls, type) else None
+
+
+def dataset_classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
+    """The classes a dataset config declares: its metainfo's, else its dataset class's default."""
     metainfo = dataset.get('metainfo') or {}
     if metainfo.get('classes'):
         return metainfo['classes']
-    try:
-        dataset_cls = DATASETS.get(dataset.type)
-    except (KeyError, AttributeError):
-        return None
-    return getattr(dataset_cls, 'METAINFO', {}).get('classes') if dataset_cls else None
+    return getattr(_dataset_class(dataset), 'METAINFO', {}).get('classes')
 
 
 def _num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
@@ -79,20 +122,100 @@ def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) ->
     """Checks the annotation files and class counts of the config's dataloaders for `splits`."""
     from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmdet'))
+    if 'train' in splits:
+        _check_batch_augments(cfg)
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
-        for dataset in _datasets(loader.dataset):
+        for dataset in leaf_datasets(loader.dataset):
             root = dataset.get('data_root') or ''
             ann_file = dataset.get('ann_file')
             if ann_file and str(ann_file).endswith('.json'):
                 check_coco_json(osp.join(root, ann_file), f'{split} annotation file')
-            classes = _classes(dataset)
+            classes = dataset_classes(dataset)
             if not classes:
                 continue
+            if ann_file and str(ann_file).endswith('.json') and _is_coco_dataset(dataset):
+                _check_category_names(osp.join(root, ann_file), classes, split)
             for field, value in _num_classes_fields(cfg.model):
                 if value != len(classes):
                     shown = ', '.join(map(str, classes[:6])) + (', ...' if len(classes) > 6 else '')
                     raise ValueError(f'{field} is {value} but the {split} dataset ({dataset.type}) has '
                                      f'{len(classes)} classes ({shown}); set them equal')
+
+
+def _is_coco_dataset(dataset: ConfigDict) -> bool:
+    dataset_cls = _dataset_class(dataset)
+    if dataset_cls is None:
+        return False
+    from mmdet.datasets import CocoDataset
+    return issubclass(dataset_cls, CocoDataset)
+
+
+def _check_category_names(ann_file: str, classes: Sequence[str], split: str) -> None:
+    """mmdet's CocoDataset looks the config's classes up by category name: a class the JSON lacks shifts the
+    labels of the classes after it, and a category that is no class has its annotations dropped."""
+    names = [str(c['name']) for c in read_coco_categories(ann_file, f'{split} annotation file')]
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise ValueError(f'{split} annotation file {ann_file} has no category named {_shown(missing)} '
+                         f'(the config\'s metainfo.classes, {len(classes)} in all); its categories are '
+                         f'{_shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
+                         'or train with --data-root, which does both')
+    ignored = [n for n in names if n not in classes]
+    if ignored:
+        print_log(f'{split} annotation file {ann_file}: the annotations of categories {_shown(ignored)} are '
+                  'ignored (they are not among the config\'s metainfo.classes)', logger='current',
+                  level=logging.WARNING)
+
+
+def _check_batch_augments(cfg: Config) -> None:
+    """Mixup/CutMix build one-hot targets of `data_preprocessor.num_classes` classes; the head's scores have
+    `head.num_classes`. mmpretrain only finds out inside the loss, with a bare shape error."""
+    model = cfg.get('model') or {}
+    if not (model.get('train_cfg') or {}).get('augments'):
+        return
+    if 'num_classes' in (model.get('data_preprocessor') or {}):
+        field, value = 'model.data_preprocessor.num_classes', model.data_preprocessor.num_classes
+    else:  # the Runner hands the top-level data_preprocessor to a model that has none
+        field, value = 'data_preprocessor.num_classes', (cfg.get('data_preprocessor') or {}).get('num_classes')
+    head = model.get('head') or {}
+    if isinstance(head.get('num_classes'), int) and value != head.num_classes:
+        raise ValueError(f'{field} is {value} but model.head.num_classes is {head.num_classes}: Mixup/CutMix '
+                         f'(model.train_cfg.augments) would make {value}-class one-hot targets for '
+                         f'{head.num_classes}-class scores; set {field} = {head.num_classes} as well')
+
+
+def _shown(names: Sequence[str], limit: int = 6) -> str:
+    return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+
+
+def check_checkpoint_classes(checkpoint: dict, path: str, classes: Optional[Sequence[str]], source: str) -> None:
+    """Raises ValueError when the checkpoint (as read from `path`) records other classes in its
+    `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data)."""
+    trained = ((checkpoint.get('meta') or {}).get('dataset_meta') or {}).get('classes')
+    if classes is not None and trained is not None and tuple(map(str, trained)) != tuple(map(str, classes)):
+        raise ValueError(f'checkpoint {path} was trained with other classes: {len(trained)} ({_shown(trained)}); '
+                         f'{source} has {len(classes)} ({_shown(classes)})')
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]],
+                          source: str) -> None:
+    """Raises ValueError naming the tensors whose shapes differ between the checkpoint and `model` (built for
+    `classes` of `source`): a head sized for another class count, which mmengine would skip with a warning and
+    then test untrained. This catches checkpoints that record no classes."""
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    own = model.state_dict()
+    mismatched = []
+    for key, value in checkpoint.get('state_dict', checkpoint).items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        if key in own and hasattr(value, 'shape') and tuple(value.shape) != tuple(own[key].shape):
+            mismatched.append(f'{key} is {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} here')
+    if mismatched:
+        built = f'for the {len(classes)} classes of {source}' if classes is not None else f'for {source}'
+        raise ValueError(f'checkpoint {path} does not fit the model built {built}: ' + '; '.join(mismatched[:4])
+                         + (f'; ... ({len(mismatched)} tensors)' if len(mismatched) > 4 else '')
+                         + '. Was it trained with other classes?')

@@ -1,0 +1,141 @@
+"""`make demo`: the main job end to end on generated data, on CPU, in minutes.
+
+1. writes a small COCO-format instance segmentation set (tools/make_demo_data.py coco),
+2. trains Mask R-CNN MAFormer-T on it from scratch (configs/mask_rcnn_maformer_t_demo.py),
+3. evaluates COCO bbox and segm mAP on its validation split (tools/test.py),
+4. draws predictions on a few validation images and saves them as JSON (tools/infer.py).
+
+    python tools/demo.py [--work-dir DIR] [--data-root DIR] [--device cpu]
+                         [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12]
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+
+from maformer_mm.utils.cli import default_device, parse_device
+
+from . import infer as infer_tool
+from . import test as test_tool
+from . import train as train_tool
+
+__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'train_test_draw', 'main']
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
+CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
+MARKER = 'demo_data.json'  # the generator settings a demo set was written with
+
+
+class DemoResult(NamedTuple):
+    checkpoint: str
+    metrics: Dict[str, float]
+    vis: List[str]  # drawn validation images
+    preds: List[str]  # their prediction files
+
+
+def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: int, num_val: int,
+                    image_size: int) -> argparse.ArgumentParser:
+    """The arguments both demos take (tools/demo.py, tools/demo_seg.py); each adds its schedule length."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-dir', default=work_dir)
+    parser.add_argument('--data-root', default=data_root, help='generated here when missing')
+    parser.add_argument('--num-train', type=int, default=num_train, help='training images to generate')
+    parser.add_argument('--num-val', type=int, default=num_val, help='validation images to generate')
+    parser.add_argument('--image-size', type=int, default=image_size, help='side of the square images')
+    parser.add_argument('--num-vis', type=int, default=4, help='validation images to draw predictions on')
+    parser.add_argument('--device', default=default_device(),
+                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    return parser
+
+
+def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, schedule: str) -> argparse.Namespace:
+    for name in ('num_train', 'num_val', 'image_size', schedule):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')
+    if args.image_size < 32:
+        parser.error(f'--image-size must be at least 32 (the network stride), got {args.image_size}')
+    try:
+        parse_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable[[], None], present: str) -> None:
+    """Writes the demo set with `write()` unless `data_root` already holds one made with `settings`. A set
+    made with other settings is never overwritten: that is an error naming both. (A set without the
+    settings file, written by an earlier version of the demo, is taken to have the default settings.)"""
+    marker = osp.join(data_root, MARKER)
+    if osp.isfile(marker):
+        with open(marker) as f:
+            found = json.load(f)
+    elif osp.exists(osp.join(data_root, present)):
+        found = defaults
+    else:
+        write()
+        with open(marker, 'w') as f:
+            json.dump(settings, f)
+        return
+    if found != settings:
+        raise ValueError(f'{data_root} holds a demo set generated with {found}, not {settings}: pass another '
+                         '--data-root, or delete that folder')
+
+
+def train_test_draw(config: str, args: argparse.Namespace, options: List[str], val_images: str,
+                    test_args: Sequence[str] = ()) -> DemoResult:
+    """Trains `config` with the `--cfg-options` `options` (no in-training evaluation), evaluates the final
+    checkpoint once with tools/test.py (given `test_args` too) and draws predictions on the first
+    `args.num_vis` images matching the `val_images` pattern with tools/infer.py."""
+    device = ['--device', args.device]
+    runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options, 'val_cfg=None',
+                              'val_dataloader=None', 'val_evaluator=None'])
+    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    metrics = test_tool.main([config, checkpoint, '--work-dir', args.work_dir, *device, *test_args,
+                              '--cfg-options', *options])
+    out_dir = osp.join(args.work_dir, 'predictions')
+    with tempfile.TemporaryDirectory() as images:
+        for path in sorted(glob.glob(val_images))[:args.num_vis]:
+            shutil.copy(path, images)
+        # the training run's config: the demo's options (image size...) reach the inferencer's pipeline too
+        written = infer_tool.infer(images, runner.cfg, checkpoint, out_dir, device=args.device,
+                                   batch_size=min(args.num_vis, 4))
+    return DemoResult(checkpoint, metrics, written.vis, written.preds)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = demo_arg_parser(__doc__, 'work_dirs/mask_rcnn_maformer_t_demo', 'data/demo_coco', 64, 16, 160)
+    parser.add_argument('--epochs', type=int, default=12, help='training epochs')
+    return check_sizes(parser, parser.parse_args(argv), 'epochs')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
+    from .demo_data import write_coco
+    args = parse_args(argv)
+    size = args.image_size
+    settings = dict(layout='coco', train=args.num_train, val=args.num_val, size=[size, size])
+    defaults = dict(layout='coco', train=64, val=16, size=[160, 160])
+    prepare_data(args.data_root, settings, defaults, lambda: write_coco(args.data_root, args.num_train, args.num_val,
+                                                              (size, size)), 'annotations')
+    root = args.data_root.rstrip('/') + '/'
+    options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+    options += [f'{split}_evaluator.ann_file={root}annotations/instances_val.json' for split in ('val', 'test')]
+    # the Resize steps of the config's pipelines (lists: only reachable by index)
+    options += [f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
+                f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
+                f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}']
+    # the schedule follows the length: lr x0.1 after 75% and 92% of the epochs (9 and 11 of 12)
+    milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
+    options += [f'param_scheduler.1.end={args.epochs}', f'param_scheduler.1.milestones={milestones}'.replace(' ', '')]
+    result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'val', '*.png'))
+    print('\n=== demo summary ===')
+    print(f'checkpoint: {result.checkpoint}')
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
+        print(f'{key}: {result.metrics[key]:.3f}')
+    print(f'prediction images: {osp.join(args.work_dir, "predictions", "vis")} ({len(result.vis)} files), '
+          f'predictions as JSON: {len(result.preds)} files')
+    return result

@@ -1,0 +1,160 @@
+"""Generates small synthetic data sets in the layouts the real ones use, for the demos and tests.
+
+    python tools/make_demo_data.py coco --out data/demo_coco   # COCO instance segmentation
+    python tools/make_demo_data.py coco2017 --out data/my_coco --classes ball box wedge pentagon
+    python tools/make_demo_data.py ade --out data/demo_ade     # ADE20K semantic segmentation
+
+Images hold 1-3 non-overlapping filled shapes (circle, square, triangle) of random colour, size and
+position on a noisy background; `--class-hues` gives each class its own hue band instead. COCO:
+`{train,val}/*.png` + `annotations/instances_{train,val}.json` with polygon masks; `coco2017` names them as
+COCO 2017 does (`{train,val}2017/`, `instances_{train,val}2017.json`), the layout `--data-root` reads.
+ADE20K: `images/{training,validation}/*.jpg` + `annotations/.../*.png` where 0 is background (removed by
+reduce_zero_label) and 1..N are the shape classes. `--classes` names up to five classes (class k is drawn
+as the k-th of circle, square, triangle, pentagon, hexagon).
+"""
+import argparse
+import colorsys
+import json
+import math
+import os.path as osp
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ('circle', 'square', 'triangle')
+SHAPES = ('circle', 'square', 'triangle', 'pentagon', 'hexagon')  # what class k looks like
+# With `class_hues`, class k's fill takes a hue within +-0.06 of CLASS_HUES[k] (red, blue, green, ...).
+CLASS_HUES = (0.0, 0.6, 0.33, 0.15, 0.8)
+Polygon = List[Tuple[float, float]]
+
+
+def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> Polygon:
+    corners = {'circle': 24, 'square': 4, 'triangle': 3, 'pentagon': 5, 'hexagon': 6}[kind]
+    start = angle + (math.pi / 4 if kind == 'square' else 0.)
+    return [(cx + r * math.cos(start + 2 * math.pi * k / corners), cy + r * math.sin(start + 2 * math.pi * k / corners))
+            for k in range(corners)]
+
+
+def _fill(rng: np.random.Generator, label: int, class_hues: bool) -> Tuple[int, ...]:
+    if not class_hues:
+        return tuple(int(c) for c in rng.integers(0, 256, 3))
+    hue = (CLASS_HUES[label] + rng.uniform(-0.06, 0.06)) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0))
+    return tuple(int(255 * c) for c in rgb)
+
+
+def draw_scene(rng: np.random.Generator, size: Tuple[int, int], class_hues: bool = False,
+               num_classes: int = len(CLASSES)) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
+    """One image and its objects as (class index, polygon) pairs; shapes do not overlap. Fill colours
+    are random, or with `class_hues` drawn from a hue band per class (a cue learnable in minutes)."""
+    w, h = size
+    background = rng.integers(90, 170, 3)
+    pixels = np.clip(background + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    placed: List[Tuple[float, float, float]] = []
+    objects = []
+    for _ in range(int(rng.integers(1, 4))):
+        for _attempt in range(20):
+            r = float(rng.uniform(0.09, 0.2) * min(w, h))
+            cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+            if all(math.hypot(cx - x, cy - y) > r + s + 2 for x, y, s in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
+        label = int(rng.integers(num_classes))
+        polygon = _shape_polygon(SHAPES[label], cx, cy, r, float(rng.uniform(0, math.pi)))
+        draw.polygon(polygon, fill=_fill(rng, label, class_hues))
+        objects.append((label, polygon))
+    return image, objects
+
+
+def _polygon_area(polygon: Polygon) -> float:
+    xs, ys = np.array(polygon).T
+    return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
+
+
+def _check_classes(classes: Sequence[str]) -> None:
+    if not 1 <= len(classes) <= len(SHAPES) or len(set(classes)) != len(classes):
+        raise ValueError(f'classes must be 1 to {len(SHAPES)} distinct names, got {list(classes)}')
+
+
+def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
+               seed: int = 0, class_hues: bool = False, classes: Sequence[str] = CLASSES,
+               year: str = '') -> None:
+    """Writes a COCO-format instance segmentation set under `out` (`year='2017'`: COCO 2017's names)."""
+    _check_classes(classes)
+    rng = np.random.default_rng(seed)
+    root = Path(out)
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    for split, count in (('train', num_train), ('val', num_val)):
+        folder = root / f'{split}{year}'
+        folder.mkdir(exist_ok=True)
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            image, objects = draw_scene(rng, size, class_hues, len(classes))
+            name = f'{image_id:06d}.png'
+            image.save(folder / name)
+            images.append(dict(id=image_id, file_name=name, width=size[0], height=size[1]))
+            for label, polygon in objects:
+                xs, ys = np.array(polygon).T
+                x0, y0 = max(float(xs.min()), 0.), max(float(ys.min()), 0.)
+                bbox = [x0, y0, min(float(xs.max()), size[0]) - x0, min(float(ys.max()), size[1]) - y0]
+                annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
+                                        segmentation=[[round(v, 2) for xy in polygon for v in xy]],
+                                        area=_polygon_area(polygon), bbox=bbox, iscrowd=0))
+        categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
+        with open(root / 'annotations' / f'instances_{split}{year}.json', 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+
+def write_ade(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
+              seed: int = 0, class_hues: bool = False, classes: Sequence[str] = CLASSES) -> None:
+    """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background, k + 1 = class k)."""
+    _check_classes(classes)
+    rng = np.random.default_rng(seed)
+    root = Path(out)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+        (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
+        for index in range(1, count + 1):
+            image, objects = draw_scene(rng, size, class_hues, len(classes))
+            label = Image.new('L', size, 0)
+            draw = ImageDraw.Draw(label)
+            for cls, polygon in objects:
+                draw.polygon(polygon, fill=cls + 1)
+            name = f'ADE_{split[:5]}_{index:08d}'
+            image.save(root / 'images' / split / f'{name}.jpg', quality=95)
+            label.save(root / 'annotations' / split / f'{name}.png')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('layout', choices=['coco', 'coco2017', 'ade'], help='which data set layout to write')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument('--train', type=int, default=64, help='training images')
+    parser.add_argument('--val', type=int, default=16, help='validation images')
+    parser.add_argument('--size', type=int, nargs=2, default=(192, 192), metavar=('W', 'H'), help='image size')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--class-hues', action='store_true',
+                        help='fill each class from its own hue band instead of random colours')
+    parser.add_argument('--classes', nargs='+', default=list(CLASSES),
+                        help=f'class names, 1 to {len(SHAPES)} (drawn as {", ".join(SHAPES)})')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.layout == 'ade':
+        write_ade(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes)
+    else:
+        write_coco(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes,
+                   year='2017' if args.layout == 'coco2017' else '')
+    print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,76 @@
+"""Trains a detection, segmentation or classification config (the config's `default_scope` decides).
+
+    python tools/train.py configs/mask_rcnn_maformer_s.py [--work-dir DIR] [--amp] [--resume [CKPT]]
+    python tools/train.py configs/mask_rcnn_maformer_t.py --data-root data/my_coco   # your own COCO-format data
+    tools/dist_train.sh configs/mask_rcnn_maformer_s.py 8
+
+The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root` and `--device`.
+"""
+import argparse
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
+from maformer_mm.utils.cli import config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.utils.data_root import CocoLayout
+from maformer_mm.utils.launch import prepare_launcher
+from maformer_mm.utils.preflight import check_data
+
+__all__ = ['parse_args', 'build_config', 'main']
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = run_arg_parser(__doc__)
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr to the actual batch size')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
+    return parse_run_args(parser, argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config with the command line applied, as mmdet's tools/train.py does."""
+    return _build(args)[0]
+
+
+def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
+    cfg, layout = config_from_args(args, ('train', 'val', 'test'))
+    if args.amp:  # fp16 with loss scaling on GPUs; bf16 (no scaling needed) where mmengine's AMP cannot run
+        if args.device.type == 'cuda':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:  # mmcv's CPU ops take float32: autocast the backbone only
+            cfg.optim_wrapper.type = 'BF16OptimWrapper'
+            cfg.optim_wrapper.scope = 'backbone'
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError(f'--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` in {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg, layout
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Runner:
+    """Trains; returns the finished Runner."""
+    args = parse_args(argv)
+    cfg, layout = _build(args)
+    check_data(cfg, ('train', 'val'))
+    prepare_launcher(cfg)
+    with on_device(args.device):
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        if layout is not None:
+            runner.logger.info(layout.summary())
+        runner.train()
+    return runner

@@ -1,0 +1,228 @@
+"""Own COCO-format data without config editing: `tools/train.py CFG --data-root DIR` and `tools/test.py CFG CKPT
+--data-root DIR` on a generated set with its own class names, count and category ids; the errors for a broken
+layout, splits that disagree and a checkpoint trained with other classes; every head's num_classes in our
+configs and in mmdet's Cascade/RetinaNet/Faster R-CNN; and the mmdet-standard ten-line config."""
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import maformer_mm  # noqa: F401
+from maformer_mm.utils.serialization import load_mmengine_checkpoint
+from maformer_mm.tools import test as test_tool
+from maformer_mm.tools import train as train_tool
+from maformer_mm.tools.demo_data import write_coco
+from maformer_mm.utils.cli import load_config
+from maformer_mm.utils.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.utils.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
+from tests.helpers import REPO
+
+DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')
+EXAMPLE_CONFIG = str(REPO / 'configs' / 'examples' / 'mask_rcnn_maformer_t_my_coco.py')
+# Generated as classes 0..3; the JSON then gets these category ids, listed in generation order.
+NAMES = ('ball', 'box', 'wedge', 'ring')
+IDS = {'ball': 7, 'box': 3, 'wedge': 11, 'ring': 5}
+ID_ORDER = ('box', 'ring', 'ball', 'wedge')
+# A user's config inheriting the demo detector with a small custom backbone, at 64 px (the Resize steps of the
+# pipelines are list entries, so they are set here rather than from the command line).
+SMALL_CONFIG = '''
+_base_ = [{base!r}]
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
+                           pretrain_img_size=64),
+             neck=dict(in_channels=[32, 64, 128, 256]))
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True), dict(type='PackDetInputs')]))
+test_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
+'''
+
+
+def write_coco2017(root: Path, names=NAMES, ids=IDS, num_train: int = 4, num_val: int = 2) -> Path:
+    """A generated set in COCO 2017's layout whose category ids are not 1..N and not listed in id order."""
+    write_coco(str(root), num_train, num_val, (64, 64), classes=names, year='2017')
+    for split in ('train', 'val'):
+        path = root / 'annotations' / f'instances_{split}2017.json'
+        data = json.loads(path.read_text())
+        old_to_new = {c['id']: ids[c['name']] for c in data['categories']}
+        data['categories'] = [dict(c, id=ids[c['name']]) for c in data['categories']]
+        for ann in data['annotations']:
+            ann['category_id'] = old_to_new[ann['category_id']]
+        path.write_text(json.dumps(data))
+    return root
+
+
+def _log_text(work_dir: Path) -> str:
+    return '\n'.join(p.read_text() for p in work_dir.glob('*/*.log'))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """One epoch (one iteration of two images) of a small detector on a 4-class set through --data-root."""
+    root = tmp_path_factory.mktemp('data_root')
+    data = write_coco2017(root / 'data', num_train=2)
+    config = root / 'small.py'
+    config.write_text(SMALL_CONFIG.format(base=DEMO_CONFIG))
+    work_dir = root / 'work'
+    train_tool.main([str(config), '--data-root', str(data), '--work-dir', str(work_dir), '--device', 'cpu',
+                     '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None', 'val_dataloader=None',
+                     'val_evaluator=None'])
+    return root, data, config, work_dir
+
+
+def test_train_takes_classes_from_the_json_in_id_order(trained):
+    _, data, _, work_dir = trained
+    log = _log_text(work_dir)
+    assert (f'--data-root {data}: 4 classes from {data}/annotations/instances_train2017.json and '
+            f'{data}/annotations/instances_val2017.json (category-id order): box, ring, ball, wedge') in log
+    assert 'set model.roi_head.bbox_head.num_classes, model.roi_head.mask_head.num_classes to 4' in log
+    ckpt = load_mmengine_checkpoint(work_dir / 'epoch_1.pth', 'cpu')
+    assert tuple(ckpt['meta']['dataset_meta']['classes']) == ID_ORDER
+    assert ckpt['state_dict']['roi_head.bbox_head.fc_cls.weight'].shape[0] == 5  # 4 classes + background
+    assert ckpt['state_dict']['roi_head.mask_head.conv_logits.weight'].shape[0] == 4
+
+
+def test_test_tool_evaluates_and_names_the_classes(trained, monkeypatch):
+    """Per-class metrics named by the set's classes. mmengine is made to believe it picked CUDA: with
+    --device cpu the run must still place the model on the CPU (on this machine a CUDA move would fail)."""
+    import mmengine.device.utils as mmengine_device
+    root, data, config, work_dir = trained
+    monkeypatch.setattr(mmengine_device, 'DEVICE', 'cuda')
+    metrics = test_tool.main([str(config), str(work_dir / 'epoch_1.pth'), '--data-root', str(data), '--device', 'cpu',
+                              '--work-dir', str(root / 'test_work')])
+    assert mmengine_device.DEVICE == 'cuda'  # restored after the run
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
+        assert 0 <= metrics[key] <= 1
+    for name in ID_ORDER:  # (mmdet's CocoMetric keeps the last task's per-class AP under this name)
+        value = metrics[f'coco/{name}_precision']
+        assert math.isnan(value) or 0 <= value <= 1, (name, value)
+    log = _log_text(root / 'test_work')
+    assert '--data-root' in log and all(f'coco/{name}_precision: ' in log for name in ID_ORDER)
+
+
+def test_checkpoint_trained_with_other_classes_is_refused(trained, tmp_path):
+    """Before anything is built: the classes in the checkpoint's meta data (as tools/train.py saved them,
+    here without the weights to keep the test quick) against the classes of the data root."""
+    _, _, _, work_dir = trained
+    meta = load_mmengine_checkpoint(work_dir / 'epoch_1.pth', 'cpu')['meta']
+    ckpt = tmp_path / 'trained_on_4.pth'
+    torch.save({'meta': {'dataset_meta': meta['dataset_meta']}, 'state_dict': {}}, ckpt)
+    other = write_coco2017(tmp_path / 'other', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3),
+                           num_train=1, num_val=1)
+    with pytest.raises(ValueError, match=r'trained_on_4.pth was trained with other classes: 4 \(box, ring, ball, '
+                                         rf'wedge\); --data-root {other} has 3 \(ball, box, wedge\)'):
+        test_tool.main([DEMO_CONFIG, str(ckpt), '--data-root', str(other), '--device', 'cpu',
+                        '--work-dir', str(tmp_path / 'w')])
+
+
+def test_checkpoint_without_classes_is_checked_by_tensor_shapes():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 3))
+    other = {'state_dict': {'module.0.weight': torch.zeros(5, 8), '0.bias': torch.zeros(5)}}
+    with pytest.raises(ValueError, match=r'other_head.pth does not fit the model built for the 3 classes of the data: '
+                                         r'0.weight is \(5, 8\) in the checkpoint, \(3, 8\) here; 0.bias is \(5,\)'):
+        check_checkpoint_fits(model, other, 'other_head.pth', ('a', 'b', 'c'), 'the data')
+    same = {'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('a', 'b', 'c')}}}
+    check_checkpoint_fits(model, same, 'same.pth', ('a', 'b', 'c'), 'the data')
+    check_checkpoint_classes(same, 'same.pth', ('a', 'b', 'c'), 'the data')
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    return write_coco2017(tmp_path / 'set', num_train=1, num_val=1)
+
+
+@pytest.mark.parametrize('missing', ['annotations/instances_val2017.json', 'train2017'])
+def test_missing_piece_of_the_layout_is_named(small_set, missing):
+    path = small_set / missing
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(FileNotFoundError, match=rf'--data-root {small_set}: .* not found: {path} \(expected the '
+                                                r'COCO 2017 layout'):
+        read_coco_layout(str(small_set))
+
+
+def test_splits_with_other_categories_are_named(small_set):
+    val = small_set / 'annotations' / 'instances_val2017.json'
+    data = json.loads(val.read_text())
+    data['categories'] = [c for c in data['categories'] if c['name'] != 'ring'] + [dict(id=20, name='cone')]
+    val.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"the splits' categories differ: .*instances_train2017.json has 4 "
+                                         r'\(box, ring, ball, wedge\), .*instances_val2017.json has 4 '
+                                         r"\(box, ball, wedge, cone\); only in the first: \['ring'\]; "
+                                         r"only in the second: \['cone'\]"):
+        read_coco_layout(str(small_set))
+    assert read_coco_layout(str(small_set), ['test']).classes == ('box', 'ball', 'wedge', 'cone')  # val only
+
+
+def _num_classes_values(model: dict) -> list:
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'num_classes':
+                    found.append(value)
+                elif key != 'rpn_head':
+                    visit(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                visit(item)
+    visit(model)
+    return found
+
+
+# One config of each of our detector families (Mask R-CNN, Cascade Mask R-CNN with its list of box heads, Faster
+# R-CNN, RetinaNet), the demo config, and mmdet's own Cascade (so the list case is covered whatever ships here).
+@pytest.mark.parametrize('config', [
+    *sorted(str(p) for p in (REPO / 'configs').glob('*_maformer_t.py')),
+    str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'),
+    'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
+], ids=lambda c: Path(c).stem)
+def test_data_root_sets_every_head_and_dataset(small_set, config):
+    cfg = load_config(config)
+    layout = read_coco_layout(str(small_set))
+    apply_coco_layout(cfg, layout)
+    values = _num_classes_values(cfg.model)
+    assert values and all(v == 4 for v in values)
+    assert len(layout.num_classes_fields) == len(values)
+    if 'cascade' in config:
+        assert len(cfg.model.roi_head.bbox_head) == 3 and all(h.num_classes == 4 for h in cfg.model.roi_head.bbox_head)
+    for split, folder in (('train', 'train2017/'), ('val', 'val2017/'), ('test', 'val2017/')):
+        for dataset in leaf_datasets(cfg[f'{split}_dataloader'].dataset):
+            assert dataset.data_root == str(small_set) and dataset.data_prefix.img == folder
+            assert tuple(dataset.metainfo['classes']) == ID_ORDER and len(dataset.metainfo['palette']) == 4
+    assert cfg.test_evaluator.ann_file == str(small_set / 'annotations' / 'instances_val2017.json')
+    check_data(cfg, ('train', 'val', 'test'))  # consistent: preflight agrees
+
+
+def test_mmdet_standard_config_matches_data_root(tmp_path):
+    """The documented ten-line config (inherits ours, sets metainfo and num_classes) passes preflight on data
+    with those class names, builds, and configures the heads as --data-root does; a wrong name is caught."""
+    from mmdet.registry import DATASETS, MODELS
+    data = write_coco2017(tmp_path / 'my_coco', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3),
+                          num_train=2, num_val=1)
+    cfg = Config.fromfile(EXAMPLE_CONFIG)
+    options = {f'{s}_dataloader.dataset.data_root': str(data) for s in ('train', 'val', 'test')}
+    cfg.merge_from_dict(dict(options, **{'model.backbone.init_cfg': None}))
+    check_data(cfg, ('train', 'val', 'test'))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    assert dataset.metainfo['classes'] == ('ball', 'box', 'wedge') and len(dataset) == 2
+    labels = {int(i['bbox_label']) for k in range(len(dataset)) for i in dataset.get_data_info(k)['instances']}
+    assert labels and labels <= {0, 1, 2}
+    model = MODELS.build(cfg.model)
+    assert model.roi_head.bbox_head.fc_cls.out_features == 4 and model.roi_head.mask_head.num_classes == 3
+    by_root = Config.fromfile(str(REPO / 'configs' / 'mask_rcnn_maformer_t.py'))
+    apply_coco_layout(by_root, read_coco_layout(str(data)))
+    assert by_root.model.roi_head.bbox_head == cfg.model.roi_head.bbox_head
+    assert by_root.model.roi_head.mask_head == cfg.model.roi_head.mask_head
+
+    cfg.train_dataloader.dataset.metainfo = dict(classes=('ball', 'box', 'cone'))
+    with pytest.raises(ValueError, match=r"train annotation file .*instances_train2017.json has no category named "
+                                         r"cone \(the config's metainfo.classes, 3 in all\); its categories are "
+                                         r'ball, box, wedge'):
+        check_data(cfg, ('train', ))
