@@ -107,7 +107,7 @@ def measure(name: str, target: ExportTarget, size: Tuple[int, int], repeats: int
 def markdown(rows: List[dict], repeats: int) -> str:
     threads = rows[0]['threads'] if rows else torch.get_num_threads()
     lines = ['# ONNX Runtime against PyTorch eager (CPU)', '',
-             f'CPU: {cpu_name()}, {threads} threads for both; torch {torch.__version__}, onnxruntime '
+             f'CPU: {cpu_name()}, {threads} thread{"s" if threads != 1 else ""} for both; torch {torch.__version__}, onnxruntime '
              f'{__import__("onnxruntime").__version__}. Batch 1, random weights, fixed-shape export '
              f'({rows[0]["exporter"] if rows else "dynamo"} exporter, opset 18). Median of {repeats} interleaved runs after a warm-up; speed-up = PyTorch '
              'time / ONNX Runtime time; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',

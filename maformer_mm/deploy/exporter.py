@@ -45,7 +45,7 @@ def _export_legacy(target: ExportTarget, images: torch.Tensor, path: str, dynami
                           output_names=list(target.output_names), opset_version=opset, dynamic_axes=dynamic_axes)
 
 
-def dynamic_blockers(module: nn.Module, exporter: str = 'dynamo') -> List[str]:
+def dynamic_blockers(module: nn.Module) -> List[str]:
     """Why H and W cannot be dynamic in the export of `module` (empty when they can)."""
     reasons = []
     windowed = [name for name, m in module.named_modules() if isinstance(m, ViTBlock) and m.window_size]

@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -62,8 +62,8 @@ class ClassifierLogits(nn.Module):
 
 
 class SegmentorLogits(nn.Module):
-    """An mmseg segmentor in mode 'tensor': the decode head's per-pixel logits at stride 4 (upsample them
-    bilinearly to the image, as the segmentor's `predict` does)."""
+    """An mmseg segmentor in mode 'tensor': the decode head's per-pixel logits (at stride 4 for UperNet;
+    upsample them bilinearly to the image, as the segmentor's `predict` does)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -99,13 +99,14 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """The config's whole model in eval mode on the CPU, with the checkpoint's weights, or randomly initialised
     (the model's own init) without one. The backbone's own `init_cfg` (ImageNet weights) is never read:
     a checkpoint of the whole model holds the backbone too."""
-    scope = cfg.get('default_scope', 'mmdet')
+    scope = cfg.get('default_scope')
     cfg = copy.deepcopy(cfg)
     if cfg.model.get('backbone') is not None:
         cfg.model.backbone.init_cfg = None
     if cfg.model.get('data_preprocessor') is None and cfg.get('data_preprocessor') is not None:
         cfg.model.data_preprocessor = cfg.data_preprocessor  # mmpretrain keeps it at the top level
-    init_default_scope(scope)
+    if scope:
+        init_default_scope(scope)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     if checkpoint:
         from mmengine.runner import load_checkpoint
@@ -137,7 +138,7 @@ def _preprocess_metadata(model: nn.Module) -> Dict[str, str]:
 
 def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: bool = False) -> ExportTarget:
     """The module to export for `cfg` (see the module docstring), its output names and metadata."""
-    scope = cfg.get('default_scope', 'mmdet')
+    scope = cfg.get('default_scope')
     kind = 'backbone' if backbone_only else TASK_KINDS.get(scope)
     if kind is None:
         raise ValueError(f"cannot tell what to export from default_scope={scope!r} in {cfg.filename}: expected "

@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     target = build_target(cfg, args.checkpoint, args.backbone_only)
     dynamic = args.dynamic
     if dynamic:
-        blockers = dynamic_blockers(target.module, args.exporter)
+        blockers = dynamic_blockers(target.module)
         if blockers:
             print(f'H and W cannot be dynamic for this model, so it is exported at the fixed size '
                   f'{size[0]}x{size[1]}:\n  ' + '\n  '.join(blockers))
