@@ -57,13 +57,14 @@ def _export(capsys, *args) -> str:
 
 
 def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
-    """The logits of the checkpoint's weights, not of a fresh random model; metadata says how to normalise."""
+    """The logits of the checkpoint's weights, not of a fresh random model; metadata says how to normalise.
+    (The legacy exporter, which is faster: the other exports use the default one.)"""
     cfg = load_config(str(configs['classification']))
     model = build_model(cfg)
     ckpt = tmp_path / 'cls.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     out = _export(capsys, configs['classification'], ckpt, '--shape', *SHAPE, '--out', tmp_path / 'cls.onnx',
-                  '--verify')
+                  '--verify', '--exporter', 'legacy')
     assert f'{SHAPE[0]}x{SHAPE[1]} logits (1, 10): max |onnx - torch|' in out and 'Verified' in out
     images = torch.randn(1, 3, *SHAPE)
     with torch.no_grad():
@@ -72,7 +73,8 @@ def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
     np.testing.assert_allclose(logits, expected, atol=1e-4 * np.abs(expected).max())
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / 'cls.onnx')).metadata_props}
     assert meta['kind'] == 'classification' and meta['checkpoint'] == str(ckpt)
-    assert meta['mean'] == '[123.675, 116.28, 103.53]' and meta['dynamic_hw'] == 'false'
+    assert meta['mean'] == '[123.675, 116.28, 103.53]' and meta['bgr_to_rgb'] == 'true'
+    assert meta['exporter'] == 'legacy' and meta['dynamic_hw'] == 'false'
 
 
 def test_detector_exports_backbone_and_neck(configs, tmp_path, capsys):
