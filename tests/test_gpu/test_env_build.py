@@ -1,11 +1,11 @@
 """The set-up that adapts to the machine: `make env` picks the mmcv build (CPU-only or CUDA), and
 tools/env/mmcv_build.py proves which one was made by reading the extension's ELF file."""
+import glob
 import importlib.metadata
 import os
 import os.path as osp
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +16,12 @@ from tools.env.mmcv_build import (check, fatbin_archs, inspect_library, link_cud
                                   mmcv_ext_path, read_section, required_archs, toolkit_requirements)
 
 GPU_DRIVER = any(osp.exists(p) for p in ('/dev/nvidiactl', '/dev/dxg'))
+
+
+def glob_one(pattern: str) -> str:
+    found = glob.glob(pattern)
+    assert len(found) == 1, pattern
+    return found[0]
 
 
 def test_fatbin_reader_lists_the_kernels_of_a_cuda_library():
@@ -74,13 +80,6 @@ def test_split_toolkit_packages_become_one_cuda_home(tmp_path):
     with pytest.raises(SystemExit, match='no libcudart'):
         (tmp_path / 'empty' / 'lib').mkdir(parents=True)
         link_cuda_runtime(str(tmp_path / 'empty'))
-
-
-def glob_one(pattern: str) -> str:
-    import glob
-    found = glob.glob(pattern)
-    assert len(found) == 1, pattern
-    return found[0]
 
 
 @pytest.fixture

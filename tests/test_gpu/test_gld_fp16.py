@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from maformer_mm.layers import GLD, MAFBlock
+from maformer_mm.layers import MAFBlock
 from maformer_mm.models import MAFormer
 from tests.test_gpu import requires_cuda
 
