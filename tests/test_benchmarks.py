@@ -21,7 +21,8 @@ def test_backbone_benchmark_writes_tables_json_and_plot(tmp_path):
         if row['model'] == 'Swin-T':  # its own reference
             assert row['time_ratio'] == row['infer_time_per_flop_ratio'] == row['train_time_per_flop_ratio'] == 1
     assert set(res['memory']) == {'MAFormer-T', 'Swin-T'} and all(m > 0 for m in res['memory'].values())
-    assert res['with_cp']['size'] == [64, 64]  # the largest input and res['with_cp']['peak_mib'] > 0
+    cp = res['with_cp']  # MAFormer-S at the largest input: activation checkpointing lowers the peak memory
+    assert cp['size'] == [64, 64] and 0 < cp['peak_mib'] < 0.98 * cp['peak_mib_ref']  # about 4% less at 64x64
     assert res['bf16'].startswith('works')
     text = out.read_text()
     assert '| MAFormer-T | 48x80 |' in text and 'No GPU was available' in text
@@ -38,3 +39,24 @@ def test_dense_cost_rows_at_a_small_size(tmp_path):
     assert swin['flop_ratio'] == swin['time_ratio'] == 1 and glob['flop_ratio'] == glob['gflops'] / swin['gflops']
     text = dense_cost.markdown(rows, 'cpu', 'test machine', 1)
     assert '| Mask R-CNN MAFormer-T (window) | 448x448 | 46.8M |' in text
+
+
+def test_dense_cost_main_writes_the_segmentation_report(tmp_path, monkeypatch):
+    """main() end to end for the UperNet task, at 64x128 instead of 512x2048 (the task's reporting size)."""
+    scope, _, configs = dense_cost.TASKS['seg']
+    monkeypatch.setitem(dense_cost.TASKS, 'seg', (scope, (64, 128), configs))
+    out = tmp_path / 'dense.md'
+    dense_cost.main(['--tasks', 'seg', '--repeats', '1', '--out', str(out)])
+    rows = json.loads((tmp_path / 'dense_cpu.json').read_text())
+    by_name = {r['model']: r for r in rows}
+    assert list(by_name) == ['UperNet MAFormer-T (global)', 'UperNet MAFormer-T (window)', 'UperNet Swin-T']
+    glob, win, swin = by_name.values()
+    assert glob['params_m'] == win['params_m'] == pytest.approx(56.99, abs=0.005)  # README: 57.0M, same weights
+    assert swin['params_m'] == pytest.approx(59.9, abs=0.05)
+    assert all(r['size'] == [64, 128] and r['gflops'] > 0 and r['infer_s'] > 0 for r in rows)
+    # a 4x8 stage-3 map fits in one 14x14 window: window mode is global attention there, at the same cost
+    assert win['gflops'] == glob['gflops']
+    assert swin['flop_ratio'] == swin['time_ratio'] == 1 and glob['flop_ratio'] == glob['gflops'] / swin['gflops']
+    text = out.read_text()
+    assert '| UperNet MAFormer-T (window) | 64x128 | 57.0M |' in text and 'No GPU was available' in text
+
