@@ -4,12 +4,13 @@
     .venv/bin/python benchmarks/mutation_score.py           # about an hour on 2 cores; not part of `make test`
 
 mutmut rewrites the files it mutates, so this never runs in the checkout: it copies the repository's files
-(tracked, and untracked ones git does not ignore) to `--workdir`, writes mutmut's settings there (setup.cfg),
-and runs `mutmut run` at low priority (nice 15) on every function of `maformer_mm/layers/*.py` and on
-`MAFormer.forward` and `MAFormerStage.forward`, against the fast layer and model tests (tests/test_layers and
-tests/test_models without torch.compile and the slowest MAFormer-T runs). Each mutant runs only the tests that reach the function it changes.
-Then it reads mutmut's results and writes a Markdown report: per file, how many mutants were killed, survived or
-timed out, the score (killed and timed out over all that ran), and the diff of every survivor.
+(tracked, and untracked ones git does not ignore; or commit `--rev`) to `--workdir`, writes mutmut's settings
+there (setup.cfg), and runs `mutmut run` at low priority (nice 15) on every function of
+`maformer_mm/layers/*.py` and on `MAFormer.forward` and `MAFormerStage.forward`, against the fast layer and
+model tests (tests/test_layers and tests/test_models without torch.compile and the slowest MAFormer-T runs).
+Each mutant runs only the tests that reach the function it changes, fastest first, until one fails. Then it
+reads mutmut's results and writes a Markdown report: per file, how many mutants were killed, survived or timed
+out, the score (killed and timed out over all that ran), and the diff of every survivor.
 """
 import argparse
 import json
