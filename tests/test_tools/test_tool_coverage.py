@@ -18,6 +18,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
+from maformer_mm.tools.demo_data import write_ade, write_coco  # what tools/make_demo_data.py writes
 from tests.helpers import REPO, memoised_package_config_index, run_tool
 
 TOOLS = REPO / 'tools'
@@ -83,8 +84,7 @@ def faster(tmp_path_factory):
     """Generated COCO data (2 val images, 96x96), the user's Faster R-CNN config, its checkpoint, and one
     `tools/test.py --tta --show-dir --out` run on them."""
     root = tmp_path_factory.mktemp('faster')
-    run_tool([TOOLS / 'make_demo_data.py', 'coco', '--out', root / 'data', '--train', 2, '--val', 2,
-              '--size', 96, 96], cwd=REPO)
+    write_coco(str(root / 'data'), num_train=2, num_val=2, size=(96, 96))
     config = root / 'faster_config.py'
     config.write_text(FASTER_CONFIG.format(base=str(REPO / 'configs' / 'faster_rcnn_maformer_t.py'),
                                            root=str(root / 'data') + '/'))
@@ -150,8 +150,7 @@ def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
 # A user's UperNet config outside the repository: the seg tests' shrunk demo config (tests/test_seg/test_seg_tools.py).
 def test_show_dir_writes_the_drawn_segmentation(tmp_path):
     from tests.test_seg.test_seg_tools import DEMO_CONFIG, USER_CONFIG
-    run_tool([TOOLS / 'make_demo_data.py', 'ade', '--out', tmp_path / 'data', '--train', 2, '--val', 2,
-              '--size', 64, 64], cwd=REPO)
+    write_ade(str(tmp_path / 'data'), num_train=2, num_val=2, size=(64, 64))
     config = tmp_path / 'seg_config.py'
     config.write_text(USER_CONFIG.format(base=str(DEMO_CONFIG), root=str(tmp_path / 'data') + '/'))
     ckpt = save_initial_checkpoint(config, tmp_path / 'seg.pth')
