@@ -2,7 +2,6 @@
 and shares the Mask R-CNN recipe; each family, built from its real config with a tiny backbone and narrow heads,
 trains one iteration on generated images and predicts."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch

@@ -33,7 +33,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 
 def save_initial_checkpoint(config: Path, path: Path) -> Path:
-    """Builds the model `config` describes, initialises it as training starts, and saves it as mmengine does."""
+    """Builds the model `config` describes, initialises it as training starts, and saves its weights in the form of
+    an mmengine checkpoint (`meta`, `state_dict`)."""
     with memoised_package_config_index():
         model = build_model(Config.fromfile(str(config)))
     model.init_weights()
