@@ -28,6 +28,8 @@ __all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'train_test_draw', '
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
 MARKER = 'demo_data.json'  # the generator settings a demo set was written with
+# The demos never resume: their checkpoint keeps the weights (and meta data) only, a third of the size.
+WEIGHTS_ONLY = ['default_hooks.checkpoint.save_optimizer=False', 'default_hooks.checkpoint.save_param_scheduler=False']
 
 
 class DemoResult(NamedTuple):
@@ -127,7 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     # the Resize steps of the config's pipelines (lists: only reachable by index)
     options += [f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
                 f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
-                f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}']
+                f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}',
+                *WEIGHTS_ONLY]
     # the schedule follows the length: lr x0.1 after 75% and 92% of the epochs (9 and 11 of 12)
     milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
     options += [f'param_scheduler.1.end={args.epochs}', f'param_scheduler.1.milestones={milestones}'.replace(' ', '')]

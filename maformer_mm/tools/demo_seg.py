@@ -15,7 +15,8 @@ import os.path as osp
 import time
 from typing import Optional, Sequence
 
-from .demo import CONFIG_DIR, DemoResult, check_sizes, demo_arg_parser, prepare_data, train_test_draw
+from .demo import (CONFIG_DIR, WEIGHTS_ONLY, DemoResult, check_sizes, demo_arg_parser, prepare_data,
+                   train_test_draw)
 
 __all__ = ['main']
 
@@ -43,11 +44,12 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     # the resize steps of the config's pipelines (lists: only reachable by index)
     options += [f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
                 f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
-                f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}']
+                f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}',
+                *WEIGHTS_ONLY]
     # the schedule follows the length: warm-up over the first 10% (at most 30 iterations), then poly decay
     warmup = min(30, max(1, args.iters // 10))
     options += [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-                f'param_scheduler.1.end={args.iters}']
+                f'param_scheduler.1.end={max(args.iters, warmup + 1)}']  # (one iteration: warm-up only)
     label_maps = osp.join(args.work_dir, 'label_maps')
     result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'images', 'validation', '*.jpg'),
                              test_args=['--out', label_maps])
