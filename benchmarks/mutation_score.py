@@ -93,6 +93,9 @@ def run_mutmut(workdir: str, max_children: int) -> None:
     # mutmut imports its mutated copy (workdir/mutants) ahead of everything; the checkout's maformer_mm, installed
     # in editable mode, would come only after the copy's own path
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [workdir, os.environ.get('PYTHONPATH')])))
+    # mutmut forks a test process per mutant; torch's OpenMP pool does not survive a fork (the child spins
+    # and is reported as a timeout), so every process keeps to one thread
+    env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     subprocess.run(['nice', '-n', '15', sys.executable, '-m', 'mutmut', 'run', '--max-children', str(max_children),
                     *MUTANTS], cwd=workdir, env=env, check=True)
 
@@ -164,11 +167,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--rev', help='test this commit (e.g. HEAD) instead of the checkout as it is')
     parser.add_argument('--max-children', type=int, default=2, help='mutants tested at once')
     parser.add_argument('--out', default=osp.join(HERE, 'mutation_score.md'))
+    parser.add_argument('--keep', action='store_true',
+                        help="reuse --workdir as an earlier run left it (mutmut's test statistics included)")
     parser.add_argument('--report-only', action='store_true', help='rewrite the report from an earlier run')
     args = parser.parse_args(argv)
     version = check_mutmut()
     if not args.report_only:
-        copy_repository(args.workdir, args.rev)
+        if not args.keep:
+            copy_repository(args.workdir, args.rev)
         run_mutmut(args.workdir, args.max_children)
     text = report(read_results(args.workdir), args.workdir, version)
     with open(args.out, 'w') as f:
