@@ -5,7 +5,7 @@
 _base_ = ['../mask_rcnn_maformer_t.py']
 
 data_root = 'data/my_coco/'
-metainfo = dict(classes=('ball', 'box', 'wedge'))
+metainfo = dict(classes=('ball', 'box', 'wedge'))  # the JSON's category names, in category-id order
 num_classes = len(metainfo['classes'])
 
 model = dict(roi_head=dict(bbox_head=dict(num_classes=num_classes), mask_head=dict(num_classes=num_classes)))

@@ -112,6 +112,10 @@ def config_from_args(args: argparse.Namespace,
     cfg = Config.fromfile(args.config)
     layout = None
     if getattr(args, 'data_root', None):
+        if cfg.get('default_scope') != 'mmdet':
+            raise ValueError(f'--data-root reads COCO-format detection data; {args.config} is an '
+                             f'{cfg.get("default_scope")} config: set its data in a config of your own (README: '
+                             '"Your own data")')
         layout = read_coco_layout(args.data_root, data_splits)
         apply_coco_layout(cfg, layout)
     if args.cfg_options is not None:

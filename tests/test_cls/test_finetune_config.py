@@ -12,10 +12,17 @@ from PIL import Image
 
 import maformer_mm  # noqa: F401
 from maformer_mm.utils.preflight import check_data
-from tests.helpers import REPO
+from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'maformer_t_finetune_my_cls.py')
 CLASSES = ('ball', 'box', 'wedge')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _package_config_index_read_once():
+    """mmengine re-reads mmdet's/mmseg's whole model index for every `mmdet::` base of every config it parses."""
+    with memoised_package_config_index():
+        yield
 
 
 def test_head_only_change_is_caught_naming_both_settings(tmp_path):

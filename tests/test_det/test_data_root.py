@@ -19,7 +19,7 @@ from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.utils.cli import load_config
 from maformer_mm.utils.data_root import apply_coco_layout, read_coco_layout
 from maformer_mm.utils.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
-from tests.helpers import REPO
+from tests.helpers import REPO, memoised_package_config_index
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')
 EXAMPLE_CONFIG = str(REPO / 'configs' / 'examples' / 'mask_rcnn_maformer_t_my_coco.py')
@@ -42,6 +42,13 @@ test_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
 '''
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _package_config_index_read_once():
+    """mmengine re-reads mmdet's/mmseg's whole model index for every `mmdet::` base of every config it parses."""
+    with memoised_package_config_index():
+        yield
 
 
 def write_coco2017(root: Path, names=NAMES, ids=IDS, num_train: int = 4, num_val: int = 2) -> Path:
@@ -157,6 +164,13 @@ def test_splits_with_other_categories_are_named(small_set):
                                          r"only in the second: \['cone'\]"):
         read_coco_layout(str(small_set))
     assert read_coco_layout(str(small_set), ['test']).classes == ('box', 'ball', 'wedge', 'cone')  # val only
+
+
+def test_data_root_is_refused_for_other_tasks(small_set):
+    config = str(REPO / 'configs' / 'upernet_maformer_t_demo.py')
+    with pytest.raises(ValueError, match=r'--data-root reads COCO-format detection data; .*upernet_maformer_t_demo.py '
+                                         'is an mmseg config'):
+        train_tool.build_config(train_tool.parse_args([config, '--data-root', str(small_set)]))
 
 
 def _num_classes_values(model: dict) -> list:

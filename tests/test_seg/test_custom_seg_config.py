@@ -4,6 +4,7 @@ model it builds (N-class heads) gives a finite loss and gradients."""
 import shutil
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
@@ -13,10 +14,17 @@ from mmengine.registry import init_default_scope
 import maformer_mm  # noqa: F401
 from maformer_mm.tools.demo_data import write_ade
 from maformer_mm.utils.preflight import check_data
-from tests.helpers import REPO
+from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'upernet_maformer_t_my_seg.py')
 CLASSES = ('ball', 'box', 'wedge')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _package_config_index_read_once():
+    """mmengine re-reads mmdet's/mmseg's whole model index for every `mmdet::` base of every config it parses."""
+    with memoised_package_config_index():
+        yield
 
 
 def _my_seg(root):

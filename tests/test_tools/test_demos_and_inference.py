@@ -15,12 +15,19 @@ from PIL import Image
 import maformer_mm  # noqa: F401
 from maformer_mm.utils.serialization import load_mmengine_checkpoint
 from maformer_mm.tools import demo, demo_seg, infer
-from tests.helpers import REPO, run_tool
+from tests.helpers import REPO, memoised_package_config_index, run_tool
 
 CLS_CONFIG = REPO / 'configs' / 'examples' / 'maformer_t_finetune_my_cls.py'
 CLS_CLASSES = ('ball', 'box', 'wedge')
 # One training iteration: 2 images (det, batch 2), 1 iteration (seg); 2 validation images of 64 px.
 SMALLEST = ['--num-train', '2', '--num-val', '2', '--image-size', '64', '--num-vis', '2', '--device', 'cpu']
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _package_config_index_read_once():
+    """mmengine re-reads mmdet's/mmseg's whole model index for every `mmdet::` base of every config it parses."""
+    with memoised_package_config_index():
+        yield
 
 
 @pytest.fixture(scope='module')
@@ -109,7 +116,9 @@ def _images(folder: Path, count: int, size=(72, 56)) -> Path:
 
 
 INFERENCERS = '''
-import json, sys
+import functools, json, sys
+import mmengine.config.utils as config_utils
+config_utils.load = functools.lru_cache(maxsize=None)(config_utils.load)  # as tests.helpers.memoised_package_config_index
 assert 'maformer_mm' not in sys.modules
 det_config, det_ckpt, seg_config, seg_ckpt, cls_config, cls_ckpt, images, out = sys.argv[1:]
 from mmdet.apis import DetInferencer
