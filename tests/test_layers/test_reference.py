@@ -325,3 +325,16 @@ def test_partial_state_dicts_skip_the_resize_hooks():
             GLD((8, 8), 0.5).load_state_dict({key: other[key]}, strict=False)
     with pytest.raises(RuntimeError, match='size mismatch for relative_position_bias_table'):
         WindowAttention(8, 4, 4).load_state_dict(WindowAttention(8, 2, 7).state_dict())  # another head count
+
+
+@pytest.mark.parametrize('n_in, n_out', [(9, 4), (4, 9), (6, 6), (1, 3)])
+def test_export_resize_matrices_match_the_reference_and_the_device(n_in, n_out):
+    """The GLD resize matrices of the export forms: the reference's sampling rules, built on the device asked for."""
+    from maformer_mm.layers.gld import adaptive_pool_weights, bilinear_weights, resize_weights
+    if n_out <= n_in:
+        torch.testing.assert_close(adaptive_pool_weights(n_in, n_out).double(), ref.area_matrix(n_in, n_out), **F32)
+    torch.testing.assert_close(bilinear_weights(n_in, n_out).double(), ref.linear_matrix(n_in, n_out), **F32)
+    torch.testing.assert_close(resize_weights(n_in, n_out).double(), ref.ops.resize_matrix(n_in, n_out), **F32)
+    meta = torch.device('meta')
+    for build in (adaptive_pool_weights, bilinear_weights, resize_weights):
+        assert build(n_in, n_out, device=meta).device == meta, build.__name__
