@@ -5,18 +5,24 @@ tables), the inputs are not normalised, attention has several heads, and both at
 explicit) are checked. Comparisons run in float64 to a tolerance far below any change of the maths; one
 float32 case per module checks the 1e-5 agreement at the precision users run.
 """
+import contextlib
+
 import pytest
 import torch
 
 from maformer_mm.layers import (GLD, Attention, CrossAttention, MAFBlock, ViTBlock, WindowAttention, global_grid,
                                 resize_gld_fc, resize_rel_pos_table, resize_to_grid, set_fused_attn)
+from maformer_mm.layers.export import export_forms
 from maformer_mm.models.backbones.maformer import MAFormerStage
 from tests import reference as ref
 
 F64 = dict(atol=1e-9, rtol=1e-7)
 F32 = dict(atol=1e-5, rtol=1e-5)
-RESIZE = dict(atol=1e-6, rtol=1e-5)  # the resizing helpers compute in float32 whatever the dtype
+RESIZE = dict(atol=1e-6, rtol=1e-5)  # the resizing helpers (and the export forms' matrices) are float32
 FUSED = pytest.mark.parametrize('fused', [True, False], ids=['sdpa', 'explicit'])
+# the eager forms on both attention paths, and the branch-free forms of an export graph (`export_forms`)
+FORMS = pytest.mark.parametrize('fused, export', [(True, False), (False, False), (True, True)],
+                                ids=['sdpa', 'explicit', 'export'])
 
 
 def _prepare(module: torch.nn.Module, fused: bool = True, dtype: torch.dtype = torch.float64) -> dict:
@@ -91,13 +97,15 @@ GLD_SIZES = [(8, 6), (11, 9), (5, 4), (13, 3), (3, 13), (1, 1), (8, 17)]
 
 @pytest.mark.parametrize('hw', GLD_SIZES, ids=[f'{h}x{w}' for h, w in GLD_SIZES])
 @pytest.mark.parametrize('ref_hw, ratio', [((8, 6), 0.5), ((7, 7), 0.3)])
-def test_gld(hw, ref_hw, ratio):
+@pytest.mark.parametrize('export', [False, True], ids=['eager', 'export'])
+def test_gld(hw, ref_hw, ratio, export):
     gld = GLD(ref_hw, ratio)
     params = {f'g.{k}': v for k, v in _prepare(gld).items()}
     assert gld.global_hw == ref.global_grid(ref_hw, ratio)
     x = _map(2, *hw, 5)
     expected = torch.stack([ref.gld(m, params, 'g', ref_hw, ratio) for m in x])
-    torch.testing.assert_close(gld(x), expected, **F64)
+    with export_forms() if export else contextlib.nullcontext():
+        torch.testing.assert_close(gld(x), expected, **(RESIZE if export else F64))
 
 
 def test_global_grid_matches_the_spec():
@@ -117,14 +125,15 @@ def test_resize_to_grid_is_area_pooling_then_bilinear(src, dst):
 MAF_SIZES = [(8, 8), (9, 13), (4, 4), (3, 5), (17, 6), (12, 12)]
 
 
-@FUSED
+@FORMS
 @pytest.mark.parametrize('hw', MAF_SIZES, ids=[f'{h}x{w}' for h, w in MAF_SIZES])
-def test_maf_block(fused, hw):
-    block = MAFBlock(24, 3, window_size=4, ref_hw=(8, 8), gld_ratio=0.5)
+def test_maf_block(fused, export, hw):
+    block = MAFBlock(24, 3, window_size=4, ref_hw=(8, 6), gld_ratio=0.5)
     params = {f'b.{k}': v for k, v in _prepare(block, fused).items()}
     x = _map(2, *hw, 24)
-    expected = ref.batched(ref.maf_block, x, params, 'b', 3, 4, (8, 8), 0.5)
-    torch.testing.assert_close(block(x), expected, **F64)
+    expected = ref.batched(ref.maf_block, x, params, 'b', 3, 4, (8, 6), 0.5)
+    with export_forms() if export else contextlib.nullcontext():
+        torch.testing.assert_close(block(x), expected, **(RESIZE if export else F64))
 
 
 VIT_CASES = {  # window size, map size
@@ -135,18 +144,20 @@ VIT_CASES = {  # window size, map size
     'one-window-exactly': (4, (4, 4)),
     'one-axis-fits': (4, (3, 9)),
     'one-axis-equals-the-window': (4, (4, 3)),
+    'other-axis-equals-the-window': (4, (3, 4)),
 }
 
 
-@FUSED
+@FORMS
 @pytest.mark.parametrize('case', sorted(VIT_CASES))
-def test_vit_block(fused, case):
+def test_vit_block(fused, export, case):
     window, hw = VIT_CASES[case]
     block = ViTBlock(24, 4, window_size=window)
     params = {f'b.{k}': v for k, v in _prepare(block, fused).items()}
     x = _map(2, *hw, 24)
     expected = ref.batched(ref.vit_block, x, params, 'b', 4, window)
-    torch.testing.assert_close(block(x), expected, **F64)
+    with export_forms() if export else contextlib.nullcontext():
+        torch.testing.assert_close(block(x), expected, **(RESIZE if export else F64))
 
 
 @pytest.mark.parametrize('hw', [(6, 8), (7, 5), (1, 1), (3, 2)])
@@ -294,7 +305,8 @@ def test_layer_shapes_follow_the_spec():
     assert vit == {k: v for k, v in maf.items()
                    if k.split('.')[0] in ('norm1', 'norm2', 'attn', 'ffn') and 'relative' not in k}
     assert ViTBlock(c, heads, qkv_bias=False).attn.qkv.bias is None
-    assert MAFBlock(c, heads, window, (8, 8), qkv_bias=False).cross_attn.kv.bias is None
+    no_bias = MAFBlock(c, heads, window, (8, 8), qkv_bias=False)
+    assert no_bias.cross_attn.kv.bias is None and no_bias.cross_attn.q.bias is None and no_bias.attn.qkv.bias is None
 
 
 def test_checkpoint_resizing_is_logged(mm_log):
@@ -338,3 +350,43 @@ def test_export_resize_matrices_match_the_reference_and_the_device(n_in, n_out):
     meta = torch.device('meta')
     for build in (adaptive_pool_weights, bilinear_weights, resize_weights):
         assert build(n_in, n_out, device=meta).device == meta, build.__name__
+
+
+def test_defaults_are_the_specs():
+    """Built with their defaults, in training mode: GLD ratio 0.5, global ViT attention, biases in every projection,
+    no dropout; each module equals the reference."""
+    gld = GLD((8, 6))
+    assert gld.global_hw == ref.global_grid((8, 6), 0.5)
+    maf, vit = MAFBlock(24, 3, 4, (8, 6)), ViTBlock(24, 3)
+    attentions = [WindowAttention(24, 3, 4), Attention(24, 3), CrossAttention(24, 3)]
+    for module in [maf, vit, *attentions]:
+        assert all(m.bias is not None for m in module.modules() if isinstance(m, torch.nn.Linear)), module
+    x = _map(2, 9, 6, 24)
+    params = {f'b.{k}': v for k, v in _prepare(maf).items()}
+    torch.testing.assert_close(maf.train()(x), ref.batched(ref.maf_block, x, params, 'b', 3, 4, (8, 6), 0.5), **F64)
+    params = {f'b.{k}': v for k, v in _prepare(vit).items()}
+    torch.testing.assert_close(vit.train()(x), ref.batched(ref.vit_block, x, params, 'b', 3, 0), **F64)
+    tokens, context = _map(2, 16, 24), _map(2, 5, 24)
+    window, glob, cross = attentions
+    bias = ref.relative_position_bias(_prepare(window)['relative_position_bias_table'], 4)
+    torch.testing.assert_close(window.train()(tokens), torch.stack([_self_attention(t, window.state_dict(), 3, bias)
+                                                                    for t in tokens]), **F64)
+    params = _prepare(glob)
+    torch.testing.assert_close(glob.train()(tokens), torch.stack([_self_attention(t, params, 3) for t in tokens]),
+                               **F64)
+    params = {f'c.{k}': v for k, v in _prepare(cross).items()}
+    torch.testing.assert_close(cross.train()(tokens, context), torch.stack(
+        [ref.cross_attention(a, b, params, 'c', 3) for a, b in zip(tokens, context)]), **F64)
+
+
+@pytest.mark.parametrize('rate', ['attn_drop', 'drop'])
+def test_block_rates_reach_every_sublayer(rate):
+    """`attn_drop` reaches the window, cross and global attention; `drop` also their output projections and the
+    MLP."""
+    maf = MAFBlock(24, 3, 4, (8, 8), **{rate: 0.5}).train()
+    vit = ViTBlock(24, 3, **{rate: 0.5}).train()
+    windows, tokens, context = _map(4, 16, 24, dtype=torch.float32), _map(2, 7, 24, dtype=torch.float32), \
+        _map(2, 5, 24, dtype=torch.float32)
+    random = lambda f, *args: not torch.equal(f(*args), f(*args))  # noqa: E731
+    assert random(maf.attn, windows) and random(maf.cross_attn, tokens, context) and random(vit.attn, tokens)
+    assert random(maf.ffn, tokens) == random(vit.ffn, tokens) == (rate == 'drop')
