@@ -103,8 +103,12 @@ def run_mutmut(workdir: str, max_children: int) -> None:
 def read_results(workdir: str) -> Dict[str, Dict[str, str]]:
     """{source file: {mutant name: status}} of the selected mutants, from mutmut's result files."""
     from fnmatch import fnmatch
-
-    from mutmut.__main__ import status_by_exit_code
+    cwd = os.getcwd()
+    os.chdir(workdir)  # mutmut reads its settings from the working directory when imported
+    try:
+        from mutmut.__main__ import status_by_exit_code
+    finally:
+        os.chdir(cwd)
     results: Dict[str, Dict[str, str]] = {}
     root = osp.join(workdir, 'mutants')
     for folder, _, names in os.walk(root):
@@ -121,7 +125,7 @@ def read_results(workdir: str) -> Dict[str, Dict[str, str]]:
 
 
 def show(workdir: str, mutant: str) -> str:
-    env = dict(os.environ, PYTHONPATH=workdir)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [workdir, os.environ.get('PYTHONPATH')])))
     return subprocess.run([sys.executable, '-m', 'mutmut', 'show', mutant], cwd=workdir, env=env,
                           capture_output=True, text=True).stdout.strip()
 
