@@ -1,7 +1,7 @@
-# The training recipe of the MAFormer Cascade Mask R-CNN, Faster R-CNN and RetinaNet configs, the same as the
-# Mask R-CNN base spells out: mmdet's 1x schedule and default runtime with AdamW 1e-4, weight decay 0.05 (none on
-# norms, relative-position tables and GLD position biases), 1000-iteration linear warm-up, lr x0.1 at epochs 8
-# and 11, 8 GPUs x 2 images, and the invalid-loss hook. Holds no model: each detector's base adds it.
+# The training recipe shared by every MAFormer detector base (Mask R-CNN, Cascade Mask R-CNN, Faster R-CNN,
+# RetinaNet): mmdet's 1x schedule and default runtime with AdamW 1e-4, weight decay 0.05 (none on norms,
+# relative-position tables and GLD position biases), 1000-iteration linear warm-up, lr x0.1 at epochs 8 and 11,
+# 8 GPUs x 2 images, and the invalid-loss hook. Holds no model: each detector's base adds it.
 _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
