@@ -62,9 +62,9 @@ def infer_step(model: nn.Module, x: torch.Tensor) -> None:
         model(x)
 
 
-def train_step(model: nn.Module, x: torch.Tensor) -> None:
+def train_step(model: nn.Module, x: torch.Tensor, keep_grads: bool = False) -> None:
     sum(o.float().mean() for o in model(x)).backward()
-    model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=not keep_grads)
 
 
 def timed(fn: Callable, model: nn.Module, x: torch.Tensor, device: str) -> float:
@@ -93,12 +93,15 @@ def interleaved_latency(names: Sequence[str], hw: Tuple[int, int], repeats: int,
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
-def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
-    """Peak memory of one training step, measured in a fresh process."""
+def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str, above_grads: bool = False) -> float:
+    """Peak memory of one training step, measured in a fresh process. `above_grads`: the rise above a
+    model whose gradient buffers already exist, i.e. activations and temporaries only; on CPU glibc's mmap
+    threshold is then fixed so that freed tensors leave the resident set and the number is repeatable."""
     code = (f'from benchmarks.backbone_benchmark import _child_peak; '
-            f'print(_child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}))')
+            f'print(_child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}, {above_grads!r}))')
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if above_grads else None
     out = subprocess.run([sys.executable, '-c', code], cwd=osp.dirname(HERE), capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env=env).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -112,18 +115,26 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str) -> float:
+def _reset_peak(device: str) -> float:
+    """Starts a new peak-memory window and returns the current level (MiB)."""
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2 ** 20
+    with open('/proc/self/clear_refs', 'w') as f:  # '5' resets VmHWM to VmRSS
+        f.write('5')
+    return _status_mib('VmRSS')
+
+
+def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str, above_grads: bool = False) -> float:
     model = build(name, with_cp=with_cp).to(device)
     model.train()  # mmdet's Swin.train() returns None: no chaining
     x = torch.rand(1, 3, *hw, device=device)
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        train_step(model, x)
-        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    base = _status_mib('VmRSS')
+    if above_grads:
+        train_step(model, x, keep_grads=True)
+    base = _reset_peak(device)
     train_step(model, x)
-    return _status_mib('VmHWM') - base
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else _status_mib('VmHWM')
+    return peak - base
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -141,8 +152,9 @@ def bf16_check(device: str) -> str:
 
 
 def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequence[str],
-        partial: Optional[str] = None) -> dict:
-    """All measurements on one device; after each size the rows so far are saved to `partial` (JSON)."""
+        partial: Optional[str] = None, cp_size: Optional[Tuple[int, int]] = None) -> dict:
+    """All measurements on one device; after each size the rows so far are saved to `partial` (JSON).
+    `with_cp` is measured at `cp_size` (default: the largest size)."""
     results: dict = dict(device=device, sizes=[list(s) for s in sizes], rows=[])
     torch.manual_seed(0)
     for hw in sizes:
@@ -162,9 +174,14 @@ def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequ
                 json.dump(results, f, indent=1)
     big = max(sizes, key=lambda s: s[0] * s[1])
     results['memory'] = {n: peak_memory_mib(n, big, False, device) for n in names}
-    cp = interleaved_cp(big, repeats, device)
-    cp['peak_mib'] = peak_memory_mib('MAFormer-S', big, True, device)
-    cp['peak_mib_ref'] = results['memory'].get('MAFormer-S') or peak_memory_mib('MAFormer-S', big, False, device)
+    cp_hw = cp_size or big
+    cp = interleaved_cp(cp_hw, repeats, device)
+    cp['peak_mib'] = peak_memory_mib('MAFormer-S', cp_hw, True, device)
+    cp['peak_mib_ref'] = ((results['memory'].get('MAFormer-S') if cp_hw == big else None)
+                          or peak_memory_mib('MAFormer-S', cp_hw, False, device))
+    # What checkpointing changes: the peak above weights and gradients (repeatable; grads dominate small inputs).
+    cp['activation_mib'] = peak_memory_mib('MAFormer-S', cp_hw, True, device, above_grads=True)
+    cp['activation_mib_ref'] = peak_memory_mib('MAFormer-S', cp_hw, False, device, above_grads=True)
     results['with_cp'] = cp
     results['bf16'] = bf16_check(device)
     return results
@@ -198,7 +215,10 @@ def markdown(res: dict, hardware: str) -> str:
     lines += ['', f'Training-step peak memory at {big} (MiB): ' +
               ', '.join(f'{n} {m:.0f}' for n, m in res['memory'].items()) + '.', '',
               f"`with_cp` on MAFormer-S at {big}: peak memory {cp['peak_mib_ref']:.0f} -> {cp['peak_mib']:.0f} MiB "
-              f"({100 * (1 - cp['peak_mib'] / cp['peak_mib_ref']):.0f}% less), training step {cp['train_s']:.2f} -> "
+              f"({100 * (1 - cp['peak_mib'] / cp['peak_mib_ref']):.0f}% less; above weights and gradients "
+              f"{cp['activation_mib_ref']:.0f} -> {cp['activation_mib']:.0f} MiB, "
+              f"{100 * (1 - cp['activation_mib'] / cp['activation_mib_ref']):.0f}% less), training step "
+              f"{cp['train_s']:.2f} -> "
               f"{cp['train_s_cp']:.2f} s ({100 * (cp['train_s_cp'] / cp['train_s'] - 1):+.0f}%).", '',
               f"bf16 autocast ({res['device']}): {res['bf16']}.", '']
     return '\n'.join(lines)
@@ -247,12 +267,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--models', nargs='+', default=list(REFERENCE))
     parser.add_argument('--out', default=osp.join(HERE, 'results.md'))
+    parser.add_argument('--cp-size', type=parse_size, help='H or HxW for the with_cp measurement '
+                        '(default: the largest of --sizes)')
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes]
     sections = []
     for device in benchmark_devices():
         stem = osp.splitext(args.out)[0] + f'_{device}'
-        res = run(sizes, args.repeats, device, args.models, stem + '.partial.json')
+        res = run(sizes, args.repeats, device, args.models, stem + '.partial.json', args.cp_size)
         sections.append(markdown(res, hardware_name(device)))
         with open(stem + '.json', 'w') as f:
             json.dump(res, f, indent=1)
