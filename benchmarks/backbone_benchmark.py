@@ -4,8 +4,9 @@ For each input size: FLOPs (multiply-adds, attention counted), the median latenc
 (eval, no grad) and of a training step (forward + backward), images per second, time per FLOP as a
 ratio to the Swin of the same size class, and the peak memory of a training step (on CPU the peak
 resident memory of a fresh subprocess above its level before the step; on CUDA
-`max_memory_allocated`). Also: `with_cp` memory/time for MAFormer-S, bf16 autocast, and the ViTDet-
-style window mode of MAFormer-T. Writes a Markdown table and a PNG plot of latency against size.
+`max_memory_allocated`). Also: `with_cp` memory/time for MAFormer-S (memory also above weights and
+gradients, which is what checkpointing lowers), bf16 autocast, and the ViTDet-style window mode of
+MAFormer-T. Writes a Markdown table and a PNG plot of latency against size.
 
     python -m benchmarks.backbone_benchmark                      # CPU (and CUDA when present)
     python -m benchmarks.backbone_benchmark --sizes 224 --repeats 2

@@ -404,15 +404,7 @@ def load_weights(filename: Union[str, os.PathLike], map_location: Any = 'cpu') -
         FileNotFoundError: no such file.
         UnsafeCheckpointError: anything else in the file (the message says what and where).
     """
-    source = os.fspath(filename)
-    if not osp.isfile(source):
-        raise FileNotFoundError(f'checkpoint not found: {source}')
-    if source.endswith('.safetensors'):
-        checkpoint = _load_safetensors(source, map_location)
-    else:
-        checkpoint = _torch_load(source, map_location, hint=_WEIGHTS_HINT)
-    check_checkpoint(checkpoint, source, mmengine=False)
-    return checkpoint
+    return _load_checked(filename, map_location, mmengine=False)
 
 
 def load_mmengine_checkpoint(filename: Union[str, os.PathLike], map_location: Any = None) -> Any:
@@ -425,15 +417,23 @@ def load_mmengine_checkpoint(filename: Union[str, os.PathLike], map_location: An
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the file holds something that is not plain data (the message says what and where).
     """
+    return _load_checked(filename, map_location, mmengine=True)
+
+
+def _load_checked(filename: Union[str, os.PathLike], map_location: Any, mmengine: bool) -> Any:
+    """Reads a `.safetensors` or torch file (the mmengine types admitted for this load only when `mmengine`),
+    then checks what it read."""
     source = os.fspath(filename)
     if not osp.isfile(source):
         raise FileNotFoundError(f'checkpoint not found: {source}')
     if source.endswith('.safetensors'):
         checkpoint = _load_safetensors(source, map_location)
-    else:
+    elif mmengine:
         with mmengine_checkpoint_globals():
             checkpoint = _torch_load(source, map_location)
-    check_checkpoint(checkpoint, source, mmengine=True)
+    else:
+        checkpoint = _torch_load(source, map_location, hint=_WEIGHTS_HINT)
+    check_checkpoint(checkpoint, source, mmengine=mmengine)
     return checkpoint
 
 
