@@ -1,5 +1,5 @@
 """tools/deploy/export_onnx.py on tiny models: every export kind at a small size, verified in ONNX Runtime;
-a dynamic export verified at sizes other than the export size; the fixed-size fallback for window-mode
+dynamic exports of every kind verified at sizes other than the export size; the fixed-size fallback for window-mode
 blocks; a verify that fails raises, and the tool then exits with an error. Each export costs seconds, so
 each test covers one kind and one more property."""
 from pathlib import Path
@@ -161,3 +161,17 @@ def test_pyramid_pooling_stand_in_is_adaptive_avg_pool(size):
         assert torch.equal(holder(x), reference(x))
         with export_forms():
             torch.testing.assert_close(holder(x), reference(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('kind, first_output', [('classification', 'logits (1, 10)'),
+                                                ('detection', 'fpn0 (1, 16, 12, 31)')])
+def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, tmp_path, capsys, kind,
+                                                                       first_output):
+    """The other two kinds exported with symbolic H and W, checked in ONNX Runtime at an odd size that pads
+    the windows and merges and makes the GLD grid grow on one axis and shrink on the other."""
+    path = tmp_path / f'{kind}.onnx'
+    out = _export(capsys, configs[kind], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify',
+                  '--verify-shapes', 45, 121)
+    assert f'45x121 {first_output}: max |onnx - torch|' in out and 'Verified' in out and 'FAILED' not in out
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == [1, 3, 'height', 'width']
