@@ -31,6 +31,7 @@ FORMS = {
     'model_ema': lambda sd: {'model_ema': sd, 'epoch': 3},
     'compiled': lambda sd: _prefixed(sd, '_orig_mod.'),
     'ddp_compiled': lambda sd: {'model': _prefixed(sd, 'module._orig_mod.')},
+    'compiled_ddp': lambda sd: {'model': _prefixed(sd, '_orig_mod.module.')},  # torch.compile(DDP(model))
     'compiled_detector': lambda sd: {'state_dict': _prefixed(sd, '_orig_mod.backbone.')},
     'backbone_prefix': lambda sd: _prefixed(sd, 'backbone.'),
     'module_prefix': lambda sd: {'model': _prefixed(sd, 'module.')},
