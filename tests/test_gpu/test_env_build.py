@@ -40,8 +40,9 @@ def test_the_installed_mmcv_passes_the_check_of_its_own_build():
     if info['archs']:  # a CUDA build: kernels, linked against the CUDA runtime
         assert check('cuda', '')['archs'] == info['archs']
         assert any(n.startswith('libcudart.so') for n in info['cuda_libraries'])
+        assert len(info['roi_align_kernels']) == 3  # half, float, double
     else:
-        assert read_section(mmcv_ext_path(), '.nv_fatbin') == b''
+        assert read_section(mmcv_ext_path(), '.nv_fatbin') == b'' and info['cuda_kernel_symbols'] == 0
         assert check('cpu', '')['proof'].startswith('CPU-only build')
         if not torch.cuda.is_available():  # a CPU-only build is no CUDA build
             with pytest.raises(SystemExit, match='lacks CUDA kernels'):

@@ -79,16 +79,20 @@ def fatbin_archs(data: bytes) -> Set[str]:
     return archs
 
 
+def _symbol_names(path: str, table: str, strings: str) -> List[str]:
+    """The names in one ELF symbol table (`.dynsym` with `.dynstr`, `.symtab` with `.strtab`)."""
+    text = read_section(path, strings)
+    return [text[name:text.index(b'\0', name)].decode(errors='replace')
+            for name, *_ in struct.iter_unpack('<IBBHQQ', read_section(path, table)) if name]
+
+
 def dynamic_info(path: str) -> Tuple[List[str], List[str]]:
-    """(the libraries the file needs, the names in its dynamic symbol table)."""
+    """(the libraries the file needs, the names in its dynamic and static symbol tables). The kernels'
+    host stubs are local symbols: only the static table (`.symtab`, absent from stripped files) has them."""
     strings = read_section(path, '.dynstr')
-    dynamic = read_section(path, '.dynamic')
     needed = [strings[val:strings.index(b'\0', val)].decode()
-              for tag, val in struct.iter_unpack('<qQ', dynamic) if tag == 1]  # DT_NEEDED
-    symtab = read_section(path, '.dynsym')
-    names = [strings[name:strings.index(b'\0', name)].decode(errors='replace')
-             for name, *_ in struct.iter_unpack('<IBBHQQ', symtab) if name]
-    return needed, names
+              for tag, val in struct.iter_unpack('<qQ', read_section(path, '.dynamic')) if tag == 1]  # DT_NEEDED
+    return needed, _symbol_names(path, '.dynsym', '.dynstr') + _symbol_names(path, '.symtab', '.strtab')
 
 
 def inspect_library(path: str) -> dict:
@@ -96,7 +100,7 @@ def inspect_library(path: str) -> dict:
     sections = elf_sections(path)
     fatbin = read_section(path, '.nv_fatbin')
     needed, symbols = dynamic_info(path)
-    kernels = sorted(s for s in symbols if 'cuda_kernel' in s)
+    kernels = sorted({s for s in symbols if 'cuda_kernel' in s})
     return dict(path=path, size_mib=round(os.path.getsize(path) / 2 ** 20, 1),
                 nv_fatbin_mib=round(sections.get('.nv_fatbin', (0, 0))[1] / 2 ** 20, 1),
                 archs=sorted(fatbin_archs(fatbin), key=lambda a: (a.split('_')[0], int(a.split('_')[1]))),
