@@ -19,7 +19,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 import maformer_mm  # noqa: F401
 from maformer_mm.utils.cli import config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.utils.data_root import CocoLayout
-from maformer_mm.utils.launch import prepare_launcher
+from maformer_mm.utils.launch import closing_process_group, prepare_launcher
 from maformer_mm.utils.preflight import (check_checkpoint_classes, check_checkpoint_fits, check_data, dataset_classes,
                                          leaf_datasets)
 
@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         source = f'the test data of {args.config}'
     checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # mmengine's (safe) loader
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
-    with on_device(args.device):
+    with closing_process_group(), on_device(args.device):
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
         if layout is not None:
             runner.logger.info(layout.summary())

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.utils.cli import config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.utils.data_root import CocoLayout
-from maformer_mm.utils.launch import prepare_launcher
+from maformer_mm.utils.launch import closing_process_group, prepare_launcher
 from maformer_mm.utils.preflight import check_data
 
 __all__ = ['parse_args', 'build_config', 'main']
@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     cfg, layout = _build(args)
     check_data(cfg, ('train', 'val'))
     prepare_launcher(cfg)
-    with on_device(args.device):
+    with closing_process_group(), on_device(args.device):
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
         if layout is not None:
             runner.logger.info(layout.summary())

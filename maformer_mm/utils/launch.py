@@ -5,11 +5,14 @@ mmengine 0.10.7's `pytorch` launcher calls `torch.cuda.set_device` and its DDP w
 that torchrun describes with the gloo backend (the Runner reuses an existing group) and lets DDP
 wrap CPU modules with `device_ids=None`. With CUDA nothing changes: mmengine uses nccl as usual.
 """
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
-__all__ = ['prepare_launcher']
+__all__ = ['prepare_launcher', 'closing_process_group']
 
 
 def prepare_launcher(cfg: Config) -> None:
@@ -24,3 +27,17 @@ def prepare_launcher(cfg: Config) -> None:
     env_cfg = cfg.get('env_cfg') or {}
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     cfg.env_cfg = env_cfg
+
+
+@contextmanager
+def closing_process_group() -> Iterator[None]:
+    """Destroys the default process group when the run ends, while the interpreter is still whole.
+
+    Left to interpreter shutdown, gloo's worker threads can abort a rank that finished its work (SIGABRT,
+    "terminate called without an active exception"), and torchrun then reports the run as failed.
+    """
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
