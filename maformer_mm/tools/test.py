@@ -108,7 +108,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg, layout = _build(args)
     check_data(cfg, ('test', ))
-    prepare_launcher(cfg)
     if layout is not None:
         classes, source = layout.classes, f'--data-root {layout.root}'
     else:
@@ -116,6 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         source = f'the test data of {args.config}'
     checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # mmengine's (safe) loader
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
+    prepare_launcher(cfg)  # joins the process group that the block below closes
     with closing_process_group(), on_device(args.device):
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
         if layout is not None:

@@ -42,11 +42,11 @@ def backbone_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> di
             state_dict = checkpoint[key]
             break
     state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    wrapped = True
-    while wrapped and state_dict:  # wrappers nest in either order (`module._orig_mod.`, `_orig_mod.module.`)
-        wrapped = next((w for w in _WRAPPER_PREFIXES if all(k.startswith(w) for k in state_dict)), None)
-        if wrapped:
-            state_dict = _strip(state_dict, wrapped)
+    while state_dict:  # wrappers nest in either order (`module._orig_mod.`, `_orig_mod.module.`)
+        wrapper = next((w for w in _WRAPPER_PREFIXES if all(k.startswith(w) for k in state_dict)), None)
+        if wrapper is None:
+            break
+        state_dict = _strip(state_dict, wrapper)
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
         return _strip(state_dict, prefix)

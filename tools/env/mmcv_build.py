@@ -86,7 +86,7 @@ def _symbol_names(path: str, table: str, strings: str) -> List[str]:
             for name, *_ in struct.iter_unpack('<IBBHQQ', read_section(path, table)) if name]
 
 
-def dynamic_info(path: str) -> Tuple[List[str], List[str]]:
+def links_and_symbols(path: str) -> Tuple[List[str], List[str]]:
     """(the libraries the file needs, the names in its dynamic and static symbol tables). The kernels'
     host stubs are local symbols: only the static table (`.symtab`, absent from stripped files) has them."""
     strings = read_section(path, '.dynstr')
@@ -99,7 +99,7 @@ def inspect_library(path: str) -> dict:
     """The CUDA evidence of a shared library: fat-binary size and architectures, CUDA libraries, kernels."""
     sections = elf_sections(path)
     fatbin = read_section(path, '.nv_fatbin')
-    needed, symbols = dynamic_info(path)
+    needed, symbols = links_and_symbols(path)
     kernels = sorted({s for s in symbols if 'cuda_kernel' in s})
     return dict(path=path, size_mib=round(os.path.getsize(path) / 2 ** 20, 1),
                 nv_fatbin_mib=round(sections.get('.nv_fatbin', (0, 0))[1] / 2 ** 20, 1),
