@@ -3,10 +3,11 @@ checks that several configs' recipes share."""
 import contextlib
 import functools
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,33 @@ def run_tool(args: Sequence[str], cwd: Path, timeout: int = 600, check: bool = T
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
+    return proc
+
+
+# torch 2.13's gloo on CPU sometimes aborts one rank with this message (std::terminate on a joinable thread),
+# rarely (2 of about 15 two-process runs in full suites here, none in 11 runs on their own) and wherever in
+# the run the logs cannot tell; destroying the process group at the end did not stop it. Such a run is
+# repeated once; any other failure, or the same one twice, fails the test.
+GLOO_ABORT = 'terminate called without an active exception'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_launcher(args: Sequence, cwd: Path, extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Runs `bash tools/dist_*.sh ARGS...` on CPU processes (gloo) with the test's interpreter and a free port."""
+    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
+    env.update(PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', **(extra_env or {}))
+    for attempt in range(2):
+        env['PORT'] = str(free_port())
+        proc = subprocess.run(['bash', *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=600)
+        if proc.returncode == 0 or GLOO_ABORT not in proc.stderr:
+            break
+        print(f'gloo aborted a rank (attempt {attempt + 1}); stderr tail:\n{proc.stderr[-1500:]}')
     return proc
 
 

@@ -1,7 +1,6 @@
 """Interrupted training continues with --resume; two-process distributed training on CPU."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import torch
 
 from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 
-from tests.helpers import REPO, make_det_workspace, run_tool
+from tests.helpers import REPO, make_det_workspace, run_launcher, run_tool
 
 
 def test_sigkill_mid_run_then_resume_finishes(tmp_path):
@@ -39,18 +38,9 @@ def test_sigkill_mid_run_then_resume_finishes(tmp_path):
         assert (work_dir / name).is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_dist_train_two_processes_on_cpu(tmp_path):
     config = make_det_workspace(tmp_path, num_train=4, epochs=1)
-    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
-    env.update(PYTHON=sys.executable, PORT=str(_free_port()), CUDA_VISIBLE_DEVICES='')
-    proc = subprocess.run(['bash', REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir', tmp_path / 'work'],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_launcher([REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir', tmp_path / 'work'], tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     assert 'Distributed training: True' in text and "'backend': 'gloo'" in text

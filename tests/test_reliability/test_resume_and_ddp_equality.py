@@ -8,9 +8,6 @@ RNG state) are enough to continue exactly. Run A trains 2 epochs; run B resumes 
 another work dir. A user hook saves each rank's weights and optimizer state when training ends.
 """
 import importlib
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import torch
 from mmengine.runner import CheckpointLoader
 
 import maformer_mm  # noqa: F401  (registers MAFormer and how mmengine reads its checkpoints)
-from tests.helpers import REPO
+from tests.helpers import REPO, run_launcher
 
 CLASSES = ('dark', 'light')
 
@@ -91,18 +88,9 @@ def _write_images(root: Path) -> None:
             Image.fromarray(image.astype(np.uint8)).save(folder / f'{i}.png')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _dist_train(workspace: Path, work_dir: Path, *extra: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
-    env.update(PYTHON=sys.executable, PORT=str(_free_port()), CUDA_VISIBLE_DEVICES='', PYTHONPATH=str(workspace))
-    proc = subprocess.run(['bash', REPO / 'tools' / 'dist_train.sh', workspace / 'config.py', '2',
-                           '--work-dir', work_dir, *extra], cwd=workspace, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_launcher([REPO / 'tools' / 'dist_train.sh', workspace / 'config.py', '2', '--work-dir', work_dir, *extra],
+                        workspace, dict(PYTHONPATH=str(workspace)))
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     return text

@@ -4,12 +4,9 @@ evaluates in two processes on CPU exactly as one process does, and a classificat
 
 The checkpoints are the configs' own models as training starts (built and initialised here, no training): what these
 tests check is the tools, and the predictions of a fixed set of weights are what they must reproduce."""
-import os
 import pickle
 import re
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.tools.demo_data import write_ade, write_coco  # what tools/make_demo_data.py writes
-from tests.helpers import REPO, memoised_package_config_index, run_tool
+from tests.helpers import REPO, memoised_package_config_index, run_launcher, run_tool
 
 TOOLS = REPO / 'tools'
 
@@ -116,21 +113,12 @@ def test_show_dir_writes_the_drawn_detections(faster):
     assert Image.open(drawn[0]).size[1] == 96  # ground truth and prediction side by side, at the image's size
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
     """tools/dist_test.sh: torchrun starts two test.py processes (gloo on CPU), each tests one image; the gathered
     predictions and the metrics are those of the single-process run."""
     root, config, ckpt, single_log = faster
-    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
-    env.update(PYTHON=sys.executable, PORT=str(_free_port()), CUDA_VISIBLE_DEVICES='')
-    proc = subprocess.run(['bash', TOOLS / 'dist_test.sh', config, ckpt, '2', '--tta', '--out', root / 'two.pkl',
-                           '--work-dir', root / 'two', '--cfg-options', *TTA_SCALES],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_launcher([TOOLS / 'dist_test.sh', config, ckpt, '2', '--tta', '--out', root / 'two.pkl',
+                         '--work-dir', root / 'two', '--cfg-options', *TTA_SCALES], root)
     log = _log(proc)
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # mmengine's name for world size
