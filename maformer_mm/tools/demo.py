@@ -17,18 +17,18 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
-from maformer_mm.utils.cli import default_device, parse_device
-
 from . import infer as infer_tool
+from .cli import add_device_argument
 from . import test as test_tool
 from . import train as train_tool
 
-__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'train_test_draw', 'main']
+__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'main']
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
 MARKER = 'demo_data.json'  # the generator settings a demo set was written with
 # The demos never resume: their checkpoint keeps the weights (and meta data) only, a third of the size.
+RESIZE_TYPES = ('Resize', 'RandomResize')
 WEIGHTS_ONLY = ['default_hooks.checkpoint.save_optimizer=False', 'default_hooks.checkpoint.save_param_scheduler=False']
 
 
@@ -49,8 +49,7 @@ def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: 
     parser.add_argument('--num-val', type=int, default=num_val, help='validation images to generate')
     parser.add_argument('--image-size', type=int, default=image_size, help='side of the square images')
     parser.add_argument('--num-vis', type=int, default=4, help='validation images to draw predictions on')
-    parser.add_argument('--device', default=default_device(),
-                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    add_device_argument(parser)
     return parser
 
 
@@ -60,10 +59,6 @@ def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, sched
             parser.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')
     if args.image_size < 32:
         parser.error(f'--image-size must be at least 32 (the network stride), got {args.image_size}')
-    try:
-        parse_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
     return args
 
 
@@ -87,12 +82,27 @@ def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable
                          '--data-root, or delete that folder')
 
 
+def resize_options(config: str, size: int) -> List[str]:
+    """`--cfg-options` that set the scale of the Resize steps (by type) of `config`'s train and test pipelines to
+    `size` x `size`. mmengine reaches list items by index only, so the indices are looked up here."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    options = []
+    for split in ('train', 'test'):
+        pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
+        steps = [i for i, step in enumerate(pipeline) if step.get('type') in RESIZE_TYPES]
+        if not steps:
+            raise ValueError(f'{config}: {split}_dataloader.dataset.pipeline has no {" or ".join(RESIZE_TYPES)} step')
+        options += [f'{split}_dataloader.dataset.pipeline.{i}.scale=({size},{size})' for i in steps]
+    return options
+
+
 def train_test_draw(config: str, args: argparse.Namespace, options: List[str], val_images: str,
                     test_args: Sequence[str] = ()) -> DemoResult:
     """Trains `config` with the `--cfg-options` `options` (no in-training evaluation), evaluates the final
     checkpoint once with tools/test.py (given `test_args` too) and draws predictions on the first
     `args.num_vis` images matching the `val_images` pattern with tools/infer.py."""
-    device = ['--device', args.device]
+    device = ['--device', str(args.device)]
     runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options, 'val_cfg=None',
                               'val_dataloader=None', 'val_evaluator=None'])
     with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
@@ -126,10 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     root = args.data_root.rstrip('/') + '/'
     options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
     options += [f'{split}_evaluator.ann_file={root}annotations/instances_val.json' for split in ('val', 'test')]
-    # the Resize steps of the config's pipelines (lists: only reachable by index)
-    options += [f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
-                f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
-                f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}',
+    options += resize_options(CONFIG, size)
+    options += [f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}',
                 *WEIGHTS_ONLY]
     # the schedule follows the length: lr x0.1 after 75% and 92% of the epochs (9 and 11 of 12)
     milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
@@ -142,3 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     print(f'prediction images: {osp.join(args.work_dir, "predictions", "vis")} ({len(result.vis)} files), '
           f'predictions as JSON: {len(result.preds)} files')
     return result
+
+
+if __name__ == '__main__':
+    main()

@@ -15,7 +15,7 @@ import os.path as osp
 import time
 from typing import Optional, Sequence
 
-from .demo import (CONFIG_DIR, WEIGHTS_ONLY, DemoResult, check_sizes, demo_arg_parser, prepare_data,
+from .demo import (CONFIG_DIR, WEIGHTS_ONLY, DemoResult, check_sizes, demo_arg_parser, prepare_data, resize_options,
                    train_test_draw)
 
 __all__ = ['main']
@@ -41,10 +41,8 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
                  osp.join('annotations', 'validation'))
     root = args.data_root.rstrip('/') + '/'
     options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
-    # the resize steps of the config's pipelines (lists: only reachable by index)
-    options += [f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
-                f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
-                f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}',
+    options += resize_options(CONFIG, size)
+    options += [f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}',
                 *WEIGHTS_ONLY]
     # the schedule follows the length: warm-up over the first 10% (at most 30 iterations), then poly decay
     warmup = min(30, max(1, args.iters // 10))
@@ -61,3 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     print(f'prediction images: {osp.join(args.work_dir, "predictions", "vis")} ({len(result.vis)} files)')
     print(f'wall time: {time.time() - start:.0f} s')
     return result
+
+
+if __name__ == '__main__':
+    main()

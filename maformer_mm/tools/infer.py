@@ -21,7 +21,7 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 from mmengine.config import Config
 
 import maformer_mm  # noqa: F401
-from maformer_mm.utils.cli import default_device, parse_device
+from .cli import add_device_argument, default_device, parse_device
 
 __all__ = ['Written', 'list_images', 'infer', 'parse_args', 'main']
 
@@ -43,14 +43,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument('--pred-score-thr', '--score-thr', dest='pred_score_thr', type=float, default=0.3,
                         help='detections below this score are not drawn (--score-thr is an alias)')
-    parser.add_argument('--device', default=default_device(),
-                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    add_device_argument(parser)
     parser.add_argument('--no-save-pred', action='store_true', help='draw only; write no prediction files')
     args = parser.parse_args(argv)
-    try:
-        parse_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
     if args.batch_size < 1:
         parser.error(f'--batch-size must be at least 1, got {args.batch_size}')
     if not 0 <= args.pred_score_thr <= 1:
@@ -98,7 +93,7 @@ def infer(inputs: str, config: Union[str, Config], checkpoint: str, out_dir: str
     for name, path in paths:
         if not osp.exists(path):
             raise FileNotFoundError(f'{name} not found: {path}')
-    device = str(parse_device(device or default_device()))
+    device = str(parse_device(str(device or default_device())))
     images = list_images(inputs)
     config = Config.fromfile(config) if isinstance(config, str) else config  # parsed once, handed on
     scope = config.get('default_scope', 'mmdet')
@@ -129,3 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Written:
     print(f'wrote {len(written.vis)} images to {osp.join(args.out_dir, "vis")}'
           + (f' and {len(written.preds)} predictions' if written.preds else ''))
     return written
+
+
+if __name__ == '__main__':
+    main()

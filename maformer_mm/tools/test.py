@@ -17,10 +17,10 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import maformer_mm  # noqa: F401
-from maformer_mm.utils.cli import config_from_args, on_device, parse_run_args, run_arg_parser
-from maformer_mm.utils.data_root import CocoLayout
-from maformer_mm.utils.launch import closing_process_group, prepare_launcher
-from maformer_mm.utils.preflight import (check_checkpoint_classes, check_checkpoint_fits, check_data, dataset_classes,
+from maformer_mm.tools.cli import config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.tools.data_root import CocoLayout
+from maformer_mm.tools.launch import closing_process_group, prepare_launcher
+from maformer_mm.tools.preflight import (check_checkpoint_classes, check_checkpoint_fits, check_data, dataset_classes,
                                          leaf_datasets)
 
 __all__ = ['parse_args', 'build_config', 'main']
@@ -125,3 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if args.out and _is_pickle(args.out):
             runner.test_evaluator.metrics.append(_dump_metric(cfg, args.out))
         return runner.test()
+
+
+if __name__ == '__main__':
+    main()

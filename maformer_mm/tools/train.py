@@ -15,10 +15,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
-from maformer_mm.utils.cli import config_from_args, on_device, parse_run_args, run_arg_parser
-from maformer_mm.utils.data_root import CocoLayout
-from maformer_mm.utils.launch import closing_process_group, prepare_launcher
-from maformer_mm.utils.preflight import check_data
+from maformer_mm.tools.cli import config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.tools.data_root import CocoLayout
+from maformer_mm.tools.launch import closing_process_group, prepare_launcher
+from maformer_mm.tools.preflight import check_data
 
 __all__ = ['parse_args', 'build_config', 'main']
 
@@ -74,3 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
             runner.logger.info(layout.summary())
         runner.train()
     return runner
+
+
+if __name__ == '__main__':
+    main()

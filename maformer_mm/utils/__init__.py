@@ -1,3 +1,4 @@
-from .checkpoint import backbone_state_dict, load_backbone_checkpoint, load_backbone_state_dict
+"""What several parts of the package share (the tools, the benchmarks and the deploy code): FLOP counting."""
+from .flops import complexity, flop_analyzer, model_complexity, sdpa_flop_jit, tensor_forward
 
-__all__ = ['backbone_state_dict', 'load_backbone_checkpoint', 'load_backbone_state_dict']
+__all__ = ['complexity', 'flop_analyzer', 'model_complexity', 'sdpa_flop_jit', 'tensor_forward']

@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
+from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 from tests.helpers import REPO, run_tool
 
 CLASSES = ('circle', 'square', 'stripes')

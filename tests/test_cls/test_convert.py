@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.checkpoint import load_backbone_checkpoint
-from maformer_mm.utils.convert import convert_timm, convert_timm_head, dropped_timm_keys, timm_merge_to_unfold
+from maformer_mm.checkpoint.backbone import load_backbone_checkpoint
+from maformer_mm.checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys, timm_merge_to_unfold
 from tests.helpers import REPO, run_tool
 
 ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))

@@ -13,8 +13,8 @@ import torch
 from maformer_mm.deploy import OnnxVerificationError, build_model, build_target, verify_onnx
 from maformer_mm.deploy.exportable import ExportableAdaptiveAvgPool2d, make_exportable
 from maformer_mm.layers import export_forms
-from maformer_mm.utils.cli import load_config
-from tools.deploy import export_onnx as tool
+from maformer_mm.tools.cli import load_config
+from maformer_mm.tools import export_onnx as tool
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 TINY_BACKBONE = '''backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)),

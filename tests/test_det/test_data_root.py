@@ -12,13 +12,13 @@ import torch
 from mmengine.config import Config
 
 import maformer_mm  # noqa: F401
-from maformer_mm.utils.serialization import load_mmengine_checkpoint
+from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
 from maformer_mm.tools.demo_data import write_coco
-from maformer_mm.utils.cli import load_config
-from maformer_mm.utils.data_root import apply_coco_layout, read_coco_layout
-from maformer_mm.utils.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
+from maformer_mm.tools.cli import load_config
+from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.tools.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
 from tests.helpers import REPO, memoised_package_config_index
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')

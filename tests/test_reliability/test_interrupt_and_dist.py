@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from maformer_mm.utils.serialization import load_mmengine_checkpoint  # reads mmengine checkpoints as data
+from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint  # reads mmengine checkpoints as data
 
 from tests.helpers import REPO, make_det_workspace, run_launcher, run_tool
 

@@ -20,7 +20,7 @@ from mmengine.runner import CheckpointLoader
 
 import maformer_mm  # noqa: F401  (makes mmengine read local checkpoints with the data-only loader)
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.serialization import (UnsafeCheckpointError, check_checkpoint, load_mmengine_checkpoint,
+from maformer_mm.checkpoint.safe_load import (UnsafeCheckpointError, check_checkpoint, load_mmengine_checkpoint,
                                              load_weights, mmengine_checkpoint_globals)
 from tests.helpers import DEMO_DET_CONFIG, REPO
 from tests.test_security.crafted import all_crafted, write_config_code, write_crafted

@@ -17,7 +17,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.serialization import (ADMITTED_DTYPES, MMENGINE_GLOBAL_NAMES, UnsafeCheckpointError,
+from maformer_mm.checkpoint.safe_load import (ADMITTED_DTYPES, MMENGINE_GLOBAL_NAMES, UnsafeCheckpointError,
                                              load_mmengine_checkpoint)
 from tests.helpers import REPO, make_det_workspace, run_tool
 from tests.test_security.crafted import all_crafted

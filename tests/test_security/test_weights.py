@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.serialization import load_weights
+from maformer_mm.checkpoint.safe_load import load_weights
 from tests.helpers import REPO
 from tests.test_security.crafted import write_crafted
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import maformer_mm  # noqa: F401
-from maformer_mm.utils.serialization import load_mmengine_checkpoint
+from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
 from maformer_mm.tools import demo, demo_seg, infer
 from tests.helpers import REPO, memoised_package_config_index, run_tool
 
@@ -170,7 +170,7 @@ def test_infer_tool_on_a_classification_config(cls_checkpoint, tmp_path):
 def test_infer_tool_arguments(capsys):
     args = infer.parse_args(['x.jpg', 'c.py', 'w.pth', '--score-thr', '0.5', '--batch-size', '4'])
     assert args.pred_score_thr == 0.5 and args.batch_size == 4  # --score-thr: alias of --pred-score-thr
-    assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
+    assert args.device == torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     for bad, message in ((['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
                          (['--pred-score-thr', '1.5'], r'--pred-score-thr must be within \[0, 1\], got 1.5'),
                          (['--device', 'gpu0'], "--device 'gpu0' is not a device")):

@@ -10,7 +10,7 @@ from mmengine.device import get_device
 from maformer_mm.tools import demo, demo_seg
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
-from maformer_mm.utils.cli import default_device, on_device, parse_device
+from maformer_mm.tools.cli import default_device, on_device, parse_device
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the errors of a machine without CUDA')
 
@@ -19,7 +19,7 @@ def test_default_follows_cuda_availability():
     assert default_device() == ('cuda' if torch.cuda.is_available() else 'cpu')
     assert train_tool.parse_args(['c.py']).device == torch.device(default_device())
     assert test_tool.parse_args(['c.py', 'w.pth']).device == torch.device(default_device())
-    assert demo.parse_args([]).device == demo_seg.parse_args([]).device == default_device()
+    assert demo.parse_args([]).device == demo_seg.parse_args([]).device == torch.device(default_device())
 
 
 def test_explicit_cpu_overrides_mmengines_choice(monkeypatch):

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
-from ...utils.checkpoint import load_backbone_checkpoint
+from ...checkpoint import load_backbone_checkpoint
 
 __all__ = ['MAFormer', 'MAFormerStage']
 

@@ -1,7 +1,6 @@
 """Loading MAFormer backbone weights from any checkpoint form, strictly reported.
 
-`backbone_state_dict` is a pure function that unwraps a checkpoint to backbone keys;
-`load_backbone_checkpoint` reads a file as plain data (`serialization.load_weights`: tensors and plain
+`load_backbone_checkpoint` reads a file as plain data (`safe_load.load_weights`: tensors and plain
 containers, or a .safetensors file), loads it into a model (resizing of relative-position tables and GLD
 layers happens in the modules' load_state_dict pre-hooks), logs what was missing or unexpected, and raises
 when nothing matched or a shape does not fit. Never a silent partial load.
@@ -15,45 +14,10 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .serialization import load_weights
+from .safe_load import load_weights
+from .state_dict import backbone_state_dict
 
-__all__ = ['STATE_DICT_KEYS', 'backbone_state_dict', 'load_backbone_state_dict', 'load_backbone_checkpoint']
-
-# Where trainers keep the weights, in the order they are looked for (mmengine, timm/DeiT, timm EMA).
-STATE_DICT_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
-_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
-
-
-def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def backbone_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> dict:
-    """Unwraps a checkpoint to the backbone's own keys.
-
-    Accepts a raw state dict or one under `state_dict`, `model`, `state_dict_ema` or `model_ema`;
-    drops DDP/compile wrappers (`module.`, `_orig_mod.`); keeps only `prefix` keys when a prefix is
-    given, else only `backbone.*` keys when there are any (whole detector or segmentor checkpoints),
-    with the prefix removed.
-    """
-    state_dict = checkpoint
-    for key in STATE_DICT_KEYS:
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
-            state_dict = checkpoint[key]
-            break
-    state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    while state_dict:  # wrappers nest in either order (`module._orig_mod.`, `_orig_mod.module.`)
-        wrapper = next((w for w in _WRAPPER_PREFIXES if all(k.startswith(w) for k in state_dict)), None)
-        if wrapper is None:
-            break
-        state_dict = _strip(state_dict, wrapper)
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        return _strip(state_dict, prefix)
-    if any(k.startswith('backbone.') for k in state_dict):
-        return _strip(state_dict, 'backbone.')
-    return state_dict
-
+__all__ = ['load_backbone_state_dict', 'load_backbone_checkpoint']
 
 def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                              source: str = 'state dict') -> 'torch.nn.modules.module._IncompatibleKeys':

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
-from .preflight import check_coco_json, leaf_datasets, read_coco_categories
+from .preflight import check_coco_json, leaf_datasets, read_coco_categories, shown
 
 __all__ = ['CocoLayout', 'read_coco_layout', 'apply_coco_layout', 'set_num_classes']
 
@@ -27,10 +27,6 @@ SPLITS: Dict[str, Tuple[str, str]] = {
     'test': ('val2017', 'annotations/instances_val2017.json'),
 }
 _LAYOUT = ('annotations/instances_train2017.json, annotations/instances_val2017.json, train2017/, val2017/')
-
-
-def _shown(names: Sequence[str], limit: int = 8) -> str:
-    return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
 
 
 @dataclass
@@ -95,7 +91,7 @@ def read_coco_layout(root: str, splits: Sequence[str] = ('train', 'val', 'test')
             detail = (f'only in the first: {only_first or "none"}; only in the second: {only_other or "none"}'
                       if only_first or only_other else 'same names in another id order')
             raise ValueError(f'--data-root {root}: the splits\' categories differ: {first_file} has {len(first)} '
-                             f'({_shown(first)}), {other_file} has {len(other)} ({_shown(other)}); {detail}')
+                             f'({shown(first, 8)}), {other_file} has {len(other)} ({shown(other, 8)}); {detail}')
     return CocoLayout(root=root, classes=first, splits=tuple(splits))
 
 

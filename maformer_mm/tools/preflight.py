@@ -22,7 +22,7 @@ from mmengine.registry import DATASETS
 from torch import nn
 
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories', 'leaf_datasets', 'dataset_classes',
-           'check_checkpoint_classes', 'check_checkpoint_fits']
+           'check_checkpoint_classes', 'check_checkpoint_fits', 'shown']
 
 _FULL_PARSE_LIMIT = 64 * 2 ** 20  # larger annotation files are only checked for a JSON object header
 _COCO_KEYS = ('images', 'annotations', 'categories')
@@ -140,9 +140,8 @@ def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) ->
                 _check_category_names(osp.join(root, ann_file), classes, split)
             for field, value in _num_classes_fields(cfg.model):
                 if value != len(classes):
-                    shown = ', '.join(map(str, classes[:6])) + (', ...' if len(classes) > 6 else '')
                     raise ValueError(f'{field} is {value} but the {split} dataset ({dataset.type}) has '
-                                     f'{len(classes)} classes ({shown}); set them equal')
+                                     f'{len(classes)} classes ({shown(classes)}); set them equal')
 
 
 def _is_coco_dataset(dataset: ConfigDict) -> bool:
@@ -159,13 +158,13 @@ def _check_category_names(ann_file: str, classes: Sequence[str], split: str) -> 
     names = [str(c['name']) for c in read_coco_categories(ann_file, f'{split} annotation file')]
     missing = [c for c in classes if c not in names]
     if missing:
-        raise ValueError(f'{split} annotation file {ann_file} has no category named {_shown(missing)} '
+        raise ValueError(f'{split} annotation file {ann_file} has no category named {shown(missing)} '
                          f'(the config\'s metainfo.classes, {len(classes)} in all); its categories are '
-                         f'{_shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
+                         f'{shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
                          'or train with --data-root, which does both')
     ignored = [n for n in names if n not in classes]
     if ignored:
-        print_log(f'{split} annotation file {ann_file}: the annotations of categories {_shown(ignored)} are '
+        print_log(f'{split} annotation file {ann_file}: the annotations of categories {shown(ignored)} are '
                   'ignored (they are not among the config\'s metainfo.classes)', logger='current',
                   level=logging.WARNING)
 
@@ -187,7 +186,8 @@ def _check_batch_augments(cfg: Config) -> None:
                          f'{head.num_classes}-class scores; set {field} = {head.num_classes} as well')
 
 
-def _shown(names: Sequence[str], limit: int = 6) -> str:
+def shown(names: Sequence[object], limit: int = 6) -> str:
+    """The first `limit` names, comma-separated, and how many there are when that is not all of them."""
     return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
 
 
@@ -196,8 +196,8 @@ def check_checkpoint_classes(checkpoint: dict, path: str, classes: Optional[Sequ
     `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data)."""
     trained = ((checkpoint.get('meta') or {}).get('dataset_meta') or {}).get('classes')
     if classes is not None and trained is not None and tuple(map(str, trained)) != tuple(map(str, classes)):
-        raise ValueError(f'checkpoint {path} was trained with other classes: {len(trained)} ({_shown(trained)}); '
-                         f'{source} has {len(classes)} ({_shown(classes)})')
+        raise ValueError(f'checkpoint {path} was trained with other classes: {len(trained)} ({shown(trained)}); '
+                         f'{source} has {len(classes)} ({shown(classes)})')
 
 
 def check_checkpoint_fits(model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]],

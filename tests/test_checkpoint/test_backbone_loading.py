@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.checkpoint import backbone_state_dict
+from maformer_mm.checkpoint.state_dict import backbone_state_dict
 
 
 def _source(tiny_cfg):
@@ -125,7 +125,7 @@ def _loaded_index(model, states):
 def test_state_dict_keys_are_looked_for_in_order(tmp_path, tiny_cfg):
     """With several weight sets in one file, `state_dict` wins over `model`, `model` over `state_dict_ema`,
     `state_dict_ema` over `model_ema`; the order is STATE_DICT_KEYS'."""
-    from maformer_mm.utils.checkpoint import STATE_DICT_KEYS
+    from maformer_mm.checkpoint.state_dict import STATE_DICT_KEYS
     assert STATE_DICT_KEYS == ('state_dict', 'model', 'state_dict_ema', 'model_ema')
     states = _distinct_states(tiny_cfg, 4)
     for first in range(4):

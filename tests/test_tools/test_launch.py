@@ -2,7 +2,7 @@
 import pytest
 import torch.distributed as dist
 
-from maformer_mm.utils.launch import closing_process_group
+from maformer_mm.tools.launch import closing_process_group
 
 
 def _join_alone(tmp_path) -> None:

@@ -11,8 +11,8 @@ from mmengine.config import Config, DictAction
 
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
-__all__ = ['load_config', 'default_device', 'parse_device', 'on_device', 'run_arg_parser', 'parse_run_args',
-           'config_from_args']
+__all__ = ['load_config', 'default_device', 'parse_device', 'add_device_argument', 'parse_hw', 'on_device',
+           'run_arg_parser', 'parse_run_args', 'config_from_args']
 
 
 def load_config(name: str) -> Config:
@@ -46,6 +46,32 @@ def parse_device(device: str) -> torch.device:
     return parsed
 
 
+def _device_type(value: str) -> torch.device:
+    try:
+        return parse_device(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """`--device`, parsed and checked by `parse_device` into a torch.device (the same option in every tool)."""
+    parser.add_argument('--device', type=_device_type, default=default_device(),
+                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+
+
+def parse_hw(values: Optional[Sequence[int]], option: str = '--shape') -> Optional[Tuple[int, int]]:
+    """An `H W` or single-side (square) option as (H, W); None when it was not given.
+
+    Raises:
+        ValueError: more than two values, or a side below 1 (the message names `option`).
+    """
+    if not values:
+        return None
+    if len(values) > 2 or min(values) < 1:
+        raise ValueError(f'{option} takes H W or one side, positive, got {list(values)}')
+    return values[0], values[-1]
+
+
 @contextmanager
 def on_device(device: torch.device) -> Iterator[None]:
     """Makes mmengine place the model (and map resumed checkpoints) on `device` for the duration.
@@ -77,8 +103,7 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
     parser.add_argument('--data-root', help="a data set in mmdet's COCO 2017 layout (annotations/instances_"
                                             "{train,val}2017.json, train2017/, val2017/): sets the data paths, "
                                             "the classes (from the JSON) and every head's num_classes")
-    parser.add_argument('--device', default=default_device(),
-                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    add_device_argument(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, key=value (e.g. model.backbone.arch=tiny)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -90,10 +115,6 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
 def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses `argv`, checks `--device` and exports LOCAL_RANK as mmdet's tools do."""
     args = parser.parse_args(argv)
-    try:
-        args.device = parse_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
     if args.launcher != 'none' and args.device.type != default_device():
         parser.error(f'--device {args.device} with --launcher {args.launcher}: distributed runs use the default '
                      f'device ({default_device()}); hide GPUs with CUDA_VISIBLE_DEVICES= for CPU processes')

@@ -1,0 +1,124 @@
+"""Writes the weights of a MAFormer checkpoint in the form this project's loaders read.
+
+    python tools/convert_checkpoint.py SRC DST [--ema] [--keep-head] [--safetensors] [--trust]
+
+SRC in timm conventions is renamed to this project's keys (the mapping is documented in
+maformer_mm/checkpoint/convert.py); SRC already in this project's naming (e.g. mmpretrain's epoch_300.pth from
+configs/maformer_*_in1k.py) has its weights copied as they are. DST holds the backbone as `backbone.*` (with
+`--keep-head` also mmpretrain's `head.fc.*`), which `init_cfg=dict(type='Pretrained', checkpoint=DST)` of the
+detection/segmentation backbones and mmpretrain's `load_from` / tools/test.py read: a `.safetensors` file with
+`--safetensors` (or a DST ending in .safetensors; the way to publish weights: the format holds tensors only),
+else a torch file `{'state_dict': ...}`.
+
+SRC is read as data: plain weights with the strictest setting (tensors and plain containers), an mmengine
+training checkpoint as `--resume` reads it. `--trust` unpickles SRC fully, which runs any code it carries: only
+for a file from a source you trust that holds other Python objects (timm's train.py saves its arguments).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Dict, Mapping, Optional, Sequence
+
+import torch
+
+from ..checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys
+from ..checkpoint.safe_load import UnsafeCheckpointError, load_mmengine_checkpoint, load_weights
+from ..checkpoint.state_dict import backbone_state_dict, model_state_dict
+
+__all__ = ['parse_args', 'read_checkpoint', 'load_source', 'write_weights', 'main']
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Write the weights of a MAFormer checkpoint for our loaders')
+    parser.add_argument('src', help='checkpoint to convert (a state dict, or one under state_dict/model/...)')
+    parser.add_argument('dst', help='where to write the weights (.safetensors: in that format)')
+    parser.add_argument('--ema', action='store_true',
+                        help='take the EMA weights (state_dict_ema / model_ema) rather than the raw ones')
+    parser.add_argument('--keep-head', action='store_true',
+                        help="also write the classifier as mmpretrain's head.fc.* (for tools/test.py)")
+    parser.add_argument('--safetensors', action='store_true',
+                        help='write DST as a .safetensors file (tensors only; the way to publish weights)')
+    parser.add_argument('--trust', action='store_true',
+                        help='unpickle SRC fully, running any code it carries: only for a file from a source you '
+                             'trust that holds other Python objects (timm stores its argparse arguments)')
+    return parser.parse_args(argv)
+
+
+def read_checkpoint(path: str, trust: bool) -> Mapping:
+    """SRC as data (weights strictly; an mmengine training checkpoint as --resume reads it), or fully
+    unpickled with `trust`, after a warning."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if trust:
+        print(f'WARNING: --trust: {path} is unpickled fully; any code it carries runs now. Use it only for a file '
+              'from a source you trust.', file=sys.stderr)
+        return torch.load(path, map_location='cpu', weights_only=False)
+    try:
+        return load_weights(path)
+    except UnsafeCheckpointError:
+        pass
+    try:
+        checkpoint = load_mmengine_checkpoint(path, map_location='cpu')
+    except UnsafeCheckpointError as error:
+        raise SystemExit(f'{error}\nIf the file comes from a source you trust and holds other Python objects '
+                         '(timm saves its arguments), run again with --trust') from None
+    print(f'{path} is an mmengine training checkpoint: read as --resume reads it')
+    return checkpoint
+
+
+def load_source(path: str, ema: bool, trust: bool) -> Dict[str, torch.Tensor]:
+    """The model tensors of `path` (the EMA ones with `ema`), unwrapped from the trainer's checkpoint dict."""
+    checkpoint = read_checkpoint(path, trust)
+    try:
+        return model_state_dict(checkpoint, ema=ema)
+    except KeyError as error:
+        raise SystemExit(f'--ema: {path}: {error.args[0]}') from None
+
+
+def write_weights(state_dict: Dict[str, torch.Tensor], dst: str, use_safetensors: bool) -> None:
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    if use_safetensors:
+        from safetensors.torch import save_file
+        # safetensors refuses tensors that share memory (views of one another): each gets its own copy.
+        save_file({k: v.detach().clone().contiguous() for k, v in state_dict.items()}, dst, metadata={'format': 'pt'})
+    else:
+        torch.save({'state_dict': state_dict}, dst)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    use_safetensors = args.safetensors or args.dst.endswith('.safetensors')
+    if use_safetensors and not args.dst.endswith('.safetensors'):
+        raise SystemExit(f'--safetensors: {args.dst} must end in .safetensors (the loaders read by the extension)')
+    full = load_source(args.src, args.ema, args.trust)
+    source = backbone_state_dict(full)  # backbone.* keys without the prefix, or all tensors of a timm dict
+    try:
+        converted = convert_timm(source)
+        renamed = True
+    except ValueError:  # already this project's naming: the weights are copied as they are
+        converted, renamed = source, False
+    if not converted:
+        raise SystemExit(f'no key of {args.src} is a timm-style MAFormer key (first keys: {list(source)[:5]})')
+    state_dict = {'backbone.' + k: v for k, v in converted.items()}
+    if renamed:
+        head = convert_timm_head(source) if args.keep_head else {}
+    else:
+        head = {k[len('head.'):]: v for k, v in full.items() if k.startswith('head.')} if args.keep_head else {}
+    state_dict.update({'head.' + k: v for k, v in head.items()})
+    write_weights(state_dict, args.dst, use_safetensors)
+    if renamed:
+        dropped = dropped_timm_keys(source)
+        kept_head = [k for k in dropped if convert_timm_head({k: source[k]})] if head else []
+        dropped = [k for k in dropped if k not in kept_head]
+        print(f'mapped {len(converted)} of {len(source)} keys to the backbone'
+              + (f', kept the head ({len(kept_head)} keys)' if kept_head else '')
+              + f'; dropped {len(dropped)}: {dropped}')
+    else:
+        print(f'{args.src} is in this project\'s naming: copied {len(converted)} backbone tensors'
+              + (f' and the head ({len(head)} keys)' if head else ''))
+    print(f'wrote {args.dst}' + (' (safetensors)' if use_safetensors else ''))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
