@@ -75,7 +75,10 @@ endif
 	rm -f $(VENV)/.stamp-*
 	echo 'mmcv: $(MMCV_MODE)$(if $(CUDA_ARCHS), TORCH_CUDA_ARCH_LIST=$(CUDA_ARCHS))$(if $(TORCH_CUDA), torch $(TORCH_CUDA))' > $@
 
+# Lint and format check of the whole tree (ruff.toml), then the tests.
 test: env
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest tests
 
 demo: env

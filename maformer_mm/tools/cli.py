@@ -9,6 +9,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config, DictAction
 
+from ..zoo import PREFIX, resolve_config
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
 __all__ = ['load_config', 'default_device', 'parse_device', 'add_device_argument', 'parse_hw', 'on_device',
@@ -16,12 +17,13 @@ __all__ = ['load_config', 'default_device', 'parse_device', 'add_device_argument
 
 
 def load_config(name: str) -> Config:
-    """Loads a config file, or an installed package's config named as `_base_` names them
-    ('mmdet::swin/x.py', through mmengine's `get_config`)."""
-    if '::' in name:
+    """Loads a config file, one of maformer_mm's configs by name (`mask_rcnn_maformer_t`,
+    `maformer_mm::maformer/mask_rcnn_maformer_t.py`), or another package's config named as `_base_` names them
+    (`mmdet::swin/x.py`, through mmengine's `get_config`)."""
+    if '::' in name and not name.startswith(PREFIX):
         from mmengine.hub import get_config
         return get_config(name)
-    return Config.fromfile(name)
+    return Config.fromfile(resolve_config(name))
 
 
 def default_device() -> str:
@@ -95,7 +97,7 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
     """The arguments tools/train.py and tools/test.py share (those of mmdet's tools, plus `--data-root`
     and `--device`); each tool adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file')
+    parser.add_argument('config', help='config file, or the name of one of maformer_mm\'s configs')
     if checkpoint:
         parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where logs, metrics and checkpoints go '
@@ -130,7 +132,7 @@ def config_from_args(args: argparse.Namespace,
 
     Returns the config and the `CocoLayout` that `--data-root` read (None without it).
     """
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     layout = None
     if getattr(args, 'data_root', None):
         if cfg.get('default_scope') != 'mmdet':

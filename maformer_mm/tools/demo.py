@@ -1,9 +1,11 @@
 """`make demo`: the main job end to end on generated data, on CPU, in minutes.
 
 1. writes a small COCO-format instance segmentation set (tools/make_demo_data.py coco),
-2. trains Mask R-CNN MAFormer-T on it from scratch (configs/mask_rcnn_maformer_t_demo.py),
+2. trains Mask R-CNN MAFormer-T on it from scratch (configs/mask_rcnn_maformer_t_demo.py), validating four times,
 3. evaluates COCO bbox and segm mAP on its validation split (tools/test.py),
-4. draws predictions on a few validation images and saves them as JSON (tools/infer.py).
+4. draws predictions on a few validation images and saves them as JSON (tools/infer.py),
+5. draws every validation image's ground truth beside its prediction (WORK_DIR/pictures/), and the training
+   curve, loss and bbox mAP against iterations (WORK_DIR/curve.png).
 
     python tools/demo.py [--work-dir DIR] [--data-root DIR] [--device cpu]
                          [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12]
@@ -14,17 +16,21 @@ import json
 import os.path as osp
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
+from mmengine.config import Config
+
+from ..zoo import config_dir
 from . import infer as infer_tool
-from .cli import add_device_argument
 from . import test as test_tool
 from . import train as train_tool
+from .cli import add_device_argument
+from .pictures import detection_pictures
+from .plot_curve import plot_curve, read_curve
 
-__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'main']
+__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'summary', 'main']
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
+CONFIG_DIR = config_dir()
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
 MARKER = 'demo_data.json'  # the generator settings a demo set was written with
 # The demos never resume: their checkpoint keeps the weights (and meta data) only, a third of the size.
@@ -35,8 +41,10 @@ WEIGHTS_ONLY = ['default_hooks.checkpoint.save_optimizer=False', 'default_hooks.
 class DemoResult(NamedTuple):
     checkpoint: str
     metrics: Dict[str, float]
-    vis: List[str]  # drawn validation images
+    vis: List[str]  # validation images drawn by tools/infer.py
     preds: List[str]  # their prediction files
+    pictures: List[str]  # every validation image, ground truth beside prediction
+    curve: str  # the training curve (PNG)
 
 
 def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: int, num_val: int,
@@ -48,7 +56,9 @@ def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: 
     parser.add_argument('--num-train', type=int, default=num_train, help='training images to generate')
     parser.add_argument('--num-val', type=int, default=num_val, help='validation images to generate')
     parser.add_argument('--image-size', type=int, default=image_size, help='side of the square images')
-    parser.add_argument('--num-vis', type=int, default=4, help='validation images to draw predictions on')
+    parser.add_argument('--num-vis', type=int, default=4,
+                        help='validation images that tools/infer.py draws and writes predictions of (the demo draws '
+                             'every validation image beside its ground truth besides)')
     add_device_argument(parser)
     return parser
 
@@ -98,25 +108,42 @@ def resize_options(config: str, size: int) -> List[str]:
 
 
 def train_test_draw(config: str, args: argparse.Namespace, options: List[str], val_images: str,
+                    draw: Callable[[Config, str, List[str], str], List[str]],
                     test_args: Sequence[str] = ()) -> DemoResult:
-    """Trains `config` with the `--cfg-options` `options` (no in-training evaluation), evaluates the final
-    checkpoint once with tools/test.py (given `test_args` too) and draws predictions on the first
-    `args.num_vis` images matching the `val_images` pattern with tools/infer.py."""
+    """Trains `config` with the `--cfg-options` `options` (validating as they say), evaluates the final
+    checkpoint with tools/test.py (given `test_args` too), writes predictions of the first `args.num_vis` images
+    matching the `val_images` pattern with tools/infer.py, draws every such image beside its prediction with
+    `draw(config, checkpoint, images, out_dir)`, and draws the training curve."""
     device = ['--device', str(args.device)]
-    runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options, 'val_cfg=None',
-                              'val_dataloader=None', 'val_evaluator=None'])
+    runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
     with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     metrics = test_tool.main([config, checkpoint, '--work-dir', args.work_dir, *device, *test_args,
                               '--cfg-options', *options])
+    images = sorted(glob.glob(val_images))
     out_dir = osp.join(args.work_dir, 'predictions')
-    with tempfile.TemporaryDirectory() as images:
-        for path in sorted(glob.glob(val_images))[:args.num_vis]:
-            shutil.copy(path, images)
+    with tempfile.TemporaryDirectory() as folder:
+        for path in images[:args.num_vis]:
+            shutil.copy(path, folder)
         # the training run's config: the demo's options (image size...) reach the inferencer's pipeline too
-        written = infer_tool.infer(images, runner.cfg, checkpoint, out_dir, device=args.device,
+        written = infer_tool.infer(folder, runner.cfg, checkpoint, out_dir, device=args.device,
                                    batch_size=min(args.num_vis, 4))
-    return DemoResult(checkpoint, metrics, written.vis, written.preds)
+    pictures = draw(runner.cfg, checkpoint, images, osp.join(args.work_dir, 'pictures'))
+    curve = plot_curve(read_curve(args.work_dir), osp.join(args.work_dir, 'curve.png'), osp.basename(config))
+    return DemoResult(checkpoint, metrics, written.vis, written.preds, pictures, curve)
+
+
+def summary(result: DemoResult, work_dir: str, metrics: Sequence[str], digits: int) -> None:
+    """Prints what a demo measured and wrote."""
+    print('\n=== demo summary ===')
+    print(f'checkpoint: {result.checkpoint}')
+    for key in metrics:
+        print(f'{key}: {result.metrics[key]:.{digits}f}')
+    print(f'ground truth beside prediction, every validation image: {osp.join(work_dir, "pictures")} '
+          f'({len(result.pictures)} files)')
+    print(f'training curve: {result.curve}')
+    print(f'tools/infer.py output: {osp.join(work_dir, "predictions")} ({len(result.vis)} drawn, '
+          f'{len(result.preds)} prediction files)')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -142,13 +169,12 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     # the schedule follows the length: lr x0.1 after 75% and 92% of the epochs (9 and 11 of 12)
     milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
     options += [f'param_scheduler.1.end={args.epochs}', f'param_scheduler.1.milestones={milestones}'.replace(' ', '')]
-    result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'val', '*.png'))
-    print('\n=== demo summary ===')
-    print(f'checkpoint: {result.checkpoint}')
-    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
-        print(f'{key}: {result.metrics[key]:.3f}')
-    print(f'prediction images: {osp.join(args.work_dir, "predictions", "vis")} ({len(result.vis)} files), '
-          f'predictions as JSON: {len(result.preds)} files')
+    options.append(f'train_cfg.val_interval={max(1, args.epochs // 4)}')  # four points on the curve
+    ann_file = osp.join(root, 'annotations', 'instances_val.json')
+    result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'val', '*.png'),
+                             lambda cfg, ckpt, images, out: detection_pictures(cfg, ckpt, images, ann_file, out,
+                                                                              str(args.device)))
+    summary(result, args.work_dir, ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'), 3)
     return result
 
 

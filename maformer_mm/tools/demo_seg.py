@@ -5,7 +5,9 @@
 2. trains UperNet MAFormer-T on it from scratch (configs/upernet_maformer_t_demo.py),
 3. evaluates per-class IoU and mIoU on its validation split and writes one label-map PNG per image
    (tools/test.py --out DIR),
-4. draws colourised predictions on a few validation images (tools/infer.py).
+4. draws colourised predictions on a few validation images (tools/infer.py),
+5. draws every validation image's ground truth beside its prediction (WORK_DIR/pictures/), and the training
+   curve, loss and mIoU against iterations (WORK_DIR/curve.png).
 
     python tools/demo_seg.py [--work-dir DIR] [--data-root DIR] [--device cpu]
                              [--num-train 400] [--num-val 16] [--image-size 80] [--iters 300]
@@ -15,8 +17,18 @@ import os.path as osp
 import time
 from typing import Optional, Sequence
 
-from .demo import (CONFIG_DIR, WEIGHTS_ONLY, DemoResult, check_sizes, demo_arg_parser, prepare_data, resize_options,
-                   train_test_draw)
+from .demo import (
+    CONFIG_DIR,
+    WEIGHTS_ONLY,
+    DemoResult,
+    check_sizes,
+    demo_arg_parser,
+    prepare_data,
+    resize_options,
+    summary,
+    train_test_draw,
+)
+from .pictures import segmentation_pictures
 
 __all__ = ['main']
 
@@ -48,15 +60,15 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     warmup = min(30, max(1, args.iters // 10))
     options += [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
                 f'param_scheduler.1.end={max(args.iters, warmup + 1)}']  # (one iteration: warm-up only)
+    options += [f'train_cfg.val_interval={max(1, args.iters // 3)}']  # three points on the curve
     label_maps = osp.join(args.work_dir, 'label_maps')
+    ground_truth = osp.join(args.data_root, 'annotations', 'validation')
     result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'images', 'validation', '*.jpg'),
+                             lambda cfg, ckpt, images, out: segmentation_pictures(cfg, ckpt, images, ground_truth,
+                                                                                 out, str(args.device)),
                              test_args=['--out', label_maps])
-    print('\n=== demo-seg summary ===')
-    print(f'checkpoint: {result.checkpoint}')
-    for key in ('aAcc', 'mIoU', 'mAcc'):
-        print(f'{key}: {result.metrics[key]:.2f}')
+    summary(result, args.work_dir, ('aAcc', 'mIoU', 'mAcc'), 2)
     print(f'label maps of the validation images: {label_maps}')
-    print(f'prediction images: {osp.join(args.work_dir, "predictions", "vis")} ({len(result.vis)} files)')
     print(f'wall time: {time.time() - start:.0f} s')
     return result
 

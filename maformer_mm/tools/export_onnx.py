@@ -20,8 +20,15 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (EXPORTERS, OnnxVerificationError, build_target, dynamic_blockers, export_onnx, other_sizes,
-                      verify_onnx)
+from ..deploy import (
+    EXPORTERS,
+    OnnxVerificationError,
+    build_target,
+    dynamic_blockers,
+    export_onnx,
+    other_sizes,
+    verify_onnx,
+)
 from .cli import load_config, parse_hw
 
 

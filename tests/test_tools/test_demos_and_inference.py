@@ -93,6 +93,42 @@ def test_seg_demo_trains_evaluates_draws_and_writes_label_maps(seg_demo):
     assert labels.shape == (64, 64) and set(np.unique(labels)) <= {1, 2, 3}
 
 
+def _scalars(work_dir: Path):
+    """(training (step, loss) points, validation records) of the run's LocalVisBackend log."""
+    records = [json.loads(line) for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
+               for line in path.read_text().splitlines() if line.strip()]
+    return ([(r['step'], r['loss']) for r in records if 'loss' in r], [r for r in records if 'loss' not in r])
+
+
+@pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
+def test_demos_draw_every_validation_image_large_with_its_ground_truth(which, metric, det_demo, seg_demo):
+    root, result = det_demo if which == 'det' else seg_demo
+    pattern = 'val/*.png' if which == 'det' else 'images/validation/*.jpg'
+    images = sorted((root / 'data').glob(pattern))
+    assert [Path(p).stem for p in result.pictures] == [p.stem for p in images]
+    for path in result.pictures:
+        width, height = Image.open(path).size
+        # two 64 px panels enlarged 8x side by side, a title row above and a legend row below
+        assert width == 2 * 512 and height > 512, (width, height)
+        picture = np.asarray(Image.open(path).convert('RGB'))
+        assert picture[:, :512].std() > 0 and picture[:, 512:].std() > 0  # both panels drawn
+
+
+@pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
+def test_demos_draw_the_training_curve_of_their_logged_points(which, metric, det_demo, seg_demo):
+    from maformer_mm.tools.plot_curve import read_curve
+    root, result = det_demo if which == 'det' else seg_demo
+    assert result.curve == str(root / 'work' / 'curve.png')
+    width, height = Image.open(result.curve).size
+    assert (width, height) == (800, 450)
+    losses, validations = _scalars(root / 'work')
+    curve = read_curve(str(root / 'work'))
+    assert curve.loss == [(step, pytest.approx(loss)) for step, loss in losses] and len(losses) == 1
+    assert curve.metric_name == metric and len(curve.metric) == 1
+    assert curve.metric[0][1] == pytest.approx(validations[0][metric])
+    assert curve.metric[0][0] == losses[-1][0]  # placed at the last iteration of the validated epoch
+
+
 @pytest.fixture(scope='module')
 def cls_checkpoint(tmp_path_factory):
     """Weights (untrained) of the classification fine-tuning example, with the classes in the meta data."""

@@ -1,0 +1,135 @@
+"""Measures every shipped config (params and FLOPs at its task's size, without data) and writes the model index,
+`configs/metafile.yml`, in OpenMMLab's metafile format.
+
+    python -m benchmarks.model_index
+
+Each entry: the config, its task and data set, its schedule (epochs or iterations), the parameters and FLOPs
+(multiply-adds, attention counted, `maformer_mm.tools.get_flops` on one synthetic image at `Input Size`), and the
+results measured here. FLOPs of Cascade Mask R-CNN follow the published convention (mask heads on 100 RoIs, see
+docs/detection.md): mmdet's tensor-mode forward runs its mask heads on all 1000 proposals, so the box-only count
+plus a tenth of the difference is reported. Measurements are cached in `benchmarks/model_index_cache.json` by the
+config's text, so a rerun measures only what changed.
+"""
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from maformer_mm.tools.get_flops import DEFAULT_SHAPES, config_complexity
+from maformer_mm.zoo import config_dir, list_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(__file__).with_name('model_index_cache.json')
+OUT = ROOT / 'configs' / 'metafile.yml'
+PAPER = dict(URL='https://arxiv.org/abs/2209.01620',
+             Title='MAFormer: A Transformer Network with Multi-scale Attention Fusion for Visual Recognition')
+# Results measured in this project, by config (the demos on their generated sets; docs/demo.md).
+MEASURED = {
+    'mask_rcnn_maformer_t_demo.py': [
+        dict(Task='Object Detection', Dataset='generated shapes (make demo)', Metrics={'box AP': 39.5}),
+        dict(Task='Instance Segmentation', Dataset='generated shapes (make demo)', Metrics={'mask AP': 42.9})],
+    'upernet_maformer_t_demo.py': [
+        dict(Task='Semantic Segmentation', Dataset='generated shapes (make demo-seg)', Metrics={'mIoU': 99.89})],
+}
+
+
+def _tasks(cfg: Config) -> List[str]:
+    scope = cfg.get('default_scope')
+    model = cfg.model
+    if scope == 'mmpretrain':
+        return ['Image Classification']
+    if scope == 'mmseg':
+        return ['Semantic Segmentation']
+    head = model.get('panoptic_head') or {}
+    if head:
+        if (model.get('test_cfg') or {}).get('panoptic_on', False):
+            return ['Panoptic Segmentation']
+        return ['Instance Segmentation']
+    masks = 'mask_head' in (model.get('roi_head') or {})
+    return ['Object Detection', 'Instance Segmentation'] if masks else ['Object Detection']
+
+
+def _dataset(cfg: Config) -> str:
+    loader = cfg.get('train_dataloader') or {}
+    dataset = loader.get('dataset') or {}
+    while 'dataset' in dataset:
+        dataset = dataset.dataset
+    kind = str(dataset.get('type', ''))
+    root = str(dataset.get('data_root', ''))
+    if 'demo' in root:
+        return 'generated shapes'
+    for key, name in (('Coco', 'COCO'), ('ADE20K', 'ADE20K'), ('ImageNet', 'ImageNet-1k'), ('BaseSeg', 'your own'),
+                      ('CustomDataset', 'your own')):
+        if key in kind:
+            return name
+    return kind or 'unknown'
+
+
+def _schedule(cfg: Config) -> Dict[str, int]:
+    train = cfg.get('train_cfg') or {}
+    if 'max_epochs' in train:
+        return {'Epochs': int(train.max_epochs)}
+    if 'max_iters' in train:
+        return {'Iterations': int(train.max_iters)}
+    return {}
+
+
+def _is_cascade_with_masks(cfg: Config) -> bool:
+    roi = cfg.model.get('roi_head') or {}
+    return roi.get('type') == 'CascadeRoIHead' and roi.get('mask_head') is not None
+
+
+def measure(path: Path) -> Tuple[int, int, Tuple[int, int]]:
+    """(params, FLOPs, (H, W)) of the config's model."""
+    cfg = Config.fromfile(str(path))
+    flops, params, hw = config_complexity(cfg)
+    if _is_cascade_with_masks(cfg):
+        box_only = Config.fromfile(str(path))
+        box_only.merge_from_dict({'model.roi_head.mask_head': None, 'model.roi_head.mask_roi_extractor': None})
+        box_flops, _, _ = config_complexity(box_only)
+        flops = box_flops + (flops - box_flops) // 10
+    return params, flops, hw
+
+
+def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) -> dict:
+    tasks = _tasks(cfg)
+    meta = {'Training Data': _dataset(cfg), **_schedule(cfg), 'Parameters': f'{params / 1e6:.1f}M',
+            'FLOPs': f'{flops / 1e9:.1f}G', 'Input Size': f'{hw[0]}x{hw[1]}'}
+    results = MEASURED.get(name) or [dict(Task=t, Dataset=meta['Training Data'], Metrics={}) for t in tasks]
+    return {'Name': name[:-3].replace('/', '_'), 'In Collection': 'MAFormer', 'Config': f'configs/{name}',
+            'Metadata': meta, 'Results': results}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    import maformer_mm  # noqa: F401  (registers MAFormer)
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    models = []
+    for name in list_configs():
+        path = config_dir() / name
+        cfg = Config.fromfile(str(path))
+        key = hashlib.sha256(cfg.pretty_text.encode()).hexdigest()[:16]
+        cached = cache.get(name)
+        if cached is None or cached['key'] != key:
+            params, flops, hw = measure(path)
+            cache[name] = cached = dict(key=key, params=params, flops=flops, hw=list(hw))
+            CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            print(f'{name}: {params / 1e6:.1f}M params, {flops / 1e9:.1f}G FLOPs at {hw[0]}x{hw[1]}', flush=True)
+        models.append(entry(name, cfg, cached['params'], cached['flops'], cached['hw']))
+    from mmengine.fileio import dump
+    header = ('# The model index: every config maformer_mm ships, in OpenMMLab\'s metafile format. Written by\n'
+              '# `python -m benchmarks.model_index` (params and FLOPs measured on one synthetic image at Input Size,\n'
+              f'# FLOPs = multiply-adds; default sizes {DEFAULT_SHAPES}); do not edit by hand.\n')
+    body = dump(dict(Collections=[dict(Name='MAFormer', Metadata=dict(Architecture=['MAFormer', 'MAF block', 'GLD']),
+                                       Paper=PAPER, README='docs/get_started.md')], Models=models),
+                file_format='yaml', sort_keys=False)
+    OUT.write_text(header + body)
+    print(f'wrote {OUT} ({len(models)} configs)')
+    return OUT
+
+
+if __name__ == '__main__':
+    main()
