@@ -8,7 +8,7 @@ Each entry: the config, its task and data set, its schedule (epochs or iteration
 results measured here. FLOPs of Cascade Mask R-CNN follow the published convention (mask heads on 100 RoIs, see
 docs/detection.md): mmdet's tensor-mode forward runs its mask heads on all 1000 proposals, so the box-only count
 plus a tenth of the difference is reported. Measurements are cached in `benchmarks/model_index_cache.json` by the
-config's text, so a rerun measures only what changed.
+model they measure, so configs that share a model are measured once and a rerun measures only what changed.
 """
 import argparse
 import hashlib
@@ -82,6 +82,13 @@ def _is_cascade_with_masks(cfg: Config) -> bool:
     return roi.get('type') == 'CascadeRoIHead' and roi.get('mask_head') is not None
 
 
+def model_key(cfg: Config) -> str:
+    """What the measurement depends on: the model and the scope (configs that differ in data or schedule only,
+    such as 1x and 3x, share it)."""
+    text = json.dumps([cfg.get('default_scope'), cfg.model.to_dict()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def measure(path: Path) -> Tuple[int, int, Tuple[int, int]]:
     """(params, FLOPs, (H, W)) of the config's model."""
     cfg = Config.fromfile(str(path))
@@ -111,13 +118,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     for name in list_configs():
         path = config_dir() / name
         cfg = Config.fromfile(str(path))
-        key = hashlib.sha256(cfg.pretty_text.encode()).hexdigest()[:16]
-        cached = cache.get(name)
-        if cached is None or cached['key'] != key:
+        key = model_key(cfg)
+        if key not in cache:
             params, flops, hw = measure(path)
-            cache[name] = cached = dict(key=key, params=params, flops=flops, hw=list(hw))
+            cache[key] = dict(params=params, flops=flops, hw=list(hw), first=name)
             CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
             print(f'{name}: {params / 1e6:.1f}M params, {flops / 1e9:.1f}G FLOPs at {hw[0]}x{hw[1]}', flush=True)
+        cached = cache[key]
         models.append(entry(name, cfg, cached['params'], cached['flops'], cached['hw']))
     from mmengine.fileio import dump
     header = ('# The model index: every config maformer_mm ships, in OpenMMLab\'s metafile format. Written by\n'

@@ -8,6 +8,7 @@ images, and adds the titles and the legend. The demos draw every validation imag
 import math
 import os
 import os.path as osp
+import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -57,6 +58,15 @@ def framed(panels: np.ndarray, titles: Sequence[str], classes: Sequence[str],
     return np.concatenate([top, panels, *rows], axis=0)
 
 
+def _drawn(visualizer, name: str, image: np.ndarray, sample, **kwargs) -> np.ndarray:
+    """The library's ground-truth | prediction drawing of `sample` on `image` (RGB). It is written to a file and
+    read back: mmseg's visualizer composes the two panels only there (its canvas keeps the last panel)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = osp.join(folder, 'drawn.png')
+        visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True, out_file=out, **kwargs)
+        return cv2.cvtColor(cv2.imread(out, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def _save(image_rgb: np.ndarray, out_dir: str, image_path: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     out = osp.join(out_dir, osp.splitext(osp.basename(image_path))[0] + '.png')
@@ -100,8 +110,9 @@ def detection_pictures(config, checkpoint: str, images: Sequence[str], ann_file:
     from mmdet.apis import DetInferencer
     from mmdet.structures import DetDataSample
     inferencer = DetInferencer(model=config, weights=checkpoint, device=device, show_progress=False)
+    inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta  # the checkpoint's classes and colours
     classes = inferencer.model.dataset_meta['classes']
-    palette = inferencer.visualizer.dataset_meta.get('palette') or [(0, 128, 255)] * len(classes)
+    palette = inferencer.model.dataset_meta.get('palette') or [(0, 128, 255)] * len(classes)
     truth = _coco_ground_truth(ann_file, classes)
     written = []
     for path in images:
@@ -116,9 +127,7 @@ def detection_pictures(config, checkpoint: str, images: Sequence[str], ann_file:
         if 'masks' in pred:
             pred.masks = _enlarged_masks(pred.masks.numpy().astype(bool), factor)
         sample.gt_instances, sample.pred_instances = gt, pred
-        inferencer.visualizer.add_datasample(osp.basename(path), image, sample, draw_gt=True, draw_pred=True,
-                                             pred_score_thr=score_thr)
-        panels = inferencer.visualizer.get_image()
+        panels = _drawn(inferencer.visualizer, osp.basename(path), image, sample, pred_score_thr=score_thr)
         titles = ['ground truth', f'prediction (score >= {score_thr:g})']
         written.append(_save(framed(panels, titles, classes, palette), out_dir, path))
     return written
@@ -131,8 +140,9 @@ def segmentation_pictures(config, checkpoint: str, images: Sequence[str], label_
     from mmseg.apis import MMSegInferencer
     from mmseg.structures import SegDataSample
     inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
-    classes = inferencer.visualizer.dataset_meta['classes']
-    palette = inferencer.visualizer.dataset_meta['palette']
+    inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta  # the checkpoint's classes and colours
+    classes = inferencer.model.dataset_meta['classes']
+    palette = inferencer.model.dataset_meta['palette']
     written = []
     for path in images:
         predicted = inferencer(path, return_datasamples=True)
@@ -145,8 +155,6 @@ def segmentation_pictures(config, checkpoint: str, images: Sequence[str], label_
         sample.gt_sem_seg = PixelData(data=torch.from_numpy(_enlarged_masks(label[None], factor)))
         sample.pred_sem_seg = PixelData(data=torch.from_numpy(
             _enlarged_masks(predicted.pred_sem_seg.data.numpy(), factor)))
-        inferencer.visualizer.add_datasample(osp.basename(path), image, sample, draw_gt=True, draw_pred=True,
-                                             with_labels=True)
-        panels = inferencer.visualizer.get_image()
+        panels = _drawn(inferencer.visualizer, osp.basename(path), image, sample, with_labels=True)
         written.append(_save(framed(panels, ['ground truth', 'prediction'], classes, palette), out_dir, path))
     return written
