@@ -170,28 +170,29 @@ def detection_batch(hw: Tuple[int, int], batch: int, seed: int = 0) -> dict:
                           num_classes=80, with_mask=True)
 
 
+def train_step_call(model: nn.Module, wrapper, data: dict, losses: Dict[str, float],
+                    name: str) -> Callable[[], None]:
+    """One training iteration of `model` through `model.train_step` (its loss goes to `losses[name]`)."""
+    def call() -> None:
+        log_vars = model.train_step(data, wrapper)
+        losses[name] = torch.as_tensor(log_vars['loss']).item()
+    return call
+
+
 def measure_detectors(names: Sequence[str], hw: Tuple[int, int], batch: int, precisions: Sequence[str],
                       warmup: int, repeats: int, device: str) -> List[dict]:
     """One row per detector and precision: seconds per training iteration, its peak memory, the last loss."""
     data = detection_batch(hw, batch)
     rows = []
     for precision in precisions:
-        runs = {n: build_detector(DETECTORS[n], precision, device) for n in names}
         losses: Dict[str, float] = {}
-
-        def step(name: str) -> Callable[[], None]:
-            model, wrapper = runs[name]
-
-            def call() -> None:
-                log_vars = model.train_step(data, wrapper)
-                losses[name] = torch.as_tensor(log_vars['loss']).item()
-            return call
-
-        timings = interleaved({n: step(n) for n in names}, warmup, repeats, device)
+        steps = {n: train_step_call(*build_detector(DETECTORS[n], precision, device), data, losses, n)
+                 for n in names}
+        timings = interleaved(steps, warmup, repeats, device)
+        steps.clear()  # frees this precision's detectors before the next ones are built
         for n in names:
             rows.append(dict(model=n, size=list(hw), batch=batch, precision=precision,
                              iter_s=timings[n]['seconds'], peak_mib=timings[n]['peak_mib'], loss=losses[n]))
-        del runs
     add_ratios(rows, lambda r: DET_REFERENCE, ('iter_s', 'peak_mib'), ('precision', ))
     return rows
 

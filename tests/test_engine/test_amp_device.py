@@ -4,6 +4,7 @@
 wrapper that picked its autocast device from it would autocast 'cuda' while the model runs on the CPU, i.e.
 train in float32 without a word. These tests make torch report a GPU (as the tests of
 tests/test_reliability/test_bad_input.py see it on such a machine) and check that bf16 is really used."""
+
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
@@ -32,8 +33,10 @@ class _Detector(nn.Module):
 def _run(wrapper: BF16OptimWrapper, model: _Detector) -> list:
     """The dtypes seen inside the backbone (patch embedding) and at the head's input, in one step's forward."""
     dtypes = []
-    hooks = [model.backbone.patch_embed.projection.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype)),
-             model.head.register_forward_pre_hook(lambda m, args: dtypes.append(args[0].dtype))]
+    hooks = [
+        model.backbone.patch_embed.projection.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype)),
+        model.head.register_forward_pre_hook(lambda m, args: dtypes.append(args[0].dtype)),
+    ]
     with wrapper.optim_context(model):
         model(torch.randn(1, 3, 32, 32))
     for hook in hooks:
@@ -54,7 +57,10 @@ def test_train_device_cpu_amp_autocasts_the_cpu_on_a_gpu_machine(gpu_seen, tmp_p
     args = train.parse_args([str(DEMO_DET_CONFIG), '--device', 'cpu', '--amp', '--work-dir', str(tmp_path)])
     cfg = train.build_config(args)
     assert (cfg.optim_wrapper.type, cfg.optim_wrapper.scope, cfg.optim_wrapper.device_type) == (
-        'BF16OptimWrapper', 'backbone', 'cpu')
+        'BF16OptimWrapper',
+        'backbone',
+        'cpu',
+    )
     model = _Detector()
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)  # as the Runner builds it
     assert isinstance(wrapper, BF16OptimWrapper)
@@ -75,8 +81,12 @@ def test_wrapper_default_device_is_the_models(gpu_seen):
     assert _run(wrapper, model) == [torch.bfloat16, torch.float32]
     whole = BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     assert _run(whole, model) == [torch.bfloat16, torch.bfloat16]
-    assert BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device_type='cuda'
-                            ).autocast_device(model) == 'cuda'  # an explicit setting wins
+    assert (
+        BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device_type='cuda').autocast_device(
+            model
+        )
+        == 'cuda'
+    )  # an explicit setting wins
     with pytest.raises(ValueError, match="device_type must be 'cpu' or 'cuda'"):
         BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device_type='gpu')
 
@@ -85,9 +95,10 @@ def test_mmcv_roi_align_has_no_bf16_kernel():
     """The premise of the check below, on this machine's mmcv: its RoIAlign refuses bf16 (the CUDA kernel
     dispatches float, double and half only, as the CPU one does)."""
     from mmcv.ops import RoIAlign
+
     feats = torch.rand(1, 2, 8, 8)
-    rois = torch.tensor([[0, 1., 1., 6., 6.]])
-    roi_align = RoIAlign((2, 2), spatial_scale=1., sampling_ratio=2)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 6.0]])
+    roi_align = RoIAlign((2, 2), spatial_scale=1.0, sampling_ratio=2)
     assert roi_align(feats, rois).dtype == torch.float32
     with pytest.raises(RuntimeError, match='BFloat16'):
         roi_align(feats.bfloat16(), rois.bfloat16())
@@ -97,6 +108,7 @@ def test_model_scope_refuses_mmcv_ops_without_bf16():
     """scope='model' on a model with RoIAlign fails before the forward, naming the module and the remedy."""
     from mmcv.ops import RoIAlign
     from mmdet.models.losses import FocalLoss
+
     model = _Detector()
     model.roi = RoIAlign((2, 2))
     model.loss_cls = FocalLoss(use_sigmoid=True)

@@ -12,6 +12,7 @@ GPU's properties). So the rules are restated here from the ATen sources of torch
 - `preprocess_mask` (transformers/attention.cpp): the mask expanded to (B, h, L, S) must have every stride but
   the last a multiple of 8 (`aligned_tensor<8>`), or torch pads it, a copy on every call.
 """
+
 from typing import List, Optional
 
 import pytest
@@ -35,8 +36,9 @@ def cuda_mask_problems(query: torch.Tensor, key: torch.Tensor, mask: Optional[to
     problems = []
     if mask.dtype not in (torch.bool, query.dtype):
         problems.append(f'dtype {mask.dtype} for a {query.dtype} query')
-    if mask.dim() not in (2, 4) or (mask.dim() == 4 and any(
-            m not in (1, q) for m, q in zip(mask.shape[:2], query.shape[:2]))):
+    if mask.dim() not in (2, 4) or (
+        mask.dim() == 4 and any(m not in (1, q) for m, q in zip(mask.shape[:2], query.shape[:2]))
+    ):
         problems.append(f'shape {tuple(mask.shape)} for query {tuple(query.shape)}')
     if mask.stride(-1) != 1:
         problems.append(f'stride {mask.stride(-1)} in the last dimension (check_last_dim_stride_equals_1_dense)')
@@ -48,7 +50,7 @@ def cuda_mask_problems(query: torch.Tensor, key: torch.Tensor, mask: Optional[to
 
 def permuted_bias(attn: WindowAttention, dtype: torch.dtype) -> torch.Tensor:
     """The bias as it was: a permuted view of the gathered table (last-dimension stride h), then cast."""
-    n = attn.window_size ** 2
+    n = attn.window_size**2
     table = attn.relative_position_bias_table[relative_position_index(attn.window_size).view(-1)]
     return table.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(dtype)
 
@@ -115,7 +117,7 @@ def test_window_bias_is_one_gather_without_a_copy(dtype):
 @pytest.mark.parametrize('training', [False, True], ids=['inference_cpu_flash', 'training_math'])
 def test_window_attention_is_bit_identical_to_the_permuted_bias(training, monkeypatch):
     attn = WindowAttention(32, 4, window_size=7).train(training)
-    torch.nn.init.normal_(attn.relative_position_bias_table, std=1.)
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=1.0)
     x = torch.randn(6, 49, 32)
 
     def step():
@@ -157,8 +159,11 @@ def test_every_mask_the_backbone_passes_to_sdpa_suits_the_cuda_kernels(dtype):
     model = MAFormer(**dict(TINY_CFG, window_size=7, vit_window_size=3)).train()
     x = torch.randn(1, 3, 61, 83)
     for grad in (True, False):
-        with _SDPAMasks() as masks, torch.set_grad_enabled(grad), \
-                torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
+        with (
+            _SDPAMasks() as masks,
+            torch.set_grad_enabled(grad),
+            torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype is torch.bfloat16),
+        ):
             model(x)
         assert len(masks.calls) == 2 * 2 + 3  # window + cross in 2 MAF blocks (1 per stage), 2 + 1 ViT blocks
         assert masks.calls == [[]] * len(masks.calls)
