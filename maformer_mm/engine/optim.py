@@ -24,7 +24,10 @@ def _bf16_unsafe_types(device_type: str) -> Tuple[type, ...]:
     `device_type`. mmdet casts the RoIs to the features' dtype before RoIAlign (so bf16 features are bf16 RoIs),
     and its FocalLoss calls mmcv's sigmoid focal loss on CUDA; on the CPU it, and MultiScaleDeformableAttention,
     run plain torch ops, which take bf16."""
-    from mmcv import ops
+    try:
+        from mmcv import ops
+    except ImportError:  # mmcv without its compiled ops: no model can hold them
+        return ()
     types = [ops.RoIAlign, ops.RoIPool, ops.DeformConv2d, ops.ModulatedDeformConv2d, ops.SigmoidFocalLoss,
              ops.SoftmaxFocalLoss]
     if device_type == 'cuda':
