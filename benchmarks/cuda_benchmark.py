@@ -24,8 +24,8 @@ import os.path as osp
 import statistics
 import time
 from collections import defaultdict
-from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -170,28 +170,29 @@ def detection_batch(hw: Tuple[int, int], batch: int, seed: int = 0) -> dict:
                           num_classes=80, with_mask=True)
 
 
+def train_step_call(model: nn.Module, wrapper, data: dict, losses: Dict[str, float],
+                    name: str) -> Callable[[], None]:
+    """One training iteration of `model` through `model.train_step` (its loss goes to `losses[name]`)."""
+    def call() -> None:
+        log_vars = model.train_step(data, wrapper)
+        losses[name] = torch.as_tensor(log_vars['loss']).item()
+    return call
+
+
 def measure_detectors(names: Sequence[str], hw: Tuple[int, int], batch: int, precisions: Sequence[str],
                       warmup: int, repeats: int, device: str) -> List[dict]:
     """One row per detector and precision: seconds per training iteration, its peak memory, the last loss."""
     data = detection_batch(hw, batch)
     rows = []
     for precision in precisions:
-        runs = {n: build_detector(DETECTORS[n], precision, device) for n in names}
         losses: Dict[str, float] = {}
-
-        def step(name: str) -> Callable[[], None]:
-            model, wrapper = runs[name]
-
-            def call() -> None:
-                log_vars = model.train_step(data, wrapper)
-                losses[name] = torch.as_tensor(log_vars['loss']).item()
-            return call
-
-        timings = interleaved({n: step(n) for n in names}, warmup, repeats, device)
+        steps = {n: train_step_call(*build_detector(DETECTORS[n], precision, device), data, losses, n)
+                 for n in names}
+        timings = interleaved(steps, warmup, repeats, device)
+        steps.clear()  # frees this precision's detectors before the next ones are built
         for n in names:
             rows.append(dict(model=n, size=list(hw), batch=batch, precision=precision,
                              iter_s=timings[n]['seconds'], peak_mib=timings[n]['peak_mib'], loss=losses[n]))
-        del runs
     add_ratios(rows, lambda r: DET_REFERENCE, ('iter_s', 'peak_mib'), ('precision', ))
     return rows
 
@@ -293,6 +294,31 @@ def parse_batch_size(text: str) -> Tuple[int, int, int]:
     return (*parse_size(size), int(batch or 1))
 
 
+@contextmanager
+def process_state_restored(device: str) -> Iterator[None]:
+    """Restores what a run changes in the process (cuDNN's benchmark flag, the random generators of the CPU and,
+    on CUDA, of the GPUs), so that a run from inside pytest leaves the tests after it as they were."""
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        with torch.random.fork_rng(devices=None if device == 'cuda' else []):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every measurement of `main`, as the JSON it writes."""
+    res = dict(device=args.device, hardware=hardware_name(args.device), warmup=args.warmup, repeats=args.repeats,
+               amp_wrapper='AmpOptimWrapper, dynamic loss scale' if args.device == 'cuda' else 'BF16OptimWrapper')
+    sizes = [parse_batch_size(s) for s in args.backbone_sizes]
+    res['kernels'] = kernel_table(args.device, args.precisions, sizes[0][:2])
+    res['backbones'] = measure_backbones(args.backbones, sizes, args.precisions, args.warmup, args.repeats,
+                                         args.device)
+    res['detectors'] = measure_detectors(args.detectors, parse_size(args.det_size), args.det_batch,
+                                         args.precisions, args.warmup, args.repeats, args.device)
+    return res
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
@@ -308,16 +334,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('no CUDA device: run this on a GPU machine (or `--device cpu` for a small smoke run)')
-    torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
-    res = dict(device=args.device, hardware=hardware_name(args.device), warmup=args.warmup, repeats=args.repeats,
-               amp_wrapper='AmpOptimWrapper, dynamic loss scale' if args.device == 'cuda' else 'BF16OptimWrapper')
-    sizes = [parse_batch_size(s) for s in args.backbone_sizes]
-    res['kernels'] = kernel_table(args.device, args.precisions, sizes[0][:2])
-    res['backbones'] = measure_backbones(args.backbones, sizes, args.precisions, args.warmup, args.repeats,
-                                         args.device)
-    res['detectors'] = measure_detectors(args.detectors, parse_size(args.det_size), args.det_batch,
-                                         args.precisions, args.warmup, args.repeats, args.device)
+    with process_state_restored(args.device):
+        torch.manual_seed(0)
+        torch.backends.cudnn.benchmark = True  # convolutions: the fastest algorithm for the fixed sizes
+        res = run(args)
     with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
         json.dump(res, f, indent=1)
     text = markdown(res)
@@ -325,7 +345,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         f.write(text)
     print(text)
     return res
-
 
 if __name__ == '__main__':
     main()

@@ -2,13 +2,13 @@
 
 mmengine's AmpOptimWrapper refuses to start without a GPU (or NPU/MLU/MUSA). bf16 has fp32's range,
 so it needs no loss scaling: this wrapper only runs the forward pass under `torch.autocast`.
-mmcv's CPU kernels (nms, RoIAlign) take float32 only, so on CPU the autocast can be limited to the
-backbone (`scope='backbone'`), whose outputs are handed to the neck and heads as float32.
-`tools/train.py --amp` picks this wrapper with `scope='backbone'` when no GPU is present, and
-mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) when one is.
+No kernel of mmcv 2.1.0 takes bf16 (its CPU and CUDA ops dispatch float, double and at most half; nms reads
+float only), so the autocast can be limited to the backbone (`scope='backbone'`), whose outputs are handed to
+the neck and heads as float32. `tools/train.py --amp` picks this wrapper with `scope='backbone'` on the CPU,
+and mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) on CUDA.
 """
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.model import is_model_wrapper
@@ -16,7 +16,35 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-__all__ = ['BF16OptimWrapper']
+__all__ = ['BF16OptimWrapper', 'bf16_unsafe_modules']
+
+
+def _bf16_unsafe_types(device_type: str) -> Tuple[type, ...]:
+    """Module types whose forward sends its inputs' dtype to an mmcv kernel without a bfloat16 version on
+    `device_type`. mmdet casts the RoIs to the features' dtype before RoIAlign (so bf16 features are bf16 RoIs),
+    and its FocalLoss calls mmcv's sigmoid focal loss on CUDA; on the CPU it, and MultiScaleDeformableAttention,
+    run plain torch ops, which take bf16."""
+    try:
+        from mmcv import ops
+    except ImportError:  # mmcv without its compiled ops: no model can hold them
+        return ()
+    types = [ops.RoIAlign, ops.RoIPool, ops.DeformConv2d, ops.ModulatedDeformConv2d, ops.SigmoidFocalLoss,
+             ops.SoftmaxFocalLoss]
+    if device_type == 'cuda':
+        types.append(ops.MultiScaleDeformableAttention)
+        try:
+            from mmdet.models.losses import FocalLoss
+            types.append(FocalLoss)
+        except ImportError:  # mmdet is optional
+            pass
+    return tuple(types)
+
+
+def bf16_unsafe_modules(model: nn.Module, device_type: str) -> List[str]:
+    """'name (Type)' of each submodule of `model` that would pass bf16 tensors to an mmcv kernel lacking bf16."""
+    types = _bf16_unsafe_types(device_type)
+    return [f'{name} ({type(module).__name__})' for name, module in model.named_modules()
+            if isinstance(module, types) and getattr(module, 'use_sigmoid', True)]
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -24,8 +52,12 @@ class BF16OptimWrapper(OptimWrapper):
     """OptimWrapper whose `optim_context` autocasts the forward pass to bfloat16.
 
     Args:
-        device_type: 'cpu' or 'cuda'; by default 'cuda' when available, else 'cpu'.
-        scope: 'model' autocasts the whole forward; 'backbone' only `model.backbone`.
+        device_type: 'cpu' or 'cuda', the device the forward runs on; by default the device of the model's
+            parameters (not merely whether a GPU exists: a `--device cpu` run on a GPU machine needs 'cpu',
+            or the autocast would not touch its tensors).
+        scope: 'model' autocasts the whole forward; 'backbone' only `model.backbone`. 'model' refuses a model
+            with mmcv ops that have no bf16 kernel (RoIAlign of two-stage detectors, mmdet's FocalLoss on
+            CUDA): they would fail in the kernel.
         **kwargs: As `OptimWrapper`.
     """
 
@@ -33,27 +65,47 @@ class BF16OptimWrapper(OptimWrapper):
         super().__init__(**kwargs)
         if scope not in ('model', 'backbone'):
             raise ValueError(f"BF16OptimWrapper scope must be 'model' or 'backbone', got {scope!r}")
-        self.device_type = device_type or ('cuda' if torch.cuda.is_available() else 'cpu')
+        if device_type not in (None, 'cpu', 'cuda'):
+            raise ValueError(f"BF16OptimWrapper device_type must be 'cpu' or 'cuda' (or None), got {device_type!r}")
+        self.device_type = device_type
         self.scope = scope
+        self._checked: Optional[int] = None  # id of the model whose ops were checked for scope='model'
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
+    def autocast_device(self, model: nn.Module) -> str:
+        """`device_type` if given, else the device type of the model's first parameter ('cpu' without any)."""
+        if self.device_type is not None:
+            return self.device_type
+        param = next(model.parameters(), None)
+        return 'cpu' if param is None else param.device.type
+
+    def _check_model_scope(self, module: nn.Module, device_type: str) -> None:
+        if self._checked == id(module):
+            return
+        unsafe = bf16_unsafe_modules(module, device_type)
+        if unsafe:
+            raise ValueError(
+                f"BF16OptimWrapper(scope='model') would run bfloat16 through mmcv ops without a bfloat16 {device_type} "
+                f"kernel: {', '.join(unsafe)}. Use scope='backbone' (as tools/train.py --amp does on the CPU)"
+                + (", or AmpOptimWrapper (fp16) on CUDA" if device_type == 'cuda' else '') + '.')
+        self._checked = id(module)
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
+        module = model.module if is_model_wrapper(model) else model
+        device_type = self.autocast_device(module)
         with super().optim_context(model):
             if self.scope == 'model':
-                with self._autocast():
+                self._check_model_scope(module, device_type)
+                with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
                     yield
                 return
-            module = model.module if is_model_wrapper(model) else model
             backbone = getattr(module, 'backbone', None)
             if backbone is None:
                 raise AttributeError(f"BF16OptimWrapper(scope='backbone'): {type(module).__name__} has no backbone")
             active: List[torch.autocast] = []
 
             def enter(mod: nn.Module, args: tuple) -> None:
-                active.append(self._autocast())
+                active.append(torch.autocast(device_type=device_type, dtype=torch.bfloat16))
                 active[-1].__enter__()
 
             def leave(mod: nn.Module, args: tuple, output):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .export import is_exporting
-from .rel_pos import relative_position_index, resize_rel_pos_table
+from .rel_pos import bias_gather_index, resize_rel_pos_table
 
 __all__ = ['Attention', 'WindowAttention', 'CrossAttention', 'use_fused_attn', 'set_fused_attn']
 
@@ -109,7 +109,9 @@ class WindowAttention(Attention):
     """Self-attention inside one window with a learned Swin-style relative position bias.
 
     The bias table starts truncated-normal (std 0.02, as Swin's) and resizes itself (bicubic) when a
-    checkpoint made with another window size is loaded.
+    checkpoint made with another window size is loaded. The bias handed to SDPA is gathered straight into the
+    layout the fused CUDA kernels accept (see `bias_gather_index`): a permuted view of the table, stride h in the
+    key dimension, would send every window to the math kernel on a GPU.
 
     Args:
         window_size: Side of the square window; inputs are (B * nW, window_size**2, C).
@@ -122,7 +124,7 @@ class WindowAttention(Attention):
         self.window_size = window_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
+        self.register_buffer('bias_index', bias_gather_index(window_size, num_heads), persistent=False)  # h, N, P
         self.register_load_state_dict_pre_hook(WindowAttention._resize_table_hook)
         self.reset_table()
 
@@ -131,10 +133,15 @@ class WindowAttention(Attention):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def get_attn_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """The relative position bias of every (query, key) pair of the window, (1, h, N, N)."""
+        """The relative position bias of every (query, key) pair of the window, (1, h, N, N) in `dtype`.
+
+        One gather from the (small) table cast to `dtype`: stride 1 in the key dimension, rows padded to a multiple
+        of 8 elements. The cast comes first because `.to()` of the sliced result would copy it into a contiguous
+        (unaligned) layout.
+        """
         n = self.window_size ** 2
-        table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return table.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(dtype)  # 1, h, N, N
+        table = self.relative_position_bias_table.to(dtype).reshape(-1)  # (2w-1)^2 * h
+        return table[self.bias_index][..., :n].unsqueeze(0)  # 1, h, N, N (row stride P)
 
     @staticmethod
     def _resize_table_hook(module: 'WindowAttention', state_dict: dict, prefix: str, *args) -> None:

@@ -10,6 +10,7 @@ import argparse
 import os.path as osp
 from typing import Optional, Sequence, Tuple
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -20,7 +21,7 @@ from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
 from maformer_mm.tools.preflight import check_data
 
-__all__ = ['parse_args', 'build_config', 'main']
+__all__ = ['parse_args', 'build_config', 'apply_amp', 'main']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -38,15 +39,23 @@ def build_config(args: argparse.Namespace) -> Config:
     return _build(args)[0]
 
 
+def apply_amp(cfg: Config, device: torch.device) -> None:
+    """`--amp`: fp16 with dynamic loss scaling (mmengine's AmpOptimWrapper) on CUDA; bf16 on the CPU, where
+    mmengine's AMP cannot run, autocasting the backbone only (no mmcv kernel takes bf16) on the device of the run,
+    never on whichever device torch happens to see (a `--device cpu` run on a GPU machine autocasts the CPU)."""
+    if device.type == 'cuda':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'BF16OptimWrapper'
+        cfg.optim_wrapper.scope = 'backbone'
+        cfg.optim_wrapper.device_type = device.type
+
+
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
     cfg, layout = config_from_args(args, ('train', 'val', 'test'))
-    if args.amp:  # fp16 with loss scaling on GPUs; bf16 (no scaling needed) where mmengine's AMP cannot run
-        if args.device.type == 'cuda':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        else:  # mmcv's CPU ops take float32: autocast the backbone only
-            cfg.optim_wrapper.type = 'BF16OptimWrapper'
-            cfg.optim_wrapper.scope = 'backbone'
+    if args.amp:
+        apply_amp(cfg, args.device)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError(f'--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` in {args.config}')

@@ -12,8 +12,8 @@ from maformer_mm.layers import set_fused_attn
 from maformer_mm.models import MAFormer
 from maformer_mm.models.backbones.maformer import _KEPT_OPS
 from tests.conftest import TINY_CFG
-from tests.test_gpu.test_backbone_precision import probe_loss
 from tests.test_gpu import requires_cuda
+from tests.test_gpu.test_backbone_precision import probe_loss
 
 FUSED_ON_CUDA = {'_scaled_dot_product_flash_attention', '_scaled_dot_product_efficient_attention',
                  '_scaled_dot_product_cudnn_attention'}

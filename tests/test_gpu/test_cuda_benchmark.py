@@ -38,11 +38,15 @@ def check_rows(res: dict, sizes, precisions, detectors, det_size) -> None:
         assert r['iter_s_ratio'] == (r['iter_s'] / ref[0]['iter_s'] if ref else None)
 
 
-def test_code_paths_on_cpu(tmp_path):
+def test_code_paths_on_cpu(tmp_path, monkeypatch):
     # small: fp32 only (bf16 autocast is ~10x slower than fp32 on CPUs without bf16 units; AMP: next test),
     # one Mask R-CNN iteration without its Swin reference (the ratios then stay empty)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    rng = torch.get_rng_state()
     res = run(tmp_path, 'cpu', '--backbone-sizes', '32x48:2', '--detectors', 'MAFormer-T (window)', '--det-size',
               '64x96', '--precisions', 'fp32', '--warmup', '0', '--repeats', '1')
+    # the run leaves the pytest process as it found it
+    assert torch.backends.cudnn.benchmark is False and torch.equal(torch.get_rng_state(), rng)
     check_rows(res, [(32, 48, 2)], ['fp32'], ['MAFormer-T (window)'], (64, 96))
     assert all(r['train_peak_mib'] is None for r in res['backbones'])  # CUDA only
     # in training CPU flash attention gives the window attention's bias no gradient: math fallback
@@ -69,6 +73,19 @@ def test_amp_calls_and_optimizer_wrappers():
     assert cuda_benchmark.optim_wrapper_cfg(base, 'amp', 'cpu') == dict(base, type='BF16OptimWrapper',
                                                                         scope='backbone', device_type='cpu')
     assert cuda_benchmark.optim_wrapper_cfg(base, 'fp32', 'cuda') == base
+
+
+@pytest.mark.parametrize('before', [False, True])
+def test_process_state_is_restored_also_on_error(before, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', before)
+    rng = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match='stop'):
+        with cuda_benchmark.process_state_restored('cpu'):
+            torch.manual_seed(123)
+            torch.backends.cudnn.benchmark = not before
+            assert torch.backends.cudnn.benchmark is not before  # settable without a GPU
+            raise RuntimeError('stop')
+    assert torch.backends.cudnn.benchmark is before and torch.equal(torch.get_rng_state(), rng)
 
 
 def test_refuses_cuda_without_a_gpu(tmp_path, monkeypatch):

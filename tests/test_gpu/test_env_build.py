@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import shutil
 import subprocess
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 import torch
@@ -34,8 +35,53 @@ def test_fatbin_reader_lists_the_kernels_of_a_cuda_library():
     assert fatbin_archs(b'\0' * 64) == set()
 
 
+def gpu_capabilities() -> List[Tuple[int, int]]:
+    """The compute capability of every GPU torch sees (none without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+
+
+def build_fault(info: dict, gpus: Sequence[Tuple[int, int]]) -> Optional[str]:
+    """Why the mmcv extension described by `info` (`inspect_library`) cannot run its ops on the GPUs `gpus`
+    (their compute capabilities; empty: no GPU), or None when it can.
+
+    A GPU can run a cubin built for its own major version and a minor version up to its own, or compile PTX
+    built for a capability up to its own. A CPU-only build on a machine with a GPU is the fault this catches:
+    without it the test below passed for the wrong build.
+    """
+    archs = set(info['archs'])
+    for major, minor in gpus:
+        cubin = any(a == f'sm_{major}{m}' for a in archs for m in range(minor + 1))
+        ptx = any(a.startswith('compute_') and int(a.split('_')[1]) <= major * 10 + minor for a in archs)
+        if not cubin and not ptx:
+            built = ', '.join(sorted(archs)) or 'no CUDA kernels (a CPU-only build)'
+            return (f'{info["path"]} has {built}, but torch sees a GPU of compute capability {major}.{minor}: '
+                    f"rebuild mmcv for it with `make env` (TORCH_CUDA_ARCH_LIST='{major}.{minor}', MMCV_CUDA=1)")
+    return None
+
+
+def test_build_fault_decides_on_the_gpus_seen():
+    cpu_build = dict(path='_ext.so', archs=[])
+    assert build_fault(cpu_build, []) is None  # no GPU: a CPU-only build is right
+    fault = build_fault(cpu_build, [(9, 0)])
+    assert 'no CUDA kernels (a CPU-only build)' in fault and "TORCH_CUDA_ARCH_LIST='9.0'" in fault
+    cuda_build = dict(path='_ext.so', archs=['sm_80', 'sm_90'])
+    assert build_fault(cuda_build, [(9, 0), (8, 0)]) is None
+    assert build_fault(cuda_build, [(8, 6)]) is None  # an sm_80 cubin runs on 8.6
+    assert 'sm_80, sm_90' in build_fault(cuda_build, [(7, 5)])  # no cubin of major 7, no PTX
+    assert build_fault(cuda_build, [(10, 0)]) is not None  # cubins do not cross major versions
+    assert build_fault(dict(path='_ext.so', archs=['sm_90', 'compute_90']), [(12, 0)]) is None  # its PTX compiles
+    # the installed extension, judged as on a machine with an H200 (torch.cuda.is_available() true)
+    installed = inspect_library(mmcv_ext_path())
+    if not installed['archs']:
+        assert 'no CUDA kernels' in build_fault(installed, [(9, 0)])
+
+
 def test_the_installed_mmcv_passes_the_check_of_its_own_build():
     info = inspect_library(mmcv_ext_path())
+    fault = build_fault(info, gpu_capabilities())
+    assert fault is None, fault
     assert info['size_mib'] > 10  # the compiled ops are there
     if info['archs']:  # a CUDA build: kernels, linked against the CUDA runtime
         assert check('cuda', '')['archs'] == info['archs']
@@ -44,9 +90,8 @@ def test_the_installed_mmcv_passes_the_check_of_its_own_build():
     else:
         assert read_section(mmcv_ext_path(), '.nv_fatbin') == b'' and info['cuda_kernel_symbols'] == 0
         assert check('cpu', '')['proof'].startswith('CPU-only build')
-        if not torch.cuda.is_available():  # a CPU-only build is no CUDA build
-            with pytest.raises(SystemExit, match='lacks CUDA kernels'):
-                check('cuda', '9.0')
+        with pytest.raises(SystemExit, match='lacks CUDA kernels'):  # no GPU here (build_fault): no CUDA build
+            check('cuda', '9.0')
 
 
 def test_arch_list_and_toolkit_requirements():

@@ -69,7 +69,8 @@ def test_gld_bound_and_fp16_at_1333x800_cpu_stand_in():
 
 @requires_cuda
 def test_maformer_t_fp16_at_1333x800_on_cuda():
-    model = MAFormer(arch='tiny').cuda().train()
+    # no stochastic depth: the fp16 and the fp32 pass would drop different residual branches
+    model = MAFormer(arch='tiny', drop_path_rate=0.).cuda().train()
     model.init_weights()
     outputs = {}
     # the FC's output is the value held in fp16 under autocast (the position term adds in fp32)

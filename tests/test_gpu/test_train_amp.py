@@ -2,10 +2,12 @@
 Mask R-CNN MAFormer-T for a few iterations with finite losses; the checkpoint holds its loss scaler."""
 import json
 import math
+import pickle
 
+import pytest
 import torch
 
-import maformer_mm  # noqa: F401  (torch's safe loader reads mmengine checkpoints)
+from maformer_mm.checkpoint import load_mmengine_checkpoint
 from tests.helpers import DEMO_DET_CONFIG, REPO, run_tool
 from tests.test_gpu import requires_cuda
 
@@ -34,6 +36,24 @@ def test_train_amp_on_cuda(tmp_path):
     scalars = [json.loads(line) for line in next(work.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     losses = [s['loss'] for s in scalars if 'loss' in s]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)  # 2 epochs x 4 iterations
-    ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu')
+    # torch.load refuses the message hub of an mmengine checkpoint (weights_only); the project's loader admits it
+    ckpt = load_mmengine_checkpoint(work / 'epoch_2.pth', map_location='cpu')
     assert 'loss_scaler' in ckpt['optimizer'] and ckpt['optimizer']['loss_scaler']['scale'] > 0
     assert ckpt['meta']['iter'] == 8
+
+
+def test_amp_checkpoint_reads_cpu_stand_in(tmp_path):
+    """What the CUDA test reads back: an mmengine checkpoint with its message hub and the AmpOptimWrapper's loss
+    scaler. torch.load (weights only) refuses the hub's HistoryBuffers; load_mmengine_checkpoint reads it all."""
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_instance('amp_checkpoint_stand_in')
+    hub.update_scalar('train/loss', 1.5)
+    scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)
+    path = tmp_path / 'epoch_2.pth'
+    torch.save(dict(meta=dict(iter=8), state_dict={}, message_hub=hub.state_dict(),
+                    optimizer=dict(state={}, param_groups=[], loss_scaler=scaler.state_dict())), path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, map_location='cpu')
+    ckpt = load_mmengine_checkpoint(path, map_location='cpu')
+    assert ckpt['optimizer']['loss_scaler']['scale'] == 1024.0 and ckpt['meta']['iter'] == 8

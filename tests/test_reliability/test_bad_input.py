@@ -150,6 +150,7 @@ def test_bf16_amp_training_keeps_gld_and_fusion_finite(workspace):
 
 def test_amp_flag_picks_bf16_on_cpu(workspace, tmp_path):
     root, config = workspace
-    proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', tmp_path / 'amp', '--amp'], cwd=tmp_path)
+    proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', tmp_path / 'amp', '--amp', '--device', 'cpu'],
+                    cwd=tmp_path)  # --device cpu: on a GPU machine the default device is cuda (fp16 AMP)
     assert "type='BF16OptimWrapper'" in proc.stdout + proc.stderr
     assert (tmp_path / 'amp' / 'epoch_1.pth').is_file()

@@ -16,8 +16,8 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 from ...checkpoint import load_backbone_checkpoint
+from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 
 __all__ = ['MAFormer', 'MAFormerStage']
 
@@ -28,12 +28,18 @@ _Size = Union[int, Tuple[int, int]]
 # (projections, MLP, norms, GLD) is recomputed in the backward pass. The kernels are most of a block's
 # compute, but their outputs are small (the result and one log-sum-exp per query, never the N x M
 # weights), so keeping them keeps most of the memory saving for a fraction of the re-forward time.
-# Every fused kernel that SDPA may pick is listed: flash (CPU; CUDA in fp16/bf16 without a bias, i.e.
-# global and cross-attention), memory-efficient (CUDA: the window attention with its float bias, and
-# fp32), cuDNN and the backend-neutral overrideable op. The math fallback is no single op: it runs as
-# matmuls and a softmax whose N x M weights are the very memory checkpointing frees, so it is
-# recomputed. It serves what no fused kernel takes: on CPU the window attention in training (CPU flash
-# attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
+# Every fused kernel torch 2.13's SDPA may pick is listed (the policy sees these top-level ops; the
+# kernels they call run below the dispatcher). On CUDA it tries, in order, cuDNN (first only on sm90/sm100
+# with cuDNN > 9.15, as torch 2.13's CUDA 13 wheels bring), flash, memory-efficient, math:
+# - cuDNN: fp16/bf16, a mask only if it needs no gradient (`check_attn_mask_shape`): the window attention in
+#   inference; global and cross-attention under AMP where it comes first.
+# - flash: fp16/bf16 without a mask: global and cross-attention under AMP.
+# - memory-efficient: fp32 too, and a float bias with a gradient: the window attention in training, and fp32.
+#   The bias must have stride 1 in its last dimension, or all three are rejected (`WindowAttention`).
+# - the CPU's flash kernel (`..._for_cpu`), and the backend-neutral overrideable op.
+# The math fallback is no single op: it runs as matmuls and a softmax whose N x M weights are the very memory
+# checkpointing frees, so it is recomputed. It serves what no fused kernel takes: on CPU the window attention in
+# training (CPU flash attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
 _KEPT_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
     '_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention',
     '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention',
