@@ -143,11 +143,14 @@ def test_the_tool_exits_with_an_error_when_verify_fails(configs, tmp_path, monke
     assert 'VERIFY FAILED' in capsys.readouterr().err
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match='--shape'):
-        tool._size([0, 64])
+def test_bad_arguments_are_named(tmp_path):
+    out = ['--out', str(tmp_path / 'x.onnx')]
+    with pytest.raises(ValueError, match=r'--shape takes H W or one side, positive, got \[0, 64\]'):
+        tool.main(['no_config.py', '--shape', '0', '64', *out])
+    with pytest.raises(ValueError, match='--shape takes H W or one side'):
+        tool.main(['no_config.py', '--shape', '64', '64', '64', *out])
     with pytest.raises(ValueError, match='--verify-shapes'):
-        tool._pairs([45, 121, 130])
+        tool.main(['no_config.py', '--shape', '64', '--verify-shapes', '45', '121', '130', *out])
 
 
 @pytest.mark.parametrize('size', [1, 2, 3, 6])
