@@ -16,7 +16,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 KEY := $(shell cat requirements.txt setup.py | sha256sum | cut -c1-16)
-BUILD_PKGS := $(shell grep -E '^(torch|torchvision|setuptools|wheel|ninja)=' requirements.txt | sed 's/ *\#.*//')
+BUILD_PKGS := $(shell grep -E '^(torch|torchvision|setuptools|wheel|ninja|pyelftools)=' requirements.txt | sed 's/ *\#.*//')
 MMCV_PIN := $(shell grep -E '^mmcv==' requirements.txt | sed 's/ *\#.*//')
 ENV_TOOL := tools/env/mmcv_build.py
 REQUIREMENTS := requirements.txt

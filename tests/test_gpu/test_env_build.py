@@ -13,8 +13,9 @@ import torch
 import torchvision
 
 from tests.helpers import REPO
-from tools.env.mmcv_build import (check, fatbin_archs, inspect_library, link_cuda_runtime, merge_tree,
-                                  mmcv_ext_path, read_section, required_archs, toolkit_requirements)
+from tools.env.mmcv_build import (check, elf_sections, fatbin_archs, inspect_library, link_cuda_runtime,
+                                  links_and_symbols, merge_tree, mmcv_ext_path, read_section, required_archs,
+                                  toolkit_requirements)
 
 GPU_DRIVER = any(osp.exists(p) for p in ('/dev/nvidiactl', '/dev/dxg'))
 
@@ -191,3 +192,13 @@ def test_make_torch_cuda12_variant_and_bad_values(make_dry_run):
                                ({'TORCH_CUDA': 'cu130'}, "TORCH_CUDA selects torch's CUDA 12 builds")):
         bad = make_dry_run(**variables)
         assert bad.returncode != 0 and message in bad.stderr
+
+
+def test_the_elf_reader_finds_the_extensions_links_sections_and_symbols():
+    """pyelftools reads what the build check relies on, from this environment's real extension (CPU or CUDA)."""
+    path = mmcv_ext_path()
+    needed, symbols = links_and_symbols(path)
+    assert 'libtorch_cpu.so' in needed and 'libc10.so' in needed
+    assert any('roi_align_forward' in s for s in symbols)
+    sections = elf_sections(path)
+    assert sections['.text'][1] > 0 and read_section(path, '.no_such_section') == b''

@@ -7,8 +7,8 @@ torch's CUDA, and a check that proves which build of `mmcv._ext` was made.
     python tools/env/mmcv_build.py check cuda [--archs L]  # GPU: the ops on CUDA tensors; no GPU: CUDA kernels for L
     python tools/env/mmcv_build.py inspect [LIB]           # CUDA evidence of a shared library (default: mmcv._ext)
 
-`inspect` and the ELF readers below use the standard library only: `cuobjdump` is not in the toolkit's
-wheels, so the kernels are read from the `.nv_fatbin` section directly.
+ELF sections and symbols are read with pyelftools. `cuobjdump` is not in the toolkit's wheels, so the kernels'
+architectures are read from the fat binary in the `.nv_fatbin` section directly (its format is below).
 """
 import argparse
 import glob
@@ -23,6 +23,8 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from elftools.elf.elffile import ELFFile
+
 # The fat binary that nvcc embeds in `.nv_fatbin`: a sequence of containers, each a 16-byte header
 # (magic, version, header size, size of the entries) followed by entries. Every entry is one compiled
 # kernel image: kind 1 is PTX, kind 2 an ELF cubin, and its target architecture (75, 90, 120, ...) sits
@@ -33,28 +35,16 @@ FATBIN_PTX, FATBIN_CUBIN = 1, 2
 
 # ----------------------------------------------------------------------------------------------- ELF
 def elf_sections(path: str) -> Dict[str, Tuple[int, int]]:
-    """name -> (file offset, size) of every section of a 64-bit little-endian ELF file."""
+    """name -> (file offset, size) of every section of an ELF file (read with pyelftools)."""
     with open(path, 'rb') as f:
-        head = f.read(64)
-        if head[:4] != b'\x7fELF' or head[4] != 2 or head[5] != 1:
-            raise ValueError(f'{path} is not a 64-bit little-endian ELF file')
-        shoff, = struct.unpack_from('<Q', head, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from('<HHH', head, 0x3A)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        headers = [struct.unpack_from('<IIQQQQ', table, i * shentsize) for i in range(shnum)]
-        names_off, names_size = headers[shstrndx][4], headers[shstrndx][5]
-        f.seek(names_off)
-        names = f.read(names_size)
-    return {names[h[0]:names.index(b'\0', h[0])].decode(): (h[4], h[5]) for h in headers}
+        return {section.name: (section['sh_offset'], section['sh_size']) for section in ELFFile(f).iter_sections()}
 
 
 def read_section(path: str, name: str) -> bytes:
     """The bytes of one section; b'' when the file has no such section."""
-    offset, size = elf_sections(path).get(name, (0, 0))
     with open(path, 'rb') as f:
-        f.seek(offset)
-        return f.read(size)
+        section = ELFFile(f).get_section_by_name(name)
+        return section.data() if section is not None else b''
 
 
 def fatbin_archs(data: bytes) -> Set[str]:
@@ -79,20 +69,16 @@ def fatbin_archs(data: bytes) -> Set[str]:
     return archs
 
 
-def _symbol_names(path: str, table: str, strings: str) -> List[str]:
-    """The names in one ELF symbol table (`.dynsym` with `.dynstr`, `.symtab` with `.strtab`)."""
-    text = read_section(path, strings)
-    return [text[name:text.index(b'\0', name)].decode(errors='replace')
-            for name, *_ in struct.iter_unpack('<IBBHQQ', read_section(path, table)) if name]
-
-
 def links_and_symbols(path: str) -> Tuple[List[str], List[str]]:
     """(the libraries the file needs, the names in its dynamic and static symbol tables). The kernels'
     host stubs are local symbols: only the static table (`.symtab`, absent from stripped files) has them."""
-    strings = read_section(path, '.dynstr')
-    needed = [strings[val:strings.index(b'\0', val)].decode()
-              for tag, val in struct.iter_unpack('<qQ', read_section(path, '.dynamic')) if tag == 1]  # DT_NEEDED
-    return needed, _symbol_names(path, '.dynsym', '.dynstr') + _symbol_names(path, '.symtab', '.strtab')
+    with open(path, 'rb') as f:
+        elf = ELFFile(f)
+        dynamic = elf.get_section_by_name('.dynamic')
+        needed = [tag.needed for tag in dynamic.iter_tags('DT_NEEDED')] if dynamic is not None else []
+        symbols = [symbol.name for table in ('.dynsym', '.symtab') if elf.get_section_by_name(table) is not None
+                   for symbol in elf.get_section_by_name(table).iter_symbols() if symbol.name]
+    return needed, symbols
 
 
 def inspect_library(path: str) -> dict:
