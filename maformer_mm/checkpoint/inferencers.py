@@ -16,7 +16,9 @@ Runner saves); and a tensor whose shape still differs from the model's is an err
 a warning. mmpretrain's ImageClassificationInferencer has its own base class and never reads a saved config;
 tools/infer.py fits its heads the same way (`fit_heads`, `check_fits`).
 """
-from typing import Any, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -26,7 +28,8 @@ from .config_text import ConfigTextError, config_as_text, defuse_config_texts, r
 from .remote import read_checkpoint
 from .safe_load import DOCS
 
-__all__ = ['saved_config', 'checkpoint_classes', 'fit_heads', 'check_fits', 'install_inferencer_checks']
+__all__ = ['saved_config', 'checkpoint_classes', 'fit_heads', 'check_fits', 'preloaded_checkpoint',
+           'install_inferencer_checks']
 
 # Where mmengine's inferencer looks for a saved config, in its order.
 _SAVED_CONFIGS = (('message_hub', 'runtime_info', 'cfg'), ('meta', 'cfg'))
@@ -121,11 +124,29 @@ def check_fits(model: nn.Module, checkpoint: Any, source: str, cfg: Config) -> N
             + '. Give the config the checkpoint was trained with; nothing was loaded') from None
 
 
+_PRELOADED: ContextVar[Optional[Tuple[str, Any]]] = ContextVar('maformer_mm_preloaded_checkpoint', default=None)
+
+
+@contextmanager
+def preloaded_checkpoint(path: str, checkpoint: Any) -> Iterator[None]:
+    """Within the block, an inferencer given `weights=path` uses `checkpoint` (read already, e.g. by tools/infer.py
+    to check its classes) instead of reading the file again."""
+    token = _PRELOADED.set((str(path), checkpoint))
+    try:
+        yield
+    finally:
+        _PRELOADED.reset(token)
+
+
 def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu') -> nn.Module:
     """mmengine's `BaseInferencer._init_model` with the checkpoint read as data, a saved config only as data,
     heads fitted to the checkpoint's classes and a strict shape check before the weights are loaded."""
     from mmengine.registry import MODELS
-    checkpoint = read_checkpoint(weights, map_location='cpu') if weights is not None else None
+    held = _PRELOADED.get()
+    if held is not None and weights is not None and held[0] == str(weights):
+        checkpoint = held[1]
+    else:
+        checkpoint = read_checkpoint(weights, map_location='cpu') if weights is not None else None
     if not cfg:
         if checkpoint is None:
             raise ValueError('an inferencer without a config needs weights that carry one; give the config file')
