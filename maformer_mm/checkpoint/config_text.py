@@ -143,7 +143,8 @@ def _node(checkpoint: Any, keys: Tuple[str, ...]) -> Tuple[Optional[dict], Any]:
 def defuse_config_texts(checkpoint: Any) -> Any:
     """Replaces the config texts that mmengine would parse by texts written here from their values, in place.
 
-    `meta['config']` (read by `Runner.resume` for `gpu_ids` only) becomes `gpu_ids = [...]`; the inferencers' texts
+    `meta['config']` (read by `Runner.resume` for `gpu_ids` only) becomes `gpu_ids = [...]`, or goes when the text
+    states none; the inferencers' texts
     become `config_as_text` of their values when they are plain data whose `custom_imports` name imported modules
     only. A text that is not plain data is removed: it is never parsed, and the load does not fail because of it.
     """
@@ -158,7 +159,7 @@ def defuse_config_texts(checkpoint: Any) -> Any:
         if values is not None and keys == RESUME_CONFIG:
             gpu_ids = values.get('gpu_ids')
             keep = isinstance(gpu_ids, (list, tuple)) and all(type(i) is int for i in gpu_ids)
-            values = {'gpu_ids': list(gpu_ids)} if keep else {}
+            values = {'gpu_ids': list(gpu_ids)} if keep else None
         elif values is not None and unimported_modules(values):
             values = None
         if values is None:
