@@ -1,10 +1,10 @@
 """Loading MAFormer backbone weights from any checkpoint form, strictly reported.
 
-`load_backbone_checkpoint` reads a checkpoint as data with the reader behind `--resume` (`load_mmengine_checkpoint`:
-plain weights, training checkpoints of mmengine, mmdet, mmseg and mmpretrain, .safetensors files; URLs and hub
-names through `remote.read_checkpoint`), loads its backbone tensors into a model (resizing of relative-position tables and GLD
-layers happens in the modules' load_state_dict pre-hooks), logs what was missing or unexpected, and raises
-when nothing matched or a shape does not fit. Never a silent partial load.
+`load_backbone_checkpoint` reads a checkpoint as data with the reader behind `--resume`
+(`load_mmengine_checkpoint`: plain weights, training checkpoints of mmengine, mmdet, mmseg and mmpretrain,
+.safetensors files; URLs and hub names through `remote.read_checkpoint`), loads its backbone tensors into a model
+(resizing of relative-position tables and GLD layers happens in the modules' load_state_dict pre-hooks), logs what
+was missing or unexpected, and raises when nothing matched or a shape does not fit. Never a silent partial load.
 """
 import os.path as osp
 import re

@@ -18,7 +18,6 @@ import tarfile
 import types
 from typing import Any, Dict, Mapping
 
-import torch
 import torch._weights_only_unpickler as _torch_unpickler
 from torch import serialization
 

@@ -112,9 +112,10 @@ def test_a_checkpoint_without_classes_that_does_not_fit_is_refused_naming_both(t
     bare = tmp_path / 'weights_only.pth'
     torch.save({'state_dict': load_mmengine_checkpoint(checkpoint)['state_dict']}, bare)
     with pytest.raises(ValueError, match=rf'checkpoint {bare} does not fit the model built for {config}: '
-                                         r'roi_head.bbox_head.fc_cls.weight is \(5, 64\) in the checkpoint, \(81, 64\) '
-                                         r'here.*The checkpoint records no classes \(no meta.dataset_meta\); the config '
-                                         r'has model.roi_head.bbox_head.num_classes = 80.* and 80 classes \(person, '
+                                         r'roi_head.bbox_head.fc_cls.weight is \(5, 64\) in the checkpoint, '
+                                         r'\(81, 64\) here.*The checkpoint records no classes \(no '
+                                         r'meta.dataset_meta\); the config has model.roi_head.bbox_head.num_classes '
+                                         r'= 80.* and 80 classes \(person, '
                                          r'bicycle.*nothing was loaded'):
         DetInferencer(model=str(config), weights=str(bare), device='cpu')
     infer_tool.infer(str(data / 'val2017'), str(config), str(bare), str(tmp_path / 'out'), 0.0, 'cpu',

@@ -105,6 +105,13 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
             + build(call(glob('numpy', 'dtype'), text('O8'), b'\x89', b'\x88'),
                     b'(' + integer(3) + text('|') + b'NNN' + integer(-1) + integer(-1) + integer(63) + b't')
             + b'\x89' + b']' + text('anything') + b'a' + b't')),
+        # A numpy scalar whose dtype's state carries a function in its metadata (dtype equality ignores metadata).
+        'callable_in_scalar_dtype_metadata': checkpoint_with(call(
+            glob('numpy._core.multiarray', 'scalar'),
+            build(call(glob('numpy', 'dtype'), text('f8'), b'\x89', b'\x88'),
+                  b'(' + integer(4) + text('<') + b'NNN' + integer(-1) + integer(-1) + integer(0)
+                  + dict_(text('hidden'), glob('_codecs', 'encode')) + b't'),
+            call(glob('_codecs', 'encode'), text('\x00' * 8), text('latin1')))),
         # ... and by calling the ndarray class with dtype 'O'.
         'object_array_by_constructor': checkpoint_with(
             call(glob('numpy', 'ndarray'), b'(' + integer(1) + b't', text('O'))),
@@ -113,7 +120,7 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
 
 CRAFTED_NAMES = ('exec_via_counter', 'exec_via_history_buffer', 'callable_in_counter_state',
                  'torch_callable_in_counter_state', 'callable_in_history_buffer_state', 'object_array',
-                 'object_array_by_constructor')
+                 'callable_in_scalar_dtype_metadata', 'object_array_by_constructor')
 
 
 class _RawPickler:

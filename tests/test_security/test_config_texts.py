@@ -98,8 +98,9 @@ def test_loads_defuse_the_texts_and_never_fail_because_of_them(tmp_path):
 
 def test_an_inferencer_uses_a_saved_config_only_as_data(tmp_path):
     marker = tmp_path / 'payload_ran'
-    with pytest.raises(ValueError, match=r'ckpt: its saved config \(message_hub.runtime_info.cfg\) was not used: line 1 '
-                                         r'holds template syntax.*Give the config file the checkpoint was trained with'):
+    with pytest.raises(ValueError, match=r'ckpt: its saved config \(message_hub.runtime_info.cfg\) was not used: '
+                                         r'line 1 holds template syntax.*Give the config file the checkpoint was '
+                                         r'trained with'):
         saved_config(with_config_texts({}, config_template(marker)), 'ckpt')
     with pytest.raises(ValueError, match=r"imports \['my_team_plugin'\] \(custom_imports\), which this process has not "
                                          r'imported. Import them yourself if you trust them'):

@@ -35,6 +35,8 @@ REFUSALS = {
     'callable_in_history_buffer_state': ('mmengine.logging.history_buffer.HistoryBuffer',
                                          r"statistics method 'mean' bound to the function _codecs.encode"),
     'object_array': ('numpy._core.multiarray._reconstruct', r"numpy.dtype\('O8'"),
+    'callable_in_scalar_dtype_metadata': ('numpy._core.multiarray.scalar',
+                                          r'the checkpoint builds a numpy scalar from \(a numpy.dtypes.Float64DType'),
     'object_array_by_constructor': ('numpy.ndarray', r'a numpy array of dtype object at '
                                                      r"checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]"),
 }
@@ -205,12 +207,44 @@ def _with_attribute(value, name, attribute):
                                                             r"\['extra'\]"),
     (np.zeros(2, dtype=np.float32), r"numpy.dtype\('f4'"),
     (np.zeros(2, dtype=[('a', 'f8')]), r'numpy.dtype'),
+    (np.zeros(2, dtype=np.dtype('f8', metadata={'hidden': codecs.encode})),
+     r"a numpy array of dtype float64 with dtype metadata at checkpoint\['x'\]"),
+    ({'a': [({'b': (1, {2, codecs.encode})},)]},  # (a set has no order: the last index is 0 or 1)
+     r"the function _codecs.encode at checkpoint\['x'\]\['a'\]\[0\]\[0\]\['b'\]\[1\]\[[01]\]"),
+    (_with_attribute(OrderedDict(w=torch.ones(1)), '_metadata', {'': {'version': codecs.encode}}),
+     r"the function _codecs.encode at checkpoint\['x'\]._metadata\[''\]\['version'\]"),
 ], ids=['ordered_dict_attribute', 'function_in_counter', 'class_as_value', 'tensor_attribute',
-        'history_buffer_attribute', 'float32_array', 'structured_array'])
+        'history_buffer_attribute', 'float32_array', 'structured_array', 'dtype_metadata', 'nested_containers',
+        'state_dict_metadata'])
 def test_unexpected_state_is_refused_naming_the_file_and_what_was_found(tmp_path, value, found):
+    """No callable survives a load, wherever it hides: a dtype's state (its metadata; for scalars see
+    crafted.py), a state dict's metadata, containers nested in any order."""
     path = _saved(tmp_path, value)
-    with pytest.raises(UnsafeCheckpointError, match=rf'{path} was refused.*{found}'):
+    with pytest.raises(UnsafeCheckpointError, match=rf'{path} was refused.*{found}') as error:
         load_mmengine_checkpoint(path)
+    assert_clear_refusal(str(error.value))
+
+
+def test_torchs_advice_never_reaches_a_refusal(crafted, no_forced_unsafe_load):
+    """torch.load's own message, with its blank lines and bold advice, reduced to the finding."""
+    from maformer_mm.checkpoint.unpickle import torch_detail
+    with pytest.raises(Exception) as error:
+        torch.load(crafted[0]['exec_via_counter'])
+    assert 'weights_only' in str(error.value) and '\n\n' in str(error.value)  # what torch 2.13 writes
+    assert torch_detail(str(error.value)) == ('Unsupported global: GLOBAL getattr was not an allowed global by '
+                                              'default.')
+
+
+def test_legacy_files_load_and_torchscript_archives_are_refused(tmp_path):
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.arange(3.)}}, legacy, _use_new_zipfile_serialization=False)
+    for load in (load_weights, load_mmengine_checkpoint):
+        assert torch.equal(load(legacy)['state_dict']['w'], torch.arange(3.))
+    scripted = tmp_path / 'scripted.pth'
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    with pytest.raises(UnsafeCheckpointError, match=r'scripted.pth was refused while unpickling: it is a TorchScript '
+                                                    r'archive'):
+        load_mmengine_checkpoint(scripted)
 
 
 def test_a_process_wide_binding_widens_no_load(tmp_path, no_forced_unsafe_load):

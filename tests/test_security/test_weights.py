@@ -78,7 +78,8 @@ def test_converter_refuses_a_crafted_source_and_asks_for_trust_only_for_foreign_
     torch.save({'state_dict': {'patch_embed.proj.weight': torch.ones(16, 3, 4, 4)},
                 'args': argparse.Namespace(lr=1e-3)}, timm)
     with pytest.raises(SystemExit, match=r"GLOBAL argparse\.Namespace .*This looks like a checkpoint of timm's "
-                                         r'train\.py.*convert_checkpoint\.py .*timm_train\.pth OUT\.safetensors --trust'):
+                                         r'train\.py.*convert_checkpoint\.py .*timm_train\.pth OUT\.safetensors '
+                                         r'--trust'):
         _convert([timm, tmp_path / 'w.pth'])
     _convert([timm, tmp_path / 'w.pth', '--trust'])
     assert 'WARNING: --trust: ' in capsys.readouterr().err
