@@ -1,20 +1,22 @@
 """Loading MAFormer backbone weights from any checkpoint form, strictly reported.
 
-`load_backbone_checkpoint` reads a file as plain data (`safe_load.load_weights`: tensors and plain
-containers, or a .safetensors file), loads it into a model (resizing of relative-position tables and GLD
-layers happens in the modules' load_state_dict pre-hooks), logs what was missing or unexpected, and raises
-when nothing matched or a shape does not fit. Never a silent partial load.
+`load_backbone_checkpoint` reads a checkpoint as data with the reader behind `--resume`
+(`load_mmengine_checkpoint`: plain weights, training checkpoints of mmengine, mmdet, mmseg and mmpretrain,
+.safetensors files; URLs and hub names through `remote.read_checkpoint`), loads its backbone tensors into a model
+(resizing of relative-position tables and GLD layers happens in the modules' load_state_dict pre-hooks), logs what
+was missing or unexpected, and raises when nothing matched or a shape does not fit. Never a silent partial load.
 """
 import os.path as osp
 import re
 from typing import Mapping, Optional
-from urllib.parse import urlparse
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .safe_load import load_weights
+from .convert import map_timm_key
+from .remote import read_checkpoint
+from .safe_load import load_mmengine_checkpoint
 from .state_dict import backbone_state_dict
 
 __all__ = ['load_backbone_state_dict', 'load_backbone_checkpoint']
@@ -30,8 +32,12 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Te
     model_keys = set(model.state_dict())
     if not model_keys & set(state_dict):
         sample = ', '.join(list(state_dict)[:5]) or 'none'
-        raise KeyError(f'{source}: no key matches {type(model).__name__} (first checkpoint keys: {sample}); '
-                       'is it a checkpoint of this backbone, or does it need `prefix=`?')
+        if any(map_timm_key(k) for k in state_dict):  # timm's names for these layers: the converter renames them
+            advice = (f'its keys are in timm\'s naming; write them in this project\'s once with `python '
+                      f'tools/convert_checkpoint.py {source} OUT.safetensors`')
+        else:
+            advice = 'is it a checkpoint of this backbone, or does it need `prefix=`?'
+        raise KeyError(f'{source}: no key matches {type(model).__name__} (first checkpoint keys: {sample}); {advice}')
     try:
         result = model.load_state_dict(dict(state_dict), strict=False)
     except RuntimeError as error:
@@ -50,28 +56,15 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Te
     return result
 
 
-def _downloaded(url: str) -> str:
-    """The local copy of an http(s) checkpoint in torch hub's cache (downloaded once), read like any file."""
-    name = osp.basename(urlparse(url).path)
-    path = osp.join(torch.hub.get_dir(), 'checkpoints', name)
-    if not osp.isfile(path):
-        print_log(f'Downloading {url} to {path}', logger='current')
-        torch.hub.download_url_to_file(url, path)
-    return path
-
-
 def load_backbone_checkpoint(model: nn.Module, filename: str, prefix: Optional[str] = None,
                              map_location: str = 'cpu') -> 'torch.nn.modules.module._IncompatibleKeys':
-    """Reads `filename` (a path or an http(s) URL; any form `backbone_state_dict` accepts, as plain data) and
-    loads it into `model`."""
+    """Reads `filename` (a path, a URL or a hub name such as `open-mmlab://...`; any form `backbone_state_dict`
+    accepts, training checkpoints included, as data) and loads its backbone tensors into `model`."""
     filename = str(filename)
-    path = filename
     if '://' in filename:
-        if urlparse(filename).scheme not in ('http', 'https'):
-            raise ValueError(f'{type(model).__name__} pretrained checkpoint {filename}: only local paths and '
-                             'http(s) URLs are read; download the file and give its path')
-        path = _downloaded(filename)
+        checkpoint = read_checkpoint(filename, map_location=map_location)
     elif not osp.isfile(filename):
         raise FileNotFoundError(f'{type(model).__name__} pretrained checkpoint not found: {filename}')
-    checkpoint = load_weights(path, map_location=map_location)
+    else:
+        checkpoint = load_mmengine_checkpoint(filename, map_location=map_location)
     return load_backbone_state_dict(model, backbone_state_dict(checkpoint, prefix), source=filename)

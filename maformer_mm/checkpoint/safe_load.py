@@ -1,17 +1,14 @@
-"""Reading checkpoints as data: torch's weights-only unpickler, widened for one load at a time, then checked.
+"""Reading checkpoints as data: torch's weights-only unpickler with an allow-list of our own per kind of load, then a
+check of everything that was read.
 
-Two settings, both `torch.load(weights_only=True)`, never full unpickling:
+Two settings, both torch's weights-only unpickler (`unpickle`), never full unpickling, and neither reads or changes
+torch's process-wide allow-list (`torch.serialization.add_safe_globals`), so loads in threads are independent:
 
-- `load_weights` (backbone weights: `init_cfg=dict(type='Pretrained', ...)`, tools/convert_checkpoint.py)
-  adds nothing to torch's allow-list and accepts tensors and plain containers only.
-- `load_mmengine_checkpoint` (mmengine training checkpoints: `--resume`, `load_from`, tools/test.py, the
-  inferencers) admits, for the duration of that one load, what mmengine 0.10.7 writes besides tensors: its
-  message hub's `HistoryBuffer` objects and their numpy arrays and scalars. `collections.Counter` and
+- `load_weights` (strict: plain weights) admits torch's own list only: tensors and plain containers.
+- `load_mmengine_checkpoint` (mmengine and mmpretrain training checkpoints: `--resume`, `load_from`, tools/test.py,
+  the inferencers, backbone `init_cfg`, tools/convert_checkpoint.py) admits besides what mmengine 0.10.7 writes:
+  its message hub's `HistoryBuffer` objects and their numpy arrays and scalars. `collections.Counter` and
   `OrderedDict` are on torch's own list already.
-
-`import maformer_mm` installs `load_from_local` as mmengine's loader for local files (`CheckpointLoader` picks
-a loader by path prefix; '' is the local one), so the Runner's resume and `load_from`, mmengine's inferencers
-and mmdet's/mmseg's stock tools all read through it. torch's process-wide allow-list is never changed.
 
 What is admitted is bound to checking stand-ins, never to functions that can return arbitrary objects:
 - A HistoryBuffer pickles its statistics methods as `getattr(HistoryBuffer, 'mean')` (pickle protocol 2 writes
@@ -23,30 +20,28 @@ What is admitted is bound to checking stand-ins, never to functions that can ret
   (`float64`, `int64`); object and structured dtypes never.
 
 After every load `check_checkpoint` walks the result and refuses anything that is not plain data: callables
-anywhere, instance attributes on containers and tensors, a HistoryBuffer with other attributes than its own,
-numpy arrays of other dtypes, and config texts that mmengine would run (`Runner.resume` executes
-`meta['config']`; an inferencer built without a config executes the saved `cfg`). Errors name the file and what
-was found where.
+anywhere, instance attributes on containers and tensors, a HistoryBuffer with other attributes than its own, numpy
+arrays of other dtypes or with dtype metadata. Errors name the file, what was found where, and what to do.
+Config texts inside checkpoints are data here; `config_text` keeps mmengine from parsing them.
 """
-import ast
 import os
 import os.path as osp
 import pickle
-import sys
 import types
 from collections import Counter, OrderedDict
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['UnsafeCheckpointError', 'load_weights', 'load_mmengine_checkpoint', 'load_from_local',
-           'check_checkpoint', 'mmengine_checkpoint_globals', 'install_mmengine_loader', 'MMENGINE_GLOBAL_NAMES',
-           'ADMITTED_DTYPES']
+from .unpickle import Admitted, torch_detail, unpickle
 
-_README = 'see "Checkpoints and safety" in the maformer_mm README'
+__all__ = ['UnsafeCheckpointError', 'load_weights', 'load_mmengine_checkpoint', 'check_checkpoint',
+           'MMENGINE_GLOBAL_NAMES', 'ADMITTED_DTYPES', 'DOCS']
+
+DOCS = 'docs/checkpoints_and_safety.md'
+_README = f'see {DOCS} in maformer_mm'
 _STATISTICS = ('min', 'max', 'current', 'mean')  # what HistoryBuffer registers itself
 ADMITTED_DTYPES = tuple(np.dtype(t) for t in ('float64', 'int64'))  # HistoryBuffer logs and counts, scalars
 _NUMPY_SCALARS = tuple(d.type for d in ADMITTED_DTYPES)
@@ -55,8 +50,6 @@ _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray
 _TORCH_VALUES = frozenset({torch.device, torch.dtype, torch.layout, torch.memory_format, torch.qscheme})
 _SEQUENCES = frozenset({list, tuple, set, torch.Size})
 _CONTAINER_ATTRS = {dict: frozenset(), OrderedDict: frozenset({'_metadata'}), Counter: frozenset()}
-# Strings in mmengine checkpoints that mmengine parses as Python config files (`Config.fromstring`).
-_CONFIG_TEXTS = (('meta', 'config'), ('meta', 'cfg'), ('message_hub', 'runtime_info', 'cfg'))
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -81,7 +74,7 @@ def _describe(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Stand-ins bound to the names mmengine checkpoints use, admitted only during `mmengine_checkpoint_globals`.
+# Stand-ins bound to the names mmengine checkpoints use, admitted for mmengine checkpoint loads only.
 
 class _HistoryBufferState(HistoryBuffer):
     """mmengine's HistoryBuffer while a checkpoint loads: takes a checked state, never touches the class."""
@@ -118,7 +111,10 @@ def _multiarray() -> types.ModuleType:
 
 
 def _admitted_dtype(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.fields is None and not dtype.hasobject and dtype in ADMITTED_DTYPES
+    """One of ADMITTED_DTYPES exactly: no fields, no sub-array, no object, no metadata (a dtype's state may carry a
+    metadata dict holding anything, and dtype equality ignores it)."""
+    return (isinstance(dtype, np.dtype) and dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
+            and dtype.metadata is None and dtype in ADMITTED_DTYPES)
 
 
 def _numpy_dtype(*args: Any) -> np.dtype:
@@ -146,7 +142,7 @@ def _numpy_scalar(*args: Any) -> np.generic:
 
 
 def _mmengine_globals() -> List[Tuple[Any, str]]:
-    """(object, pickled name) pairs for torch's safe-globals API."""
+    """(object, pickled name) pairs admitted for mmengine checkpoints."""
     entries = [(_HistoryBufferState, f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname__}'),
                (_history_buffer_method, 'builtins.getattr'), (_numpy_dtype, 'numpy.dtype'),
                (np.ndarray, 'numpy.ndarray')]
@@ -159,33 +155,14 @@ def _mmengine_globals() -> List[Tuple[Any, str]]:
 
 
 MMENGINE_GLOBAL_NAMES = frozenset(name for _, name in _mmengine_globals())
-
-
-def _global_name(entry: Union[Callable, Tuple[Callable, str]]) -> Tuple[Any, str]:
-    if isinstance(entry, tuple):
-        return entry[0], entry[1]
-    return entry, f'{entry.__module__}.{entry.__qualname__}'
-
-
-@contextmanager
-def mmengine_checkpoint_globals() -> Iterator[None]:
-    """Admits what mmengine checkpoints hold to torch's weights-only unpickler for the `with` block only.
-
-    Raises `UnsafeCheckpointError` when torch's process-wide allow-list (`add_safe_globals` elsewhere in the
-    process) already binds one of these names to something else: which of the two torch would use is undefined.
-    """
-    ours = _mmengine_globals()
-    bound = dict((name, obj) for obj, name in ours)
-    current = torch.serialization.get_safe_globals()
-    for entry in current:
-        obj, name = _global_name(entry)
-        if name in bound and obj is not bound[name]:
-            raise UnsafeCheckpointError(
-                f'torch\'s process-wide allow-list binds {name} to {_describe(obj)} (torch.serialization.'
-                'add_safe_globals was called in this process); maformer_mm reads no checkpoint under it, since it '
-                f'lets a checkpoint reach objects that are not data ({_README})')
-    with torch.serialization.safe_globals([e for e in ours if e not in current]):
-        yield
+_WEIGHTS = Admitted({})  # torch's own list, nothing added
+_MMENGINE = Admitted({name: obj for obj, name in _mmengine_globals()})
+_WHAT_TO_DO = ('It was not loaded. Use a checkpoint that holds tensors and plain data only: a state dict, a '
+               'training checkpoint of mmengine, mmdet, mmseg or mmpretrain, or a .safetensors file')
+# timm's train.py saves its argparse arguments in its checkpoints: the converter can read such a file you trust.
+_CONVERTER_HINT = ('This looks like a checkpoint of timm\'s train.py, which stores its arguments: if you trust its '
+                   'source, write its weights once with `python tools/convert_checkpoint.py {source} '
+                   'OUT.safetensors --trust`')
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -209,7 +186,8 @@ def _path_text(path: Tuple) -> str:
 
 def _check_array(value: Any) -> Optional[str]:
     if not _admitted_dtype(value.dtype):
-        return f'a numpy {"array" if isinstance(value, np.ndarray) else "scalar"} of dtype {value.dtype}'
+        extra = ' with dtype metadata' if value.dtype.metadata is not None else ''
+        return f'a numpy {"array" if isinstance(value, np.ndarray) else "scalar"} of dtype {value.dtype}{extra}'
     return None
 
 
@@ -225,93 +203,14 @@ def _check_history_buffer(value: _HistoryBufferState) -> Optional[str]:
     return None
 
 
-def _config_code_problem(text: str, imports_allowed: bool) -> Optional[str]:
-    """Why `text`, parsed by mmengine as a Python config, would do more than assign data; None when it would not.
-
-    Config texts mmengine saves (`Config.pretty_text`) are assignments of literals, tuples, lists, dicts and
-    `dict(...)` calls. `_base_` would make mmengine read other files; `custom_imports` import modules, which is
-    allowed (`imports_allowed`) only for modules already imported in this process.
-    """
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as error:
-        return f'it is not valid Python ({error.msg}, line {error.lineno})'
-
-    def literal(node: ast.AST) -> bool:
-        if isinstance(node, ast.Constant):
-            return True
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            return isinstance(node.operand, ast.Constant)
-        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-            return all(map(literal, node.elts))
-        if isinstance(node, ast.Dict):
-            return all(k is not None and literal(k) for k in node.keys) and all(map(literal, node.values))
-        if isinstance(node, ast.Call):  # dict(a=1) and dict({'a.b': 1}), as pretty_text writes them
-            return (isinstance(node.func, ast.Name) and node.func.id == 'dict' and len(node.args) <= 1
-                    and all(map(literal, node.args))
-                    and all(k.arg is not None and literal(k.value) for k in node.keywords))
-        return False
-
-    for statement in tree.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)):
-            return f'line {statement.lineno} is {type(statement).__name__.lower()} code, not an assignment of data'
-        name = statement.targets[0].id
-        if not literal(statement.value):
-            return f'line {statement.lineno} ({name} = ...) computes its value instead of stating it'
-        if name == '_base_':
-            return f'line {statement.lineno} names base config files to read (_base_)'
-        if name == 'custom_imports':
-            config = _literal_value(statement.value)
-            modules = config.get('imports', []) if isinstance(config, dict) else config
-            modules = [modules] if isinstance(modules, str) else list(modules or [])
-            missing = [m for m in modules if not (isinstance(m, str) and m in sys.modules)]
-            if not imports_allowed or missing:
-                return (f'line {statement.lineno} makes mmengine import modules '
-                        f'{missing or modules} (custom_imports); import them yourself first if you trust them')
-    return None
-
-
-def _literal_value(node: ast.AST) -> Any:
-    """The value of a node that `_config_code_problem` accepted (`dict(a=1)` becomes {'a': 1})."""
-    if isinstance(node, ast.Call):
-        value = dict(_literal_value(node.args[0])) if node.args else {}
-        value.update({k.arg: _literal_value(k.value) for k in node.keywords})
-        return value
-    if isinstance(node, ast.Dict):
-        return {_literal_value(k): _literal_value(v) for k, v in zip(node.keys, node.values)}
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [_literal_value(e) for e in node.elts]
-    return ast.literal_eval(node)
-
-
-def _check_config_texts(checkpoint: Any, source: str) -> None:
-    for keys in _CONFIG_TEXTS:
-        node = checkpoint
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is None:
-            continue
-        where = _path_text(keys)
-        if type(node) is not str:
-            raise UnsafeCheckpointError(f'{source} was refused: {where} is {_describe(node)}, not a config text '
-                                        f'({_README})')
-        # `meta['config']` is run by every Runner.resume; the others only by an inferencer given no config.
-        problem = _config_code_problem(node, imports_allowed=keys != ('meta', 'config'))
-        if problem:
-            raise UnsafeCheckpointError(
-                f'{source} was refused: {where} is a config text that mmengine runs as Python, and {problem}. '
-                f'Config texts that mmengine saves only assign data ({_README})')
-
-
 def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> None:
     """Raises `UnsafeCheckpointError` unless `checkpoint` (a loaded object) is plain data.
 
     Plain data: None, bool, int, float, complex, str, bytes; dict, list, tuple, set, `OrderedDict` (with a state
     dict's `_metadata`), `Counter`, `torch.Size`; tensors without instance attributes or hooks; torch devices
     and dtypes. With `mmengine=True` also HistoryBuffers with exactly their own attributes and numpy arrays and
-    scalars of the admitted dtypes (the HistoryBuffers get their class back). Config texts that mmengine
-    would run must only assign data. Shared and cyclic references are checked once.
+    scalars of the admitted dtypes (the HistoryBuffers get their class back). Saved config texts are strings like
+    any other: nothing runs them (`config_text`). Shared and cyclic references are checked once.
     """
     stack: List[Tuple[Any, Tuple]] = [(checkpoint, ())]
     seen = set()
@@ -353,9 +252,8 @@ def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> No
             if mmengine is False and (kind is np.ndarray or kind in _NUMPY_SCALARS or kind is _HistoryBufferState):
                 problem += ' (mmengine training state; backbone weights are tensors and plain containers)'
         if problem:
-            raise UnsafeCheckpointError(f'{source} was refused: it holds {problem} at {_path_text(path)}; '
-                                        f'checkpoints are read as plain data only ({_README})')
-    _check_config_texts(checkpoint, source)
+            raise UnsafeCheckpointError(f'{source} was refused: it holds {problem} at {_path_text(path)}, which is '
+                                        f'not plain data. {_WHAT_TO_DO} ({_README})')
     for buffer in buffers:
         buffer.__class__ = HistoryBuffer
 
@@ -363,27 +261,22 @@ def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> No
 # ---------------------------------------------------------------------------------------------------------
 # Loaders.
 
-_WEIGHTS_HINT = ('Backbone weights are read as tensors and plain containers only; to use the weights of an mmengine '
-                 'training checkpoint, write them once with `python tools/convert_checkpoint.py {source} '
-                 'OUT.safetensors`')
-
-
-def _torch_load(source: str, map_location: Any, hint: str = '') -> Any:
+def _unpickle_checked(source: str, map_location: Any, admitted: Admitted) -> Any:
     try:
-        return torch.load(source, map_location=map_location, weights_only=True)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:  # a malformed pickle's calls
-        raise UnsafeCheckpointError(f'{source} was refused while unpickling: {type(error).__name__}: {error} '
-                                    f'(checkpoints are read as data, never as code; {_README})') from None
+        return unpickle(source, map_location, admitted)
+    except RuntimeError as error:  # torch's words for a file that is no torch file (anything else is not ours)
+        if 'magic number' not in str(error):
+            raise
+        raise UnsafeCheckpointError(f'{source} was refused: it is not a torch checkpoint file ({error}). '
+                                    f'{_WHAT_TO_DO} ({_README})') from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, EOFError) as error:  # a malformed pickle
+        raise UnsafeCheckpointError(f'{source} was refused while unpickling: {type(error).__name__}: '
+                                    f'{torch_detail(str(error))}. {_WHAT_TO_DO} ({_README})') from None
     except pickle.UnpicklingError as error:
-        detail = str(error).split('WeightsUnpickler error: ', 1)[-1]
-        for advice in (' Please use `torch.serialization', ' Check the documentation of torch.load'):
-            detail = detail.split(advice, 1)[0]  # torch's advice (allow-list it, or weights_only=False) is not ours
-        # torch names globals as `GLOBAL module.name`, builtins without their module.
-        needs_mmengine = any(f'GLOBAL {name.replace("builtins.", "")} ' in detail for name in MMENGINE_GLOBAL_NAMES)
-        raise UnsafeCheckpointError(
-            f'{source} was refused while unpickling: {detail.strip()} '
-            + (hint.format(source=source) + ' ' if hint and needs_mmengine else '')
-            + f'(checkpoints are read as data, never as code; {_README})') from None
+        detail = torch_detail(str(error))
+        hint = _CONVERTER_HINT.format(source=source) if 'GLOBAL argparse.Namespace ' in detail else _WHAT_TO_DO
+        raise UnsafeCheckpointError(f'{source} was refused while unpickling: {detail.rstrip(".")}. {hint} '
+                                    f'({_README})') from None
 
 
 def _load_safetensors(source: str, map_location: Any) -> Dict[str, torch.Tensor]:
@@ -393,12 +286,16 @@ def _load_safetensors(source: str, map_location: Any) -> Dict[str, torch.Tensor]
         raise ImportError(f'{source}: reading .safetensors files needs the safetensors package '
                           '(pip install safetensors)') from error
     device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
-    return load_file(source, device=device)
+    try:
+        return load_file(source, device=device)
+    except Exception as error:  # safetensors raises its own error types for malformed headers
+        raise UnsafeCheckpointError(f'{source} was refused: it is not a valid .safetensors file '
+                                    f'({type(error).__name__}: {error}). {_WHAT_TO_DO} ({_README})') from None
 
 
 def load_weights(filename: Union[str, os.PathLike], map_location: Any = 'cpu') -> Any:
-    """Reads backbone weights with the strictest setting: a `.safetensors` file, or a torch file read with
-    torch's own weights-only allow-list and nothing added, holding tensors and plain containers only.
+    """Reads plain weights with the strictest setting: a `.safetensors` file, or a torch file read with torch's
+    own weights-only list and nothing added, holding tensors and plain containers only.
 
     Raises:
         FileNotFoundError: no such file.
@@ -408,9 +305,10 @@ def load_weights(filename: Union[str, os.PathLike], map_location: Any = 'cpu') -
 
 
 def load_mmengine_checkpoint(filename: Union[str, os.PathLike], map_location: Any = None) -> Any:
-    """Reads an mmengine checkpoint (training state included) as data; `.safetensors` files too.
+    """Reads a checkpoint as data: plain weights, training checkpoints of mmengine (mmdet, mmseg, mmpretrain)
+    with their training state, `.safetensors` files.
 
-    This is what `import maformer_mm` makes mmengine use for local files (resume, `load_from`, tools/test.py);
+    `import maformer_mm` makes mmengine read every checkpoint through it (`remote.install_mmengine_loaders`);
     in your own code, call it rather than `torch.load` for a checkpoint from tools/train.py.
 
     Raises:
@@ -421,28 +319,13 @@ def load_mmengine_checkpoint(filename: Union[str, os.PathLike], map_location: An
 
 
 def _load_checked(filename: Union[str, os.PathLike], map_location: Any, mmengine: bool) -> Any:
-    """Reads a `.safetensors` or torch file (the mmengine types admitted for this load only when `mmengine`),
-    then checks what it read."""
+    """Reads a `.safetensors` or torch file (the mmengine types admitted when `mmengine`), then checks it."""
     source = os.fspath(filename)
     if not osp.isfile(source):
         raise FileNotFoundError(f'checkpoint not found: {source}')
     if source.endswith('.safetensors'):
         checkpoint = _load_safetensors(source, map_location)
-    elif mmengine:
-        with mmengine_checkpoint_globals():
-            checkpoint = _torch_load(source, map_location)
     else:
-        checkpoint = _torch_load(source, map_location, hint=_WEIGHTS_HINT)
+        checkpoint = _unpickle_checked(source, map_location, _MMENGINE if mmengine else _WEIGHTS)
     check_checkpoint(checkpoint, source, mmengine=mmengine)
     return checkpoint
-
-
-def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """mmengine's loader for local paths (the '' scheme of `CheckpointLoader`), reading as data."""
-    return load_mmengine_checkpoint(osp.expanduser(filename), map_location)
-
-
-def install_mmengine_loader() -> None:
-    """Makes mmengine read local checkpoint files with `load_from_local` (idempotent)."""
-    from mmengine.runner import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)

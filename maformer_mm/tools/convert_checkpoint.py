@@ -61,8 +61,7 @@ def read_checkpoint(path: str, trust: bool) -> Mapping:
     try:
         checkpoint = load_mmengine_checkpoint(path, map_location='cpu')
     except UnsafeCheckpointError as error:
-        raise SystemExit(f'{error}\nIf the file comes from a source you trust and holds other Python objects '
-                         '(timm saves its arguments), run again with --trust') from None
+        raise SystemExit(str(error)) from None  # it says when --trust is the answer (timm's saved arguments)
     print(f'{path} is an mmengine training checkpoint: read as --resume reads it')
     return checkpoint
 

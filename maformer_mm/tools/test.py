@@ -76,7 +76,7 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg, layout = config_from_args(args, ('test', ))
     cfg.load_from = args.checkpoint
@@ -118,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     else:
         classes = dataset_classes(next(leaf_datasets(cfg.test_dataloader.dataset)))
         source = f'the test data of {args.config}'
-    checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # mmengine's (safe) loader
+    checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # maformer_mm's checked loader
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
     prepare_launcher(cfg)  # joins the process group that the block below closes
     with closing_process_group(), on_device(args.device):

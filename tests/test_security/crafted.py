@@ -1,4 +1,4 @@
-"""Crafted checkpoints, written as pickle opcodes inside torch's own zip format.
+"""Crafted checkpoints, written as pickle opcodes inside torch's own zip format, and crafted config texts.
 
 Each is built the way an attacker would: only with the opcodes and globals that torch's weights-only
 unpickler accepts, plus those an mmengine checkpoint legitimately names (`builtins.getattr`, HistoryBuffer,
@@ -105,6 +105,13 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
             + build(call(glob('numpy', 'dtype'), text('O8'), b'\x89', b'\x88'),
                     b'(' + integer(3) + text('|') + b'NNN' + integer(-1) + integer(-1) + integer(63) + b't')
             + b'\x89' + b']' + text('anything') + b'a' + b't')),
+        # A numpy scalar whose dtype's state carries a function in its metadata (dtype equality ignores metadata).
+        'callable_in_scalar_dtype_metadata': checkpoint_with(call(
+            glob('numpy._core.multiarray', 'scalar'),
+            build(call(glob('numpy', 'dtype'), text('f8'), b'\x89', b'\x88'),
+                  b'(' + integer(4) + text('<') + b'NNN' + integer(-1) + integer(-1) + integer(0)
+                  + dict_(text('hidden'), glob('_codecs', 'encode')) + b't'),
+            call(glob('_codecs', 'encode'), text('\x00' * 8), text('latin1')))),
         # ... and by calling the ndarray class with dtype 'O'.
         'object_array_by_constructor': checkpoint_with(
             call(glob('numpy', 'ndarray'), b'(' + integer(1) + b't', text('O'))),
@@ -113,7 +120,7 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
 
 CRAFTED_NAMES = ('exec_via_counter', 'exec_via_history_buffer', 'callable_in_counter_state',
                  'torch_callable_in_counter_state', 'callable_in_history_buffer_state', 'object_array',
-                 'object_array_by_constructor')
+                 'callable_in_scalar_dtype_metadata', 'object_array_by_constructor')
 
 
 class _RawPickler:
@@ -139,6 +146,38 @@ def write_config_code(path: Path, marker: Path) -> Path:
     """Plain data only, but `meta['config']` is Python that mmengine's Runner.resume runs (Config.fromstring)."""
     torch.save({'meta': {'epoch': 1, 'iter': 2, 'config': payload(marker)}, 'state_dict': {},
                 'message_hub': {}}, path)
+    return path
+
+
+def config_template(marker: Path) -> str:
+    """A config text that only assigns data, plus a comment; mmengine's `Config.fromstring` runs the payload.
+
+    mmengine substitutes `{{'$VAR:default'}}` before it parses a text, with a regular expression built from the
+    default, unescaped. The default here holds `|`, so the expression also matches `'x'` + newline + `}}` of the
+    dict on the next line, which is replaced by the default: Python that calls exec, then closes the dict.
+    """
+    code = payload(marker).encode().hex()
+    default = f"[exec(bytes.fromhex('{code}').decode())]}}[0]}}|'x'"
+    return f"# {{{{'$MAFORMER_MM_UNSET_VARIABLE:{default}'}}}}\nsettings = {{'k': {{'j': 'x'\n}}}}\n"
+
+
+def with_config_texts(checkpoint: dict, text: str) -> dict:
+    """`checkpoint` with `text` wherever mmengine parses a saved config: `meta['config']` (Runner.resume) and
+    `meta['cfg']` and `message_hub['runtime_info']['cfg']` (an inferencer without a config)."""
+    checkpoint = dict(checkpoint, meta=dict(checkpoint.get('meta') or {}, config=text, cfg=text))
+    hub = dict(checkpoint.get('message_hub') or {})
+    hub['runtime_info'] = dict(hub.get('runtime_info') or {}, cfg=text)
+    checkpoint['message_hub'] = hub
+    return checkpoint
+
+
+def write_dtype_metadata(path: Path) -> Path:
+    """A float64 array whose dtype's state carries a function in its metadata (dtype equality ignores metadata)."""
+    import codecs
+
+    import numpy as np
+    dtype = np.dtype('f8', metadata={'hidden': codecs.encode})
+    torch.save({'meta': {'best': np.zeros(2, dtype=dtype)}, 'state_dict': {}}, path)
     return path
 
 

@@ -1,14 +1,18 @@
-"""The tools refuse crafted checkpoints and read real ones.
+"""The tools refuse crafted checkpoints and read real ones, from files and URLs, in any number of threads.
 
 A real checkpoint comes from one `tools/train.py` run (module fixture): it needs exactly the names the loader
-admits, loads through mmengine and converts to safetensors weights that `init_cfg` reads. Every crafted file is
-refused by the loader behind `tools/train.py --resume`, `load_from` and `tools/test.py`, and the tools' `main`
-refuse one each; no payload runs. That real checkpoints resume and test under torch's
-default with no environment variable is checked by tests/test_det/test_det_tools.py, whose `run_tool` strips
-TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+admits, loads through mmengine, converts to safetensors weights that `init_cfg` reads, and initialises a backbone
+as it is (with and without `prefix`). Every crafted file is refused by the loader behind `tools/train.py --resume`,
+`load_from` and `tools/test.py`, and the tools' `main` refuse one each, also served over http; the crafted config
+template rides along a real checkpoint through a resume; no payload runs. That real checkpoints resume and test
+under torch's default with no environment variable is checked by tests/test_det/test_det_tools.py, whose `run_tool`
+strips TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
 """
+import hashlib
 import importlib.util
 import runpy
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,8 @@ from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.safe_load import (ADMITTED_DTYPES, MMENGINE_GLOBAL_NAMES, UnsafeCheckpointError,
                                              load_mmengine_checkpoint)
 from tests.helpers import REPO, make_det_workspace, run_tool
-from tests.test_security.crafted import all_crafted
+from tests.test_security.crafted import all_crafted, config_template, with_config_texts
+from tests.test_security.serving import serving
 from tests.test_security.test_loading import REFUSALS
 
 # The user config of make_det_workspace: this backbone.
@@ -36,8 +41,12 @@ def _tool(name: str):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
+    """One epoch of make_det_workspace's user config with a narrow box head (its 1024-wide layers and their Adam
+    state would be 90 MB of a checkpoint that tests load 80 times)."""
     root = tmp_path_factory.mktemp('security_train')
-    config = make_det_workspace(root)
+    config = root / 'narrow_head.py'
+    config.write_text(f'_base_ = [{str(make_det_workspace(root))!r}]\n'
+                      'model = dict(roi_head=dict(bbox_head=dict(fc_out_channels=64)))\n')
     run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', root / 'work'], cwd=root)
     crafted = all_crafted(root, root / 'payload_ran')
     return config, root / 'work' / 'epoch_1.pth', crafted, root / 'payload_ran'
@@ -104,7 +113,7 @@ def _argv(path: str, config: Path, checkpoint: Path, work_dir: Path) -> list:
 
 # One crafted file per path, each refused at another stage; every file is refused by the loader they all go
 # through (mmengine's CheckpointLoader: tests/test_security/test_loading.py). A Runner costs seconds to build.
-TOOL_CASES = {'resume': 'config_code',  # mmengine's resume would run its meta['config']
+TOOL_CASES = {'resume': 'exec_via_counter',  # refused while unpickling
               'load_from': 'exec_via_history_buffer',  # refused while unpickling
               'test': 'callable_in_counter_state'}  # refused by the check after the load
 
@@ -118,3 +127,115 @@ def test_tools_refuse_crafted_checkpoints(trained, tmp_path, path):
         tool.main(_argv(path, config, crafted[name], tmp_path / 'work'))
     assert not marker.exists()
     assert not list((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_4_threads_load_a_real_checkpoint_20_times_each(trained):
+    """No load is refused because of another, every result is the file's, and torch's allow-list never changes
+    (sampled by a fifth thread while the loads run)."""
+    from mmengine.runner import CheckpointLoader
+    _, checkpoint, _, _ = trained
+    expected = load_mmengine_checkpoint(checkpoint)['state_dict']
+    before = set(torch.serialization.get_safe_globals())
+    errors, seen, done = [], set(), threading.Event()
+
+    def load(index: int) -> None:
+        for i in range(20):
+            try:
+                loaded = (CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu', logger='silent')
+                          if (index + i) % 2 else load_mmengine_checkpoint(checkpoint))
+                assert loaded['meta']['epoch'] == 1
+                assert type(loaded['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
+                assert all(torch.equal(loaded['state_dict'][k], v) for k, v in expected.items())
+            except Exception as error:  # noqa: BLE001  (collected, reported below)
+                errors.append(f'thread {index}, load {i}: {type(error).__name__}: {error}')
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(frozenset(torch.serialization.get_safe_globals()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert errors == []
+    assert seen == {frozenset(before)} and set(torch.serialization.get_safe_globals()) == before
+
+
+@pytest.mark.parametrize('prefix', ['backbone.', None])
+def test_a_training_checkpoint_initialises_a_backbone(trained, prefix, mm_log):
+    """mmdet's epoch_1.pth as `init_cfg`, read like --resume reads it: `prefix='backbone.'` as mmdet users write
+    it, or no prefix (the `backbone.*` keys say where the backbone is)."""
+    _, checkpoint, _, _ = trained
+    init = dict(type='Pretrained', checkpoint=str(checkpoint), **({'prefix': prefix} if prefix else {}))
+    model = MAFormer(arch=ARCH, pretrain_img_size=96, init_cfg=init)
+    model.init_weights()
+    state = load_mmengine_checkpoint(checkpoint)['state_dict']
+    own = model.state_dict()
+    assert len(own) > 0 and all(torch.equal(v, state['backbone.' + k]) for k, v in own.items())
+    assert f'Loaded {len(own)}/{len(own)} backbone tensors from {checkpoint}' in mm_log()
+
+
+def test_resume_with_the_crafted_config_template_runs_nothing(trained, tmp_path, monkeypatch):
+    """The template in meta['config'] (which Runner.resume parses), meta['cfg'] and the message hub: the resume
+    runs, the payload does not."""
+    config, checkpoint, _, _ = trained
+    marker = tmp_path / 'payload_ran'
+    templated = tmp_path / 'templated.pth'
+    torch.save(with_config_texts(load_mmengine_checkpoint(checkpoint), config_template(marker)), templated)
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    _tool('train').main([str(config), '--work-dir', str(tmp_path / 'work'), '--resume', str(templated)])
+    log = next((tmp_path / 'work').rglob('*.log')).read_text()
+    assert 'resumed epoch: 1, iter: 2' in log
+    assert not marker.exists()
+
+
+def test_resume_still_checks_the_gpu_count_a_saved_config_states(trained, tmp_path):
+    """mmcv 1.x checkpoints saved `gpu_ids = range(0, 2)` in meta['config']: read as data, handed to mmengine as
+    `gpu_ids = [0, 1]`, and mmengine's check of the process count still applies."""
+    config, checkpoint, _, _ = trained
+    two_gpus = tmp_path / 'two_gpus.pth'
+    state = load_mmengine_checkpoint(checkpoint)
+    state['meta']['config'] = "model = dict(type='MaskRCNN')\ngpu_ids = range(0, 2)\n"
+    torch.save(state, two_gpus)
+    with pytest.raises(RuntimeError, match='Number of GPUs used for current experiment is not consistent'):
+        _tool('train').main([str(config), '--work-dir', str(tmp_path / 'work'), '--resume', str(two_gpus)])
+
+
+def _hash_named(path: Path, folder: Path) -> Path:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    return Path(shutil.copy(path, folder / f'{path.stem}-{digest}{path.suffix}'))
+
+
+def test_tools_read_checkpoints_by_url_and_refuse_hostile_ones(trained, tmp_path, monkeypatch):
+    """`load_from=URL` (tools/train.py), `--resume URL` (mmdet's stock tools/train.py; ours takes files), and
+    tools/test.py with a URL: a served training checkpoint is used; a hostile one is refused, deleted, not cached."""
+    import mmdet
+    config, checkpoint, crafted, marker = trained
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    served_dir = tmp_path / 'served'
+    served_dir.mkdir()
+    good = _hash_named(checkpoint, served_dir)
+    hostile = Path(shutil.copy(crafted['exec_via_counter'], served_dir / 'hostile.pth'))
+    stock = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
+    with serving(served_dir) as served:
+        with pytest.raises(UnsafeCheckpointError, match=rf'{served(hostile.name)} \(downloaded\) was refused'):
+            _tool('train').main([str(config), '--work-dir', str(tmp_path / 'w1'), '--cfg-options',
+                                 f'load_from={served(hostile.name)}'])
+        monkeypatch.setattr('sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w2'), '--resume',
+                                         served(hostile.name)])
+        with pytest.raises(UnsafeCheckpointError, match=rf'{served(hostile.name)} \(downloaded\) was refused'):
+            runpy.run_path(str(stock), run_name='__main__')
+        monkeypatch.setattr('sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w3'), '--resume',
+                                         served(good.name)])
+        runpy.run_path(str(stock), run_name='__main__')
+        metrics = _tool('test').main([str(config), served(good.name), '--work-dir', str(tmp_path / 'w4')])
+    assert 'resumed epoch: 1, iter: 2' in next((tmp_path / 'w3').rglob('*.log')).read_text()
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
+    assert [p.name for p in (tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()] == [good.name]
+    assert not marker.exists()

@@ -69,14 +69,17 @@ def test_safetensors_weights_get_every_loader_check(tmp_path, tiny_cfg):
 def test_converter_refuses_a_crafted_source_and_asks_for_trust_only_for_foreign_objects(tmp_path, capsys):
     marker = tmp_path / 'payload_ran'
     crafted = write_crafted('exec_via_history_buffer', tmp_path / 'crafted.pth', marker)
-    with pytest.raises(SystemExit, match=rf'{crafted} was refused.*getattr'):
+    with pytest.raises(SystemExit, match=rf'{crafted} was refused.*getattr') as refused:
         _convert([crafted, tmp_path / 'out.safetensors'])
+    assert '--trust' not in str(refused.value) and 'convert_checkpoint' not in str(refused.value)
     assert not marker.exists() and not (tmp_path / 'out.safetensors').exists()
 
     timm = tmp_path / 'timm_train.pth'  # timm's train.py saves its arguments: not data, so --trust is asked for
     torch.save({'state_dict': {'patch_embed.proj.weight': torch.ones(16, 3, 4, 4)},
                 'args': argparse.Namespace(lr=1e-3)}, timm)
-    with pytest.raises(SystemExit, match=r'(?s)argparse\.Namespace.*run again with --trust'):
+    with pytest.raises(SystemExit, match=r"GLOBAL argparse\.Namespace .*This looks like a checkpoint of timm's "
+                                         r'train\.py.*convert_checkpoint\.py .*timm_train\.pth OUT\.safetensors '
+                                         r'--trust'):
         _convert([timm, tmp_path / 'w.pth'])
     _convert([timm, tmp_path / 'w.pth', '--trust'])
     assert 'WARNING: --trust: ' in capsys.readouterr().err

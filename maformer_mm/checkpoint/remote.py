@@ -1,0 +1,261 @@
+"""Every checkpoint mmengine loads, from wherever it comes, read as data: local files, URLs and hub names.
+
+mmengine's `CheckpointLoader` picks a loader by the path's prefix, and its own loaders end in a full unpickle
+(`torch.hub.load_state_dict_from_url` defaults to `weights_only=False`) or in `torch.load` with whatever the process
+allows. `install_mmengine_loaders` (run by `import maformer_mm`) registers a loader of this module for every prefix
+that mmengine 0.10.7 registers:
+
+    ''                          a local file
+    http://, https://           a URL, downloaded once into torch hub's cache
+    torchvision://, modelzoo:// torchvision's model URLs (mmengine's table)
+    open-mmlab://, openmmlab:// OpenMMLab's model table (a URL, or a file under mmengine's home)
+    mmcls://                    mmcls' model table; the backbone keys, as mmengine returns them
+    pavi://, s3://, petrel://   the file fetched by the service's client into a private temporary file
+
+Each ends in `load_mmengine_checkpoint` of one local file. A URL is downloaded into a private temporary folder
+(with torch's progress bar), its SHA-256 compared with the prefix its name carries (`name-<sha256 prefix>.pth`, the
+torch hub and OpenMMLab convention), read and checked, and only then moved into the cache
+(`torch.hub.get_dir()/checkpoints`, created when missing); a refused file is deleted. A file already in the cache
+is read the same way, hash and checks included. What mmengine's callers get has its config texts defused
+(`config_text.defuse_config_texts`): no text from a file reaches `Config.fromstring`.
+"""
+import hashlib
+import logging
+import os
+import os.path as osp
+import re
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import urlparse
+
+import torch
+from mmengine.logging import print_log
+
+from .config_text import defuse_config_texts
+from .safe_load import DOCS, UnsafeCheckpointError, load_mmengine_checkpoint
+
+__all__ = ['read_checkpoint', 'fetch_url', 'hash_prefix', 'install_mmengine_loaders', 'SCHEMES']
+
+Reader = Callable[[str, Any], Any]
+_HASHED = re.compile(r'-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$')
+
+
+def hash_prefix(name: str) -> Optional[str]:
+    """The SHA-256 prefix a file name carries (`resnet50-0676ba61.pth` -> '0676ba61'; 8 to 64 hex digits)."""
+    match = _HASHED.search(name)
+    return match.group(1) if match else None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_hash(path: str, shown: str, expected: Optional[str]) -> None:
+    if expected is None:
+        return
+    actual = _sha256(path)
+    if not actual.startswith(expected):
+        raise UnsafeCheckpointError(
+            f'{shown} was refused: its SHA-256 is {actual[:len(expected)]}..., but its name says {expected}... (the '
+            'file is corrupt, incomplete or not the one its name gives). It was not loaded; fetch it from its '
+            f'publisher again (see {DOCS} in maformer_mm)')
+
+
+def _cache_dir(model_dir: Optional[str]) -> str:
+    folder = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(folder, exist_ok=True)  # a fresh TORCH_HOME has none
+    return folder
+
+
+def _file_name(url: str) -> str:
+    name = osp.basename(urlparse(url).path)
+    if not name or name.startswith('.'):
+        raise ValueError(f'{url}: the URL names no file (torch hub caches a download under the last part of the '
+                         'URL\'s path)')
+    return name
+
+
+def _refused_download(error: UnsafeCheckpointError, part: str, url: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(str(error).replace(part, url).replace(' was refused', ' (downloaded) was refused', 1)
+                                 + '; the download was deleted and not cached')
+
+
+def fetch_url(url: str, map_location: Any = None, model_dir: Optional[str] = None,
+              progress: Optional[bool] = None) -> Any:
+    """The checkpoint at `url`, from torch hub's cache or downloaded into it, read as data.
+
+    Raises:
+        UnsafeCheckpointError: the file's hash differs from its name's, or the file is not plain data (a download
+            is then deleted; a cached file is named, and left for you to delete).
+    """
+    name = _file_name(url)
+    folder = _cache_dir(model_dir)
+    cached = osp.join(folder, name)
+    expected = hash_prefix(name)
+    if osp.isfile(cached):
+        _check_hash(cached, f'{cached} (torch hub\'s cache of {url})', expected)
+        try:
+            return load_mmengine_checkpoint(cached, map_location)
+        except UnsafeCheckpointError as error:
+            raise UnsafeCheckpointError(f'{error}. It is torch hub\'s cached copy of {url}: delete it to download '
+                                        'the file again') from None
+    private = tempfile.mkdtemp(prefix=f'.{name}.', suffix='.download', dir=folder)  # mode 0700, same file system
+    part = osp.join(private, name)
+    try:
+        print_log(f'Downloading {url} to {cached}', logger='current')
+        show = sys.stderr.isatty() if progress is None else progress
+        torch.hub.download_url_to_file(url, part, hash_prefix=None, progress=show)
+        try:
+            _check_hash(part, part, expected)
+            checkpoint = load_mmengine_checkpoint(part, map_location)
+        except UnsafeCheckpointError as error:
+            raise _refused_download(error, part, url) from None
+        os.replace(part, cached)
+        return checkpoint
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _schemes_text() -> str:
+    return ', '.join(p for p in SCHEMES if p)
+
+
+def read_local(filename: str, map_location: Any = None) -> Any:
+    """A local file (mmengine's '' scheme, which also gets every path whose prefix no loader claims)."""
+    path = osp.expanduser(filename)
+    if not osp.isfile(path) and re.match(r'^[A-Za-z][\w+.-]*://', filename):
+        raise FileNotFoundError(f'{filename}: no checkpoint loader is registered for its prefix (mmengine knows '
+                                f'{_schemes_text()}); give a local path or a URL')
+    return load_mmengine_checkpoint(path, map_location)
+
+
+def read_http(filename: str, map_location: Any = None, model_dir: Optional[str] = None,
+              progress: Optional[bool] = None) -> Any:
+    """A URL, through torch hub's cache; in a distributed run rank 0 downloads first, as mmengine does."""
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        checkpoint = fetch_url(filename, map_location, model_dir, progress)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = fetch_url(filename, map_location, model_dir, progress)
+    return checkpoint
+
+
+def _model_url(table: Dict[str, str], name: str, filename: str) -> str:
+    if name not in table:
+        raise KeyError(f'{filename}: {name!r} is not in mmengine\'s model table for this prefix')
+    return table[name]
+
+
+def read_torchvision(filename: str, map_location: Any = None) -> Any:
+    """`torchvision://NAME` (and the deprecated `modelzoo://NAME`): torchvision's model URLs, as mmengine maps them."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    if filename.startswith('modelzoo://'):
+        print_log('The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
+                  logger='current', level=logging.WARNING)
+    name = filename.split('://', 1)[1]
+    return read_http(_model_url(mmengine_checkpoint.get_torchvision_models(), name, filename), map_location)
+
+
+def read_openmmlab(filename: str, map_location: Any = None) -> Any:
+    """`open-mmlab://NAME` / `openmmlab://NAME`: mmengine's table (and MMENGINE_HOME/open_mmlab.json), a URL or a
+    file under mmengine's home."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    prefix, name = filename.split('://', 1)
+    deprecated = mmengine_checkpoint.get_deprecated_model_names()
+    if name in deprecated:
+        print_log(f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}', logger='current',
+                  level=logging.WARNING)
+        name = deprecated[name]
+    url = _model_url(mmengine_checkpoint.get_external_models(), name, filename)
+    if url.startswith(('http://', 'https://')):
+        return read_http(url, map_location)
+    return read_local(osp.join(mmengine_checkpoint._get_mmengine_home(), url), map_location)
+
+
+def read_mmcls(filename: str, map_location: Any = None) -> Any:
+    """`mmcls://NAME`: mmcls' model table; the backbone's keys, as mmengine returns them."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    url = _model_url(mmengine_checkpoint.get_mmcls_models(), filename[len('mmcls://'):], filename)
+    return mmengine_checkpoint._process_mmcls_checkpoint(read_http(url, map_location))
+
+
+def _read_bytes(data: bytes, name: str, shown: str, map_location: Any) -> Any:
+    """Fetched bytes, written to a private temporary file and read like a local one."""
+    with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
+        path = osp.join(folder, name or 'checkpoint.pth')
+        with open(path, 'wb') as f:
+            f.write(data)
+        try:
+            return load_mmengine_checkpoint(path, map_location)
+        except UnsafeCheckpointError as error:
+            raise UnsafeCheckpointError(str(error).replace(path, shown)) from None
+
+
+def read_pavi(filename: str, map_location: Any = None) -> Any:
+    """`pavi://PATH`: downloaded by pavi's model cloud client, as mmengine does."""
+    try:
+        from pavi import modelcloud
+    except ImportError:
+        raise ImportError('Please install pavi to load checkpoint from modelcloud.') from None
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
+        path = osp.join(folder, model.name)
+        model.download(path)
+        with open(path, 'rb') as f:
+            return _read_bytes(f.read(), model.name, filename, map_location)
+
+
+def read_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
+    """`s3://` and `petrel://` paths: fetched by mmengine's file backend, as mmengine does."""
+    from mmengine.fileio import get_file_backend
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    return _read_bytes(data, osp.basename(filename), filename, map_location)
+
+
+# mmengine 0.10.7's prefixes (regular expressions, matched at the start) and the loader of this module for each.
+SCHEMES: Dict[str, Reader] = {
+    '': read_local,
+    'http://': read_http, 'https://': read_http,
+    'modelzoo://': read_torchvision, 'torchvision://': read_torchvision,
+    'open-mmlab://': read_openmmlab, 'openmmlab://': read_openmmlab,
+    'mmcls://': read_mmcls,
+    'pavi://': read_pavi,
+    r'(\S+\:)?s3://': read_ceph, r'(\S+\:)?petrel://': read_ceph,
+}
+
+
+def read_checkpoint(filename: str, map_location: Any = None) -> Any:
+    """The checkpoint at any path mmengine accepts, read as data by the loader mmengine has for its prefix, with its
+    config texts as saved (nothing parses them here); a loader registered by someone else is called as it is."""
+    from mmengine.runner import CheckpointLoader
+    loader = CheckpointLoader._get_checkpoint_loader(str(filename))
+    return getattr(loader, 'reader', loader)(str(filename), map_location)
+
+
+def _for_mmengine(reader: Reader) -> Callable[..., Any]:
+    """`reader` as mmengine's loader for its prefix: config texts defused in what mmengine gets."""
+
+    def load(filename: str, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return defuse_config_texts(reader(filename, map_location, *args, **kwargs))
+
+    load.__name__ = f'load_from_{reader.__name__[len("read_"):]}'  # mmengine logs `loader.__name__[10:]`
+    load.__qualname__ = load.__name__
+    load.__doc__ = reader.__doc__
+    load.reader = reader  # read_checkpoint's loader, for callers that need the texts as saved
+    return load
+
+
+def install_mmengine_loaders() -> None:
+    """Makes mmengine's `CheckpointLoader` read every prefix of `SCHEMES` through this module (idempotent)."""
+    from mmengine.runner import CheckpointLoader
+    for prefix, reader in SCHEMES.items():
+        CheckpointLoader.register_scheme(prefixes=prefix, loader=_for_mmengine(reader), force=True)
