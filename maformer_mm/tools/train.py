@@ -30,7 +30,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr to the actual batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
+                        help='resume from CKPT (a file, URL or hub name), or from the latest checkpoint in the work '
+                             'dir if none is given')
     return parse_run_args(parser, argv)
 
 
@@ -64,7 +65,7 @@ def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        if '://' not in args.resume and not osp.isfile(args.resume):  # URLs and hub names are read when resuming
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
