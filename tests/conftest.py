@@ -4,9 +4,7 @@ import copy
 import pytest
 import torch
 
-# Depth 1 per stage, few channels, a 64x64 pretraining grid (GLD reference grids 16x16 and 8x8).
-TINY_ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
-TINY_CFG = dict(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0.)
+from tests.helpers import TINY_CFG
 
 
 @pytest.fixture

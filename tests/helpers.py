@@ -1,5 +1,6 @@
-"""Helpers shared by the tests: running the project's tools the way a user does (as subprocesses), and
-checks that several configs' recipes share."""
+"""Helpers shared by the tests: the small backbones the tests build, the fragments of users' own configs,
+running the project's tools the way a user does (as subprocesses), and checks that several configs' recipes
+share."""
 import contextlib
 import functools
 import os
@@ -7,9 +8,30 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Backbones small enough that a forward takes milliseconds on the CPU (embed dims, depths, heads).
+TINY_ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
+TINY_CFG = dict(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0.)  # GLD grids 16x16, 8x8
+MIN_ARCH = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))  # one block and one head per stage
+USER_ARCH = dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))  # the users' configs below
+
+
+def widths(arch: dict) -> List[int]:
+    """The channels of the four stages' outputs (a neck's or decode head's in_channels)."""
+    return [arch['embed_dims'] * 2 ** i for i in range(4)]
+
+
+def _keywords(values: dict) -> str:
+    return ', '.join(f'{key}={value!r}' for key, value in values.items())
+
+
+def backbone_override(arch: dict = USER_ARCH, img: int = 96, **settings) -> str:
+    """The `backbone=dict(...)` of a user's config that replaces the inherited arch (config-file text)."""
+    settings = _keywords(dict(pretrain_img_size=img, **settings))
+    return f'backbone=dict(arch=dict(_delete_=True, {_keywords(arch)}), {settings})'
 
 
 def run_tool(args: Sequence[str], cwd: Path, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -52,16 +74,15 @@ def run_launcher(args: Sequence, cwd: Path, extra_env: Optional[dict] = None) ->
 
 DEMO_DET_CONFIG = REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'
 
-# A user's own config, outside the repository: inherits the demo config by path, points at small data,
-# and shrinks the backbone with a custom arch so that a few iterations take seconds.
-USER_DET_CONFIG = '''
+
+def user_det_config(base: str, root: str, epochs: int = 1) -> str:
+    """A user's own config, outside the repository: inherits `base` by path, points at small COCO data under
+    `root`, and shrinks the backbone with a custom arch, so that a few iterations take seconds."""
+    return f'''
 _base_ = [{base!r}]
 data_root = {root!r}
 image_size = (96, 96)
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-                  pretrain_img_size=96),
-    neck=dict(in_channels=[32, 64, 128, 256]))
+model = dict({backbone_override()}, neck=dict(in_channels={widths(USER_ARCH)}))
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
@@ -77,8 +98,7 @@ def make_det_workspace(root: Path, num_train: int = 4, num_val: int = 2, epochs:
     run_tool([REPO / 'tools' / 'make_demo_data.py', 'coco', '--out', root / 'data', '--train', num_train,
               '--val', num_val, '--size', 96, 96], cwd=REPO)
     config = root / 'user_config.py'
-    config.write_text(USER_DET_CONFIG.format(base=str(DEMO_DET_CONFIG), root=str(root / 'data') + '/',
-                                             epochs=epochs))
+    config.write_text(user_det_config(str(DEMO_DET_CONFIG), str(root / 'data') + '/', epochs))
     return config
 
 
@@ -90,7 +110,7 @@ def assert_no_decay_on_norms_and_position_terms(config: str, weight_decay: float
 
     from maformer_mm.models import MAFormer
     cfg = Config.fromfile(config)
-    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)), pretrain_img_size=32)
+    model = MAFormer(arch=MIN_ARCH, pretrain_img_size=32)
     optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     decay = {id(p): g['weight_decay'] for g in optim.param_groups for p in g['params']}
     for name, param in model.named_parameters():

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import MIN_ARCH, REPO, backbone_override, widths
 
 TINY = '''_base_ = ['maformer_mm::maformer/mask_rcnn_maformer_t_demo.py']
 data_root = {root!r}
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)),
-                  pretrain_img_size=64, window_size=4),
-    neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+    {backbone},
+    neck=dict(in_channels={widths}, out_channels=32),
     rpn_head=dict(in_channels=32, feat_channels=32),
     roi_head=dict(bbox_roi_extractor=dict(out_channels=32), bbox_head=dict(in_channels=32, fc_out_channels=64),
                   mask_roi_extractor=dict(out_channels=32), mask_head=dict(in_channels=32, conv_out_channels=32)))
@@ -77,7 +76,8 @@ def test_installed_configs_are_listed_inherited_built_and_trained(installed, tmp
 
     _run([sys.executable, '-m', 'maformer_mm.tools.demo_data', 'coco', '--out', 'data', '--train', 2, '--val', 1,
           '--size', 64, 64], work, env)
-    (work / 'my_config.py').write_text(TINY.format(root=str(work / 'data') + '/'))
+    (work / 'my_config.py').write_text(TINY.format(root=str(work / 'data') + '/', widths=widths(MIN_ARCH),
+                                                   backbone=backbone_override(MIN_ARCH, 64, window_size=4)))
     log = _run([site / 'bin' / 'maformer-train', 'my_config.py', '--work-dir', 'out', '--device', 'cpu'], work, env)
     assert 'Epoch(train) [1][1/1]' in log and 'coco/bbox_mAP' in log
     assert (work / 'out' / 'epoch_1.pth').is_file()

@@ -12,10 +12,10 @@ from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.models import MAFormer
+from tests.helpers import MIN_ARCH
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 SIZES = {'t': ('tiny', 0.2, 512), 's': ('small', 0.4, 512), 'b': ('base', 0.5, 768), 'l': ('large', 0.5, 1152)}
-SMALL_ARCH = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
 
 
 def load(size: str) -> Config:
@@ -36,7 +36,7 @@ def small_classifier(num_classes: int = 1000):
     from mmpretrain.registry import MODELS
     cfg = load('t')
     init_default_scope('mmpretrain')
-    cfg.model.backbone.arch = SMALL_ARCH
+    cfg.model.backbone.arch = MIN_ARCH
     cfg.model.backbone.pretrain_img_size = 64
     cfg.model.head.in_channels = 128
     cfg.model.head.num_classes = num_classes

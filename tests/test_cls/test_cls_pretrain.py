@@ -10,10 +10,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint  # reads mmengine checkpoints as data
-from tests.helpers import REPO, run_tool
+from tests.helpers import MIN_ARCH, REPO, backbone_override, run_tool
 
 CLASSES = ('circle', 'square', 'stripes')
-ARCH = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
 
 # A user's config outside the repository: inherits the real tiny config by path, shrinks the backbone, points at
 # the generated set and trains 2 epochs of 2 iterations (1 warm-up epoch, then cosine), EMA on as in the recipe.
@@ -22,7 +21,7 @@ _base_ = [{base!r}]
 data_root = {root!r}
 classes = {classes!r}
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, **{arch!r}), pretrain_img_size=64),
+    {backbone},
     head=dict(num_classes=len(classes), in_channels=128))
 data_preprocessor = dict(num_classes=len(classes))
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
@@ -44,6 +43,12 @@ CROP_64 = ['train_dataloader.dataset.pipeline.1.scale=64', 'val_dataloader.datas
            'val_dataloader.dataset.pipeline.2.crop_size=64']
 
 
+def user_cls_config(root: str) -> str:
+    """USER_CONFIG over configs/maformer_t_in1k.py for the image folders under `root`."""
+    return USER_CONFIG.format(base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=root, classes=CLASSES,
+                              backbone=backbone_override(MIN_ARCH, 64))
+
+
 def write_image_folders(root: Path, per_split: dict) -> None:
     """mmpretrain's ImageNet layout, SPLIT/CLASS/NAME.png: 64x64 images, one colour per class plus noise."""
     from PIL import Image
@@ -62,8 +67,7 @@ def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp('cls')
     write_image_folders(root / 'data', dict(train=8, val=4))
     config = root / 'user_config.py'
-    config.write_text(USER_CONFIG.format(base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=str(root / 'data'),
-                                         classes=CLASSES, arch=ARCH))
+    config.write_text(user_cls_config(str(root / 'data')))
     work_dir = root / 'work'
     proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', work_dir, '--cfg-options', *CROP_64], cwd=root)
     return work_dir, proc.stdout + proc.stderr
@@ -88,7 +92,7 @@ def test_checkpoint_initialises_the_detection_backbone_unchanged(pretrained, mm_
     path = work_dir / 'weights' / 'epoch_2.pth'  # backbone weights are read as plain data: the weights alone
     run_tool([REPO / 'tools' / 'convert_checkpoint.py', work_dir / 'epoch_2.pth', path], cwd=work_dir)
     cfg = Config.fromfile(str(REPO / 'configs' / 'mask_rcnn_maformer_t.py'))
-    cfg.model.backbone.arch = ARCH
+    cfg.model.backbone.arch = MIN_ARCH
     cfg.model.backbone.pretrain_img_size = 64
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(path))
     cfg.model.neck.in_channels = [16, 32, 64, 128]

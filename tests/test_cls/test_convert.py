@@ -14,16 +14,15 @@ import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.backbone import load_backbone_checkpoint
 from maformer_mm.checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys, timm_merge_to_unfold
-from tests.helpers import REPO, run_tool
+from tests.helpers import REPO, TINY_ARCH, run_tool
 
-ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
 NUM_CLASSES = 5
 # Saved by a timm-convention trainer besides the weights: buffers, which are not ours to load.
 BUFFERS = ('stages.0.blocks.0.attn.relative_position_index', 'stages.1.blocks.0.attn.relative_position_index')
 
 
 def make_backbone() -> MAFormer:
-    model = MAFormer(arch=ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ), drop_path_rate=0.)
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ), drop_path_rate=0.)
     model.init_weights()
     with torch.no_grad():  # no tensor left at a constant, so that any swap or misplaced channel shows
         for param in model.parameters():
@@ -67,7 +66,7 @@ def source():
 def test_every_backbone_key_is_mapped_and_loads_strictly(source):
     ours, timm = source
     converted = convert_timm(timm)
-    model = MAFormer(arch=ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
     model.load_state_dict(converted, strict=True)  # everything but the head, nothing left over
     for key, value in model.state_dict().items():
         assert torch.equal(value, ours[key]), key
@@ -120,7 +119,7 @@ def test_cli_writes_a_checkpoint_our_loader_reads_and_reports_drops(source, tmp_
     assert re.search(r"dropped 4: \['head\.fc\.weight', 'head\.fc\.bias', .*relative_position_index", proc.stdout)
     written = torch.load(dst, map_location='cpu')
     assert set(written) == {'state_dict'} and all(k.startswith('backbone.') for k in written['state_dict'])
-    model = MAFormer(arch=ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
     result = load_backbone_checkpoint(model, str(dst))
     assert not result.missing_keys and not result.unexpected_keys
     for key, value in model.state_dict().items():
@@ -145,7 +144,7 @@ def test_cli_takes_ema_weights_and_head_for_mmpretrain(source, tmp_path):
     init_default_scope('mmpretrain')
     classifier = MODELS.build(dict(
         type='ImageClassifier',
-        backbone=dict(type='MAFormer', arch=ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, )),
+        backbone=dict(type='MAFormer', arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, )),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=128)))
     load_checkpoint(classifier, str(dst), map_location='cpu', strict=True)

@@ -15,21 +15,22 @@ from maformer_mm.deploy.exportable import ExportableAdaptiveAvgPool2d, make_expo
 from maformer_mm.layers import export_forms
 from maformer_mm.tools.cli import load_config
 from maformer_mm.tools import export_onnx as tool
+from tests.helpers import MIN_ARCH, backbone_override, widths
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
-TINY_BACKBONE = '''backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)),
-                  window_size=4, pretrain_img_size=64, drop_path_rate=0.)'''
+ARCH = dict(MIN_ARCH, num_heads=(1, 2, 2, 4))  # several heads: the export handles their split and merge
+TINY_BACKBONE = backbone_override(ARCH, 64, window_size=4, drop_path_rate=0.)
 # Small configs of each kind, inheriting the project's configs by path as a user's config would.
 TINY = {
     'classification': f'''_base_ = [{str(CONFIGS / "maformer_t_in1k.py")!r}]
 model = dict({TINY_BACKBONE}, head=dict(in_channels=128, num_classes=10))
 ''',
     'segmentation': f'''_base_ = [{str(CONFIGS / "upernet_maformer_t_demo.py")!r}]
-model = dict({TINY_BACKBONE}, decode_head=dict(in_channels=[16, 32, 64, 128], channels=16),
+model = dict({TINY_BACKBONE}, decode_head=dict(in_channels={widths(ARCH)}, channels=16),
              auxiliary_head=dict(in_channels=64, channels=16))
 ''',
     'detection': f'''_base_ = [{str(CONFIGS / "mask_rcnn_maformer_t_demo.py")!r}]
-model = dict({TINY_BACKBONE}, neck=dict(in_channels=[16, 32, 64, 128], out_channels=16))
+model = dict({TINY_BACKBONE}, neck=dict(in_channels={widths(ARCH)}, out_channels=16))
 ''',
 }
 SHAPE = (64, 96)  # the GLD grids are made for 64x64: the width shrinks to them

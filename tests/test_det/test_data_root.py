@@ -19,7 +19,7 @@ from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.tools.cli import load_config
 from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
 from maformer_mm.tools.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
-from tests.helpers import REPO, memoised_package_config_index
+from tests.helpers import REPO, USER_ARCH, backbone_override, memoised_package_config_index, widths
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')
 EXAMPLE_CONFIG = str(REPO / 'configs' / 'examples' / 'mask_rcnn_maformer_t_my_coco.py')
@@ -31,9 +31,7 @@ ID_ORDER = ('box', 'ring', 'ball', 'wedge')
 # pipelines are list entries, so they are set here rather than from the command line).
 SMALL_CONFIG = '''
 _base_ = [{base!r}]
-model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-                           pretrain_img_size=64),
-             neck=dict(in_channels=[32, 64, 128, 256]))
+model = dict({backbone}, neck=dict(in_channels={widths}))
 train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(64, 64), keep_ratio=True), dict(type='PackDetInputs')]))
@@ -75,7 +73,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('data_root')
     data = write_coco2017(root / 'data', num_train=2)
     config = root / 'small.py'
-    config.write_text(SMALL_CONFIG.format(base=DEMO_CONFIG))
+    config.write_text(SMALL_CONFIG.format(base=DEMO_CONFIG, backbone=backbone_override(img=64),
+                                          widths=widths(USER_ARCH)))
     work_dir = root / 'work'
     train_tool.main([str(config), '--data-root', str(data), '--work-dir', str(work_dir), '--device', 'cpu',
                      '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None', 'val_dataloader=None',

@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
-from tests.helpers import REPO, memoised_package_config_index
+from tests.helpers import REPO, TINY_ARCH, memoised_package_config_index
 
 CONFIG_DIR = REPO / 'configs'
 FAMILIES = ('cascade_mask_rcnn', 'faster_rcnn', 'retinanet')
@@ -102,7 +102,6 @@ def test_retinanet_backbone_feeds_stages_2_to_4_into_a_five_level_fpn(configs):
     assert cfg.model.bbox_head.anchor_generator.strides == [8, 16, 32, 64, 128]
 
 
-TINY_ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
 WIDTH = 32  # FPN and head channels (256 in the real configs)
 
 

@@ -11,7 +11,7 @@ from benchmarks.cuda_benchmark import attention_kernels
 from maformer_mm.layers import set_fused_attn
 from maformer_mm.models import MAFormer
 from maformer_mm.models.backbones.maformer import _KEPT_OPS
-from tests.conftest import TINY_CFG
+from tests.helpers import TINY_CFG
 from tests.test_gpu import requires_cuda
 from tests.test_gpu.test_backbone_precision import probe_loss
 

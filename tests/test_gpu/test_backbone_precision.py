@@ -10,7 +10,7 @@ import torch
 
 from maformer_mm.layers import set_fused_attn
 from maformer_mm.models import MAFormer
-from tests.conftest import TINY_CFG
+from tests.helpers import TINY_CFG
 from tests.test_gpu import requires_cuda
 
 # Relative error (norm of the difference over the norm) allowed between the SDPA and explicit paths:

@@ -8,7 +8,7 @@ import torch
 
 from benchmarks import cuda_benchmark
 from maformer_mm.models import MAFormer
-from tests.conftest import TINY_CFG
+from tests.helpers import TINY_CFG
 from tests.test_gpu import requires_cuda
 
 FLASH_CPU = ['_scaled_dot_product_flash_attention_for_cpu']

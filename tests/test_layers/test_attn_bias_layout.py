@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from maformer_mm.layers import WindowAttention, bias_gather_index, relative_position_index
 from maformer_mm.models import MAFormer
-from tests.conftest import TINY_CFG
+from tests.helpers import TINY_CFG
 
 FUSED_MASK_ALIGN = 8  # aligned_tensor<mem_eff_alignment = 8> in preprocess_mask
 

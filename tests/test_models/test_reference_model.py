@@ -5,7 +5,7 @@ import torch
 from maformer_mm.layers import set_fused_attn
 from maformer_mm.models import MAFormer
 from tests import reference as ref
-from tests.conftest import TINY_ARCH, TINY_CFG
+from tests.helpers import TINY_ARCH, TINY_CFG
 
 F64 = dict(atol=1e-8, rtol=1e-6)
 

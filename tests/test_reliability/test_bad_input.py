@@ -12,7 +12,7 @@ from maformer_mm.engine import BF16OptimWrapper, InvalidLossHook
 from maformer_mm.layers import GLD, CrossAttention
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.preflight import check_coco_json, check_data
-from tests.helpers import REPO, make_det_workspace, run_tool
+from tests.helpers import MIN_ARCH, REPO, make_det_workspace, run_tool
 
 
 @pytest.fixture(scope='module')
@@ -85,8 +85,7 @@ def test_num_classes_that_disagree_with_the_dataset(workspace):
 @pytest.mark.parametrize('hw, sizes', [((1, 1), [(1, 1)] * 4), ((2, 3), [(1, 1)] * 4),
                                        ((31, 5), [(8, 2), (4, 1), (2, 1), (1, 1)])])
 def test_images_smaller_than_the_network_stride_work(hw, sizes):
-    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
-                     pretrain_img_size=64).eval()
+    model = MAFormer(arch=MIN_ARCH, pretrain_img_size=64).eval()
     outs = model(torch.rand(1, 3, *hw))
     assert [tuple(o.shape) for o in outs] == [(1, 16 * 2 ** i, *size) for i, size in enumerate(sizes)]
     assert all(torch.isfinite(o).all() for o in outs)

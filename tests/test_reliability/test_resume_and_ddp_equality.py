@@ -17,7 +17,7 @@ import torch
 from mmengine.runner import CheckpointLoader
 
 import maformer_mm  # noqa: F401  (registers MAFormer and how mmengine reads its checkpoints)
-from tests.helpers import REPO, run_launcher
+from tests.helpers import MIN_ARCH, REPO, backbone_override, run_launcher
 
 CLASSES = ('dark', 'light')
 
@@ -28,8 +28,7 @@ randomness = dict(seed=0)
 data_root = {root!r}
 classes = {classes!r}
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)),
-                  pretrain_img_size=32, drop_path_rate=0.),
+    {backbone},
     head=dict(num_classes=len(classes), in_channels=128),
     train_cfg=None)  # no Mixup / CutMix
 data_preprocessor = dict(num_classes=len(classes))
@@ -102,7 +101,8 @@ def runs(tmp_path_factory):
     _write_images(workspace / 'data')
     (workspace / 'rank_dump.py').write_text(RANK_DUMP)
     (workspace / 'config.py').write_text(USER_CONFIG.format(
-        base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=str(workspace / 'data'), classes=CLASSES))
+        base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=str(workspace / 'data'), classes=CLASSES,
+        backbone=backbone_override(MIN_ARCH, 32, drop_path_rate=0.)))
     whole, resumed = workspace / 'whole', workspace / 'resumed'
     log_whole = _dist_train(workspace, whole)
     log_resumed = _dist_train(workspace, resumed, '--resume', str(whole / 'epoch_1.pth'))

@@ -23,13 +23,11 @@ from mmengine.logging import HistoryBuffer
 from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.safe_load import (ADMITTED_DTYPES, MMENGINE_GLOBAL_NAMES, UnsafeCheckpointError,
                                              load_mmengine_checkpoint)
-from tests.helpers import REPO, make_det_workspace, run_tool
+from tests.helpers import REPO, USER_ARCH, make_det_workspace, run_tool
 from tests.test_security.crafted import all_crafted, config_template, with_config_texts
 from tests.test_security.serving import serving
 from tests.test_security.test_loading import REFUSALS
 
-# The user config of make_det_workspace: this backbone.
-ARCH = dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))
 
 
 def _tool(name: str):
@@ -82,7 +80,7 @@ def test_a_real_checkpoint_loads_and_converts_to_safetensors_weights(trained, tm
     _tool('convert_checkpoint').main([str(checkpoint), str(weights), '--safetensors'])
     out = capsys.readouterr().out
     assert 'is an mmengine training checkpoint: read as --resume reads it' in out and 'safetensors' in out
-    model = MAFormer(arch=ARCH, pretrain_img_size=96, init_cfg=dict(type='Pretrained', checkpoint=str(weights)))
+    model = MAFormer(arch=USER_ARCH, pretrain_img_size=96, init_cfg=dict(type='Pretrained', checkpoint=str(weights)))
     model.init_weights()
     expected = {k[len('backbone.'):]: v for k, v in loaded['state_dict'].items() if k.startswith('backbone.')}
     for key, value in model.state_dict().items():
@@ -172,7 +170,7 @@ def test_a_training_checkpoint_initialises_a_backbone(trained, prefix, mm_log):
     it, or no prefix (the `backbone.*` keys say where the backbone is)."""
     _, checkpoint, _, _ = trained
     init = dict(type='Pretrained', checkpoint=str(checkpoint), **({'prefix': prefix} if prefix else {}))
-    model = MAFormer(arch=ARCH, pretrain_img_size=96, init_cfg=init)
+    model = MAFormer(arch=USER_ARCH, pretrain_img_size=96, init_cfg=init)
     model.init_weights()
     state = load_mmengine_checkpoint(checkpoint)['state_dict']
     own = model.state_dict()

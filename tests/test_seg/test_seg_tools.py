@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import REPO, run_tool
+from tests.helpers import REPO, USER_ARCH, backbone_override, run_tool, widths
 
 TOOLS = REPO / 'tools'
 DEMO_CONFIG = REPO / 'configs' / 'upernet_maformer_t_demo.py'
@@ -22,9 +22,8 @@ data_root = {root!r}
 crop_size = (64, 64)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-                  pretrain_img_size=64),
-    decode_head=dict(in_channels=[32, 64, 128, 256], channels=32),
+    {backbone},
+    decode_head=dict(in_channels={widths}, channels=32),
     auxiliary_head=dict(in_channels=128, channels=16))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -49,6 +48,11 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 '''
 
 
+def user_seg_config(base: str, root: str) -> str:
+    """USER_CONFIG for `base` and the data under `root`."""
+    return USER_CONFIG.format(base=base, root=root, backbone=backbone_override(img=64), widths=widths(USER_ARCH))
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """Generated data, a user config in a temp dir, and two iterations of training with tools/train.py."""
@@ -56,7 +60,7 @@ def trained(tmp_path_factory):
     run_tool([TOOLS / 'make_demo_data.py', 'ade', '--out', root / 'data', '--train', 4, '--val', 2,
               '--size', 64, 64], cwd=REPO)
     config = root / 'user_config.py'
-    config.write_text(USER_CONFIG.format(base=str(DEMO_CONFIG), root=str(root / 'data') + '/'))
+    config.write_text(user_seg_config(str(DEMO_CONFIG), str(root / 'data') + '/'))
     work_dir = root / 'work'
     proc = run_tool([TOOLS / 'train.py', config, '--work-dir', work_dir, '--auto-scale-lr'], cwd=root)
     return root, config, work_dir, proc.stdout + proc.stderr

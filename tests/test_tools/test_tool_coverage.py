@@ -16,7 +16,8 @@ from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.tools.demo_data import write_ade, write_coco  # what tools/make_demo_data.py writes
-from tests.helpers import REPO, memoised_package_config_index, run_launcher, run_tool
+from tests.helpers import (REPO, USER_ARCH, backbone_override, memoised_package_config_index, run_launcher, run_tool,
+                           widths)
 
 TOOLS = REPO / 'tools'
 
@@ -55,9 +56,8 @@ _base_ = [{base!r}]
 data_root = {root!r}
 metainfo = dict(classes=('circle', 'square', 'triangle'))
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-                  pretrain_img_size=96, drop_path_rate=0., init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
+    {backbone},
+    neck=dict(in_channels={widths}, out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(bbox_roi_extractor=dict(out_channels=64),
                   bbox_head=dict(in_channels=64, fc_out_channels=128, num_classes=3)))
@@ -85,7 +85,8 @@ def faster(tmp_path_factory):
     write_coco(str(root / 'data'), num_train=2, num_val=2, size=(96, 96))
     config = root / 'faster_config.py'
     config.write_text(FASTER_CONFIG.format(base=str(REPO / 'configs' / 'faster_rcnn_maformer_t.py'),
-                                           root=str(root / 'data') + '/'))
+                                           root=str(root / 'data') + '/', widths=widths(USER_ARCH),
+                                           backbone=backbone_override(drop_path_rate=0., init_cfg=None)))
     ckpt = save_initial_checkpoint(config, root / 'faster.pth')
     proc = run_tool([TOOLS / 'test.py', config, ckpt, '--tta', '--show-dir', root / 'vis', '--out', root / 'one.pkl',
                      '--work-dir', root / 'one', '--cfg-options', *TTA_SCALES], cwd=root)
@@ -138,10 +139,10 @@ def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
 
 # A user's UperNet config outside the repository: the seg tests' shrunk demo config (tests/test_seg/test_seg_tools.py).
 def test_show_dir_writes_the_drawn_segmentation(tmp_path):
-    from tests.test_seg.test_seg_tools import DEMO_CONFIG, USER_CONFIG
+    from tests.test_seg.test_seg_tools import DEMO_CONFIG, user_seg_config
     write_ade(str(tmp_path / 'data'), num_train=2, num_val=2, size=(64, 64))
     config = tmp_path / 'seg_config.py'
-    config.write_text(USER_CONFIG.format(base=str(DEMO_CONFIG), root=str(tmp_path / 'data') + '/'))
+    config.write_text(user_seg_config(str(DEMO_CONFIG), str(tmp_path / 'data') + '/'))
     ckpt = save_initial_checkpoint(config, tmp_path / 'seg.pth')
     proc = run_tool([TOOLS / 'test.py', config, ckpt, '--show-dir', tmp_path / 'vis', '--work-dir', tmp_path / 'w'],
                     cwd=tmp_path)
@@ -156,11 +157,10 @@ def test_classification_test_prints_the_top1_of_its_predictions(tmp_path):
     is the share of images whose predicted class, computed here with the same weights, is right."""
     from mmengine.runner import Runner
 
-    from tests.test_cls.test_cls_pretrain import ARCH, CLASSES, CROP_64, USER_CONFIG, write_image_folders
+    from tests.test_cls.test_cls_pretrain import CROP_64, user_cls_config, write_image_folders
     write_image_folders(tmp_path / 'data', dict(val=6))
     config = tmp_path / 'cls_config.py'
-    config.write_text(USER_CONFIG.format(base=str(REPO / 'configs' / 'maformer_t_in1k.py'),
-                                         root=str(tmp_path / 'data'), classes=CLASSES, arch=ARCH))
+    config.write_text(user_cls_config(str(tmp_path / 'data')))
     ckpt = save_initial_checkpoint(config, tmp_path / 'cls.pth')
     proc = run_tool([TOOLS / 'test.py', config, ckpt, '--work-dir', tmp_path / 'w', '--cfg-options', *CROP_64],
                     cwd=tmp_path)
