@@ -33,6 +33,16 @@ def size_of(config: Path) -> str:
     return config.stem.split('_maformer_')[1][0]
 
 
+def unscoped(value):
+    """A config value as plain dicts and lists without mmengine's `_scope_` marks (which depend on how a config was
+    loaded), for comparing our configs with the packages' own."""
+    if isinstance(value, dict):
+        return {k: unscoped(v) for k, v in value.items() if k != '_scope_'}
+    if isinstance(value, (list, tuple)):
+        return [unscoped(v) for v in value]
+    return value
+
+
 def tiny_backbone(backbone: ConfigDict) -> None:
     backbone.update(arch=TINY_ARCH, pretrain_img_size=SIZE, window_size=4, drop_path_rate=0., with_cp=False,
                     init_cfg=None)
