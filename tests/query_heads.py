@@ -170,7 +170,10 @@ class RunRecord(Hook):
         self._handles: list = []
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        self.watch(runner.model.module if hasattr(runner.model, 'module') else runner.model)
+
+    def watch(self, model: torch.nn.Module) -> None:
+        """Records the first gradient of each backbone parameter of `model` until `after_train`."""
         for name, param in model.backbone.named_parameters():
             self._handles.append(param.register_hook(self._recorder(name)))
 

@@ -110,7 +110,7 @@ def test_config_trains_one_iteration_and_evaluates(coco_data, tmp_path, name):
         shrink_dino(cfg.model)
         runner, record = run(cfg)
     assert_trained_backbone(record, runner.model)
-    assert {'loss_cls', 'loss_bbox', 'loss_iou', 'enc_loss_cls', 'dn_loss_cls', 'd0.loss_cls'} <= set(record.losses[0])
+    assert {'loss_cls', 'loss_bbox', 'loss_iou', 'enc_loss_cls', 'dn_loss_cls', 'dn_loss_bbox'} <= set(record.losses[0])
     metrics, = record.metrics
     assert 0 <= metrics['coco/bbox_mAP'] <= 1 and 0 <= metrics['coco/bbox_mAP_50'] <= 1
 
