@@ -305,3 +305,15 @@ def test_train_tool_with_data_root_trains_own_classes(tmp_path):
     ckpt = load_mmengine_checkpoint(tmp_path / 'work' / 'iter_1.pth', 'cpu')
     assert tuple(ckpt['meta']['dataset_meta']['classes']) == names
     assert ckpt['state_dict']['panoptic_head.cls_embed.weight'].shape[0] == 5  # 4 classes + "no object"
+
+
+def test_onnx_export_of_the_instance_model(tmp_path, capsys):
+    """Class logits (with "no object") and mask logits (stride 4) of the last decoder layer, checked in ONNX Runtime."""
+    from maformer_mm.tools import export_onnx as tool
+    config = tmp_path / 'small_m2f.py'
+    config.write_text(SMALL_M2F.format(base=str(M2F_COCO_CONFIGS[0])))
+    tool.main([str(config), '--shape', '64', '96', '--out', str(tmp_path / 'm2f.onnx'), '--verify'])
+    text = capsys.readouterr().out
+    assert 'Exporting detection (cls_logits, mask_logits)' in text and 'with the legacy exporter' in text
+    assert 'cls_logits (1, 10, 81): ' in text and 'mask_logits (1, 10, 16, 24): ' in text
+    assert 'Verified in ONNX Runtime' in text

@@ -150,3 +150,18 @@ def test_infer_tool_writes_label_maps_of_the_trained_model(trained, ade_data, tm
     from PIL import Image
     labels = np.array(Image.open(written.preds[0]))
     assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_onnx_export_of_the_trained_segmentor(trained, tmp_path, capsys):
+    """The whole segmentor to the per-pixel class scores of its last decoder layer (stride 4), from the trained
+    checkpoint, checked in ONNX Runtime; the legacy exporter is picked for its deformable attention."""
+    from maformer_mm.tools import export_onnx as tool
+    runner, _ = trained['mask2former_maformer_t_512x512_160k_ade20k']
+    config = tmp_path / 'tiny_m2f.py'
+    with unformatted_config_text():
+        runner.cfg.dump(str(config))
+    tool.main([str(config), str(Path(runner.work_dir) / 'iter_1.pth'), '--shape', '64', '96',
+               '--out', str(tmp_path / 'm2f.onnx'), '--verify'])
+    text = capsys.readouterr().out
+    assert 'Exporting segmentation (seg_logits)' in text and 'with the legacy exporter' in text
+    assert '64x96 seg_logits (1, 3, 16, 24): ' in text and 'Verified in ONNX Runtime' in text
