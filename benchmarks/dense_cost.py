@@ -110,7 +110,8 @@ def markdown(rows: List[dict], device: str, hardware: str, repeats: int) -> str:
              '|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['params_m']:.1f}M | {r['gflops']:.1f} | "
-                     f"{r['flop_ratio']:.2f} | {r['infer_s']:.2f} | {r['time_ratio']:.2f} | {r.get('repeats', repeats)} |")
+                     f"{r['flop_ratio']:.2f} | {r['infer_s']:.2f} | {r['time_ratio']:.2f} | "
+                     f"{r.get('repeats', repeats)} |")
     return '\n'.join(lines) + '\n'
 
 

@@ -184,7 +184,8 @@ class RunRecord(Hook):
         return record
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self.losses.append({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in (outputs or {}).items() if 'loss' in k})
+        self.losses.append({k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                            for k, v in (outputs or {}).items() if 'loss' in k})
 
     def after_train(self, runner) -> None:
         for handle in self._handles:

@@ -3,5 +3,5 @@ from .exporter import EXPORTERS, MSDA_REASON, default_exporter, dynamic_blockers
 from .targets import ExportTarget, build_model, build_target
 from .verify import Comparison, OnnxVerificationError, other_sizes, verify_onnx
 
-__all__ = ['EXPORTERS', 'MSDA_REASON', 'default_exporter', 'dynamic_blockers', 'export_onnx', 'ExportTarget', 'build_model', 'build_target',
-           'Comparison', 'OnnxVerificationError', 'other_sizes', 'verify_onnx']
+__all__ = ['EXPORTERS', 'MSDA_REASON', 'default_exporter', 'dynamic_blockers', 'export_onnx', 'ExportTarget',
+           'build_model', 'build_target', 'Comparison', 'OnnxVerificationError', 'other_sizes', 'verify_onnx']

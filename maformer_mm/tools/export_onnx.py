@@ -22,8 +22,16 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (EXPORTERS, OnnxVerificationError, build_target, default_exporter, dynamic_blockers, export_onnx,
-                      other_sizes, verify_onnx)
+from ..deploy import (
+    EXPORTERS,
+    OnnxVerificationError,
+    build_target,
+    default_exporter,
+    dynamic_blockers,
+    export_onnx,
+    other_sizes,
+    verify_onnx,
+)
 from .cli import load_config, parse_hw
 
 

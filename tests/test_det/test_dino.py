@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -15,8 +14,18 @@ import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.demo_data import write_coco
 from tests.helpers import memoised_package_config_index
-from tests.query_heads import (unscoped, ARCH_OF, DINO_CONFIGS, assert_trained_backbone, coco_run_config, run, shrink_dino,
-                               size_of, unformatted_config_text)
+from tests.query_heads import (
+    ARCH_OF,
+    CONFIG_DIR,
+    DINO_CONFIGS,
+    assert_trained_backbone,
+    coco_run_config,
+    run,
+    shrink_dino,
+    size_of,
+    unformatted_config_text,
+    unscoped,
+)
 
 # The mmdet config each of ours is thin over: the R-50 4-scale ones, and the Swin-L 5-scale ones (whose backbone
 # replacement and extra ChannelMapper level ours follow).
@@ -52,13 +61,15 @@ def test_config_is_mmdets_dino_with_a_maformer_backbone(configs, name):
     cfg, ref = configs[name], configs[MMDET_OF[_kind(name)]]
     size, (scales, _) = size_of(Path(name)), _kind(name)
     assert cfg.default_scope == 'mmdet' and cfg.custom_imports.imports == ['maformer_mm']
-    for key in (set(cfg.model) | set(ref.model)) - {'_scope_'}:  # the detector, transformer, head, denoising, matching, test
+    # the detector, transformer, head, denoising, matching, test settings
+    for key in (set(cfg.model) | set(ref.model)) - {'_scope_'}:
         if key not in ('backbone', 'neck'):
             assert unscoped(cfg.model.get(key)) == unscoped(ref.model.get(key)), key
     assert unscoped(cfg.model.neck) == dict(unscoped(ref.model.neck), in_channels=cfg.model.neck.in_channels)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'optim_wrapper',
                 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks'):
-        assert unscoped(cfg[key]) == unscoped(ref[key]), key  # pipelines, AdamW + clipping + backbone at 0.1x lr, schedule, runtime
+        # pipelines, AdamW + clipping + backbone at 0.1x lr, schedule, runtime
+        assert unscoped(cfg[key]) == unscoped(ref[key]), key
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys == {'backbone': dict(lr_mult=0.1)}
     backbone = cfg.model.backbone
     assert backbone.type == 'MAFormer' and backbone.arch == ARCH_OF[size]
@@ -144,7 +155,7 @@ def trained_on_own_data(tmp_path_factory):
     root = tmp_path_factory.mktemp('dino_own')
     write_coco(str(root / 'data'), 2, 1, (64, 64), classes=OWN_CLASSES, year='2017')
     config = root / 'small_dino.py'
-    config.write_text(SMALL_DINO.format(base=str(Path(__file__).parents[2] / 'configs' / 'dino_4scale_maformer_t_12e.py')))
+    config.write_text(SMALL_DINO.format(base=str(CONFIG_DIR / 'dino_4scale_maformer_t_12e.py')))
     with unformatted_config_text():
         train_tool.main([str(config), '--data-root', str(root / 'data'), '--work-dir', str(root / 'work'),
                          '--device', 'cpu', '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None',
@@ -188,6 +199,7 @@ def test_onnx_export_of_the_whole_detector_at_a_fixed_size(trained_on_own_data, 
     (128x128: at 64x64 fewer encoder proposals are valid than there are queries, and the tied scores of the
     invalid ones make the top-k order differ between runtimes.)"""
     import onnx
+
     from maformer_mm.tools import export_onnx as tool
     _, config = trained_on_own_data
     out = tmp_path / 'dino.onnx'

@@ -21,9 +21,24 @@ from maformer_mm.models import MAFormer
 from maformer_mm.tools.data_root import set_num_classes
 from maformer_mm.tools.demo_data import CLASSES, write_coco
 from tests.helpers import memoised_package_config_index
-from tests.query_heads import (RunRecord, unscoped, ARCH_OF, M2F_COCO_CONFIGS, M2F_PANOPTIC_CONFIGS, SIZE, STUFF, assert_trained_backbone,
-                               coco_run_config, run, set_mask2former_classes, shrink_mask2former_head, size_of,
-                               tiny_backbone, unformatted_config_text, write_coco_panoptic)
+from tests.query_heads import (
+    ARCH_OF,
+    M2F_COCO_CONFIGS,
+    M2F_PANOPTIC_CONFIGS,
+    SIZE,
+    STUFF,
+    RunRecord,
+    assert_trained_backbone,
+    coco_run_config,
+    run,
+    set_mask2former_classes,
+    shrink_mask2former_head,
+    size_of,
+    tiny_backbone,
+    unformatted_config_text,
+    unscoped,
+    write_coco_panoptic,
+)
 
 INSTANCE = [p.stem for p in M2F_COCO_CONFIGS]
 PANOPTIC = [p.stem for p in M2F_PANOPTIC_CONFIGS]
@@ -54,14 +69,17 @@ def test_config_is_mmdets_mask2former_with_a_maformer_backbone(configs, name):
     cfg, ref = configs[name], configs[MMDET_OF[_task(name)]]
     size = size_of(Path(name))
     assert cfg.default_scope == 'mmdet' and cfg.custom_imports.imports == ['maformer_mm']
-    for key in (set(cfg.model) | set(ref.model)) - {'_scope_'}:  # preprocessor (LSJ padding), fusion head, matching, test settings
+    # preprocessor (LSJ padding), fusion head, matching, test settings
+    for key in (set(cfg.model) | set(ref.model)) - {'_scope_'}:
         if key not in ('backbone', 'panoptic_head'):
             assert unscoped(cfg.model.get(key)) == unscoped(ref.model.get(key)), key
-    assert unscoped(cfg.model.panoptic_head) == dict(unscoped(ref.model.panoptic_head), in_channels=cfg.model.panoptic_head.in_channels)
+    head = cfg.model.panoptic_head
+    assert unscoped(head) == dict(unscoped(ref.model.panoptic_head), in_channels=head.in_channels)
     for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler', 'train_cfg',
                 'auto_scale_lr', 'default_hooks'):
         assert unscoped(cfg[key]) == unscoped(ref[key]), key  # LSJ pipeline, 368,750 iterations (50 epochs), evaluators
-    assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(ref.optim_wrapper.optimizer)  # AdamW 1e-4, weight decay 0.05
+    # AdamW 1e-4, weight decay 0.05
+    assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(ref.optim_wrapper.optimizer)
     assert unscoped(cfg.optim_wrapper.clip_grad) == unscoped(ref.optim_wrapper.clip_grad)
     backbone = cfg.model.backbone
     assert backbone.type == 'MAFormer' and backbone.arch == ARCH_OF[size] and backbone.out_indices == (0, 1, 2, 3)
@@ -273,9 +291,10 @@ model = dict(
                   pretrain_img_size=64, window_size=4, drop_path_rate=0., init_cfg=None),
     panoptic_head=dict(
         in_channels=[16, 32, 64, 128], feat_channels=32, out_channels=32, num_queries=10,
-        pixel_decoder=dict(encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(embed_dims=32),
-                                                                    ffn_cfg=dict(embed_dims=32, feedforward_channels=64))),
-                           positional_encoding=dict(num_feats=16)),
+        pixel_decoder=dict(
+            encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(embed_dims=32),
+                                                      ffn_cfg=dict(embed_dims=32, feedforward_channels=64))),
+            positional_encoding=dict(num_feats=16)),
         positional_encoding=dict(num_feats=16),
         transformer_decoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=dict(embed_dims=32),
                                                               cross_attn_cfg=dict(embed_dims=32),

@@ -6,7 +6,6 @@ tools/infer.py."""
 from pathlib import Path
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -14,8 +13,18 @@ import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.demo_data import write_ade
 from tests.helpers import memoised_package_config_index
-from tests.query_heads import (unscoped, ARCH_OF, M2F_ADE_CONFIGS, assert_trained_backbone, ade_run_config, run,
-                               shrink_mask2former_head, size_of, tiny_backbone, unformatted_config_text)
+from tests.query_heads import (
+    ARCH_OF,
+    M2F_ADE_CONFIGS,
+    ade_run_config,
+    assert_trained_backbone,
+    run,
+    shrink_mask2former_head,
+    size_of,
+    tiny_backbone,
+    unformatted_config_text,
+    unscoped,
+)
 
 NAMES = [p.stem for p in M2F_ADE_CONFIGS]
 MMSEG_OF = {
@@ -52,7 +61,8 @@ def test_config_is_mmsegs_mask2former_with_a_maformer_backbone(configs, name):
     cfg, ref = configs[name], configs[MMSEG_OF[_crop(name)]]
     size = size_of(Path(name))
     assert cfg.default_scope == 'mmseg' and cfg.custom_imports.imports == ['maformer_mm', 'mmdet.models']
-    assert unscoped(cfg.model.decode_head) == dict(unscoped(ref.model.decode_head), in_channels=cfg.model.decode_head.in_channels)  # the head, losses and matcher
+    head = cfg.model.decode_head  # the head, losses and matcher
+    assert unscoped(head) == dict(unscoped(ref.model.decode_head), in_channels=head.in_channels)
     for key in ('train_cfg', 'test_cfg'):
         assert unscoped(cfg.model.get(key)) == unscoped(ref.model.get(key)), key
     # Test images padded to a multiple of 32 as in mmseg's 512x512 configs (its standalone 640x640 one does not pad)
@@ -61,7 +71,8 @@ def test_config_is_mmsegs_mask2former_with_a_maformer_backbone(configs, name):
     for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler', 'train_cfg',
                 'auto_scale_lr'):
         assert unscoped(cfg[key]) == unscoped(ref[key]), key  # pipelines and crop size, poly schedule, 160k iterations
-    assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(ref.optim_wrapper.optimizer)  # AdamW 1e-4, weight decay 0.05
+    # AdamW 1e-4, weight decay 0.05
+    assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(ref.optim_wrapper.optimizer)
     assert unscoped(cfg.optim_wrapper.clip_grad) == unscoped(ref.optim_wrapper.clip_grad)
     backbone = cfg.model.backbone
     assert backbone.type == 'MAFormer' and backbone.arch == ARCH_OF[size] and backbone.out_indices == (0, 1, 2, 3)
@@ -82,7 +93,8 @@ def test_full_size_model_and_the_optimiser_keys(configs, name):
     cfg = configs[name]
     init_default_scope('mmseg')
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    assert isinstance(model.backbone, MAFormer) and model.backbone.out_channels == tuple(cfg.model.decode_head.in_channels)
+    assert isinstance(model.backbone, MAFormer)
+    assert model.backbone.out_channels == tuple(cfg.model.decode_head.in_channels)
     assert [getattr(model.backbone, f'norm{i}').normalized_shape[0] for i in range(4)] == \
         list(model.backbone.out_channels)  # one output norm per level the pixel decoder reads
     decoder = model.decode_head.pixel_decoder
