@@ -8,10 +8,12 @@
 | segmentation, Mask2Former     | segmentor, last decoder layer | `seg_logits`: class scores (B, C, H/4, W/4) |
 | detection (mmdet)             | backbone and neck             | `fpn0`.. (the FPN maps)                    |
 | detection, DINO / DETR heads  | detector, last decoder layer  | `cls_logits` (B, Q, C), `boxes` (B, Q, 4)  |
-| detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C + 1), `mask_logits` (B, Q, H/4, W/4) |
+| detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C+1), `mask_logits` (B,Q,H/4,W/4) |
 | any, `backbone_only`          | the backbone                  | `stage{i}` for each out index              |
 
-(C: the classes; Q: the queries.) R-CNN and RetinaNet detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX
+(C: the classes; Q: the queries.)
+
+R-CNN and RetinaNet detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX
 forms are mmdeploy's symbolics, and mmdeploy 1.3.1 predates torch 2.x's exporters. The query heads (DINO, Mask2Former)
 need no such op and export whole up to their last decoder layer; what follows is post-processing (DINO: sigmoid
 scores, top-k over queries x classes, boxes as normalised cx, cy, w, h; Mask2Former: mmdet's/mmseg's fusion of
