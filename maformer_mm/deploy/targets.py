@@ -8,7 +8,7 @@
 | segmentation, Mask2Former     | segmentor, last decoder layer | `seg_logits`: class scores (B, C, H/4, W/4) |
 | detection (mmdet)             | backbone and neck             | `fpn0`.. (the FPN maps)                    |
 | detection, DINO / DETR heads  | detector, last decoder layer  | `cls_logits` (B, Q, C), `boxes` (B, Q, 4)  |
-| detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C+1), `mask_logits` (B,Q,H/4,W/4) |
+| detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C+1), `mask_logits` (B,Q,H/4,W/4)|
 | any, `backbone_only`          | the backbone                  | `stage{i}` for each out index              |
 
 (C: the classes; Q: the queries.)

@@ -7,9 +7,8 @@ What is exported depends on the config's default_scope: an mmpretrain classifier
 mmseg segmentor (mode 'tensor') its per-pixel logits at stride 4, an mmdet detector its backbone and neck
 (the FPN maps); DINO and Mask2Former export whole, to the outputs of their last decoder layer, with the legacy
 exporter at a fixed size (maformer_mm/deploy/targets.py); `--backbone-only` exports the backbone's maps for any
-config. The graph takes images
-normalised as the config's data preprocessor does (mean, std and channel order are stored in the file's
-metadata). Without CHECKPOINT the randomly initialised model is exported.
+config. The graph takes images normalised as the config's data preprocessor does (mean, std and channel order are
+stored in the file's metadata). Without CHECKPOINT the randomly initialised model is exported.
 
 `--dynamic` makes H and W dynamic: one file serves every input size (window padding and the GLD resize are
 computed in the graph). `--verify` runs the file in ONNX Runtime on the CPU at the export size (and, with
@@ -22,16 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (
-    EXPORTERS,
-    OnnxVerificationError,
-    build_target,
-    default_exporter,
-    dynamic_blockers,
-    export_onnx,
-    other_sizes,
-    verify_onnx,
-)
+from ..deploy import (EXPORTERS, OnnxVerificationError, build_target, default_exporter, dynamic_blockers, export_onnx,
+                      other_sizes, verify_onnx)
 from .cli import load_config, parse_hw
 
 

@@ -128,9 +128,9 @@ def _num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
                                head['num_things_classes'] + (head.get('num_stuff_classes') or 0)))
             loss = head.get('loss_cls')
             weights = loss.get('class_weight') if isinstance(loss, dict) else None
-            if 'MaskFormerHead' in str(head.get('type', '')) or 'Mask2FormerHead' in str(head.get('type', '')):
-                if isinstance(weights, (list, tuple)):  # one weight per class, then the background's ("no object")
-                    fields.append((f'len(model.{path}.loss_cls.class_weight) - 1', len(weights) - 1))
+            is_maskformer = str(head.get('type', '')).endswith(('MaskFormerHead', 'Mask2FormerHead'))
+            if is_maskformer and isinstance(weights, (list, tuple)):  # a weight per class, then "no object"'s
+                fields.append((f'len(model.{path}.loss_cls.class_weight) - 1', len(weights) - 1))
     return fields
 
 
