@@ -82,6 +82,7 @@ def dino_config(backbone: str, data: str, iters: int, work_dir: str, seed: int) 
         model.neck.in_channels = [192, 384, 768]
     else:
         model.backbone.update(drop_path_rate=0., pretrain_img_size=SIZE, init_cfg=None)
+    model.bbox_head.num_classes = len(CLASSES)
     model.num_queries = 100
     model.encoder.num_layers = 2
     model.decoder.num_layers = 2

@@ -26,6 +26,8 @@ def test_training_comparison_changes_only_the_backbone(tmp_path, task, builder, 
     for key in ('train_dataloader', 'val_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg', 'randomness'):
         assert ours[key] == swin[key], key
     assert ours.train_cfg.max_iters == 300 and ours.randomness.seed == 0
+    head = ours.model.get('bbox_head') or ours.model.decode_head
+    assert head.num_classes == len(query_heads_training.CLASSES)  # the generated sets' 3 classes
     assert ours.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 1.0  # no pretrained weights to protect
 
 
