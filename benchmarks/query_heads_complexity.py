@@ -96,11 +96,14 @@ def published(config: str) -> Dict[str, float]:
     return {}
 
 
-def measure(group: str) -> List[dict]:
-    """One row per config of `group`: params (M), FLOPs (G) at the training size, published metrics and source."""
+def measure(group: str, done: Sequence[str] = (), save=None) -> List[dict]:
+    """One row per config of `group` (except the row names in `done`): params (M), FLOPs (G) at the training size,
+    published metrics and their source. `save(rows)` is called after each row."""
     _, hw, configs = GROUPS[group]
     rows = []
     for name, config in configs:
+        if name in done:
+            continue
         cfg = load_config(config)
         cfg.model.backbone.init_cfg = None  # nothing is read: random weights count the same
         size = SIZE_OF.get(name, hw)
@@ -110,6 +113,8 @@ def measure(group: str) -> List[dict]:
                          size=list(size), params_m=params / 1e6, gflops=flops / 1e9, published=published(config),
                          published_source=source))
         print(f'{name}: {params / 1e6:.1f}M, {flops / 1e9:.1f}G at {size[0]}x{size[1]}', flush=True)
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -139,19 +144,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--groups', nargs='+', choices=list(GROUPS), default=list(GROUPS))
     parser.add_argument('--out', default=osp.join(HERE, 'query_heads_complexity.md'))
+    parser.add_argument('--resume', action='store_true', help='keep the rows of these groups measured before')
     args = parser.parse_args(argv)
     json_path = osp.splitext(args.out)[0] + '.json'
-    rows: List[dict] = []
-    if osp.isfile(json_path):  # groups measured before keep their rows
+    earlier: List[dict] = []
+    if osp.isfile(json_path):  # other groups keep their rows; these groups' with --resume
         with open(json_path) as f:
-            rows = [r for r in json.load(f) if r['group'] not in args.groups]
-    for group in args.groups:
-        rows += measure(group)
-        rows.sort(key=lambda r: list(GROUPS).index(r['group']))
+            earlier = [r for r in json.load(f) if args.resume or r['group'] not in args.groups]
+
+    def save(new_rows: List[dict]) -> None:
+        rows = sorted(earlier + new_rows, key=lambda r: [list(GROUPS).index(r['group']),
+                                                         [n for n, _ in GROUPS[r['group']][2]].index(r['model'])])
         with open(json_path, 'w') as f:
             json.dump(rows, f, indent=1)
         with open(args.out, 'w') as f:
             f.write(markdown(rows))
+
+    measured: List[dict] = []
+    for group in args.groups:
+        done = [r['model'] for r in earlier if r['group'] == group]
+        measured += measure(group, done, lambda rows: save(measured + rows))
+    save(measured)
 
 
 if __name__ == '__main__':
