@@ -3,7 +3,7 @@
 # queries, 9 masked-attention decoder layers, AdamW lr 1e-4 with weight decay 0.05 and gradient clipping at 0.01,
 # poly decay (power 0.9), 8 GPUs x 2 images), with the backbone replaced and the optimiser keys of mmseg's Swin
 # Mask2Former configs (backbone at 0.1x the lr; no weight decay on its norms and position terms nor on the
-# query/level embeddings; ./maformer_backbone.py).
+# query/level embeddings; ./mask2former_maformer_optim.py).
 # The pixel decoder reads all four backbone levels, each through the backbone's own output LayerNorm (norm0..norm3).
 # mmcv's MultiScaleDeformableAttention runs its PyTorch path (grid_sample) on CPU tensors and mmcv's CUDA kernel on
 # CUDA tensors; the kernel needs mmcv built with CUDA ops (docs/query_heads.md).
@@ -12,6 +12,7 @@
 _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     './maformer_backbone.py',
+    './mask2former_maformer_optim.py',
 ]
 # mmdet.models: the pixel decoder, losses and matcher of mmseg's Mask2FormerHead are mmdet's.
 custom_imports = dict(imports=['maformer_mm', 'mmdet.models'], allow_failed_imports=False)

@@ -3,7 +3,7 @@
 # instance config (MSDeformAttn pixel decoder, 100 queries, 9 masked-attention decoder layers, AdamW lr 1e-4 with
 # weight decay 0.05 and gradient clipping at 0.01, lr x0.1 at iterations 327,778 and 355,092), with the backbone
 # replaced and the optimiser keys of mmdet's Swin Mask2Former configs (backbone at 0.1x the lr; no weight decay on
-# its norms and position terms nor on the query/level embeddings; ./maformer_backbone.py).
+# its norms and position terms nor on the query/level embeddings; ./mask2former_maformer_optim.py).
 # The pixel decoder reads all four backbone levels, each through the backbone's own output LayerNorm (norm0..norm3).
 # Classes live in panoptic_head.num_things_classes (+ num_stuff_classes = 0), panoptic_fusion_head and the
 # num_classes + 1 entries of panoptic_head.loss_cls.class_weight; `tools/train.py --data-root` sets all of them.
@@ -13,6 +13,7 @@
 _base_ = [
     'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py',
     './maformer_backbone.py',
+    './mask2former_maformer_optim.py',
 ]
 custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
 

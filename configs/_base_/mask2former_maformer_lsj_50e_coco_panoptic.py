@@ -9,6 +9,7 @@
 _base_ = [
     'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
     './maformer_backbone.py',
+    './mask2former_maformer_optim.py',
 ]
 custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
 
