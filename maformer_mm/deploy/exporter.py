@@ -16,13 +16,38 @@ from torch import nn
 from ..layers import ViTBlock
 from .targets import ExportTarget
 
-__all__ = ['export_onnx', 'dynamic_blockers', 'EXPORTERS']
+__all__ = ['export_onnx', 'dynamic_blockers', 'default_exporter', 'deformable_attention_modules', 'EXPORTERS',
+           'MSDA_REASON']
 
 EXPORTERS = ('dynamo', 'legacy')
 INPUT_NAME = 'images'
 
 
+# Why models with mmcv's MultiScaleDeformableAttention (DINO's encoder and decoder, Mask2Former's pixel decoder)
+# export with the legacy exporter at a fixed size only.
+MSDA_REASON = (
+    "mmcv's MultiScaleDeformableAttention (here in its PyTorch form, grid_sample) splits its input by level sizes "
+    "held in a tensor, which mmdet builds with torch._shape_as_tensor: torch.export (the dynamo exporter) fails on "
+    'that op, and the legacy exporter traces the sizes as constants, so the graph holds for the export size only.')
+
+
+def deformable_attention_modules(module: nn.Module) -> List[str]:
+    """Names of the mmcv MultiScaleDeformableAttention modules inside `module`."""
+    from mmcv.ops import MultiScaleDeformableAttention
+    return [name for name, m in module.named_modules() if isinstance(m, MultiScaleDeformableAttention)]
+
+
+def default_exporter(module: nn.Module) -> str:
+    """'legacy' for modules with multi-scale deformable attention (MSDA_REASON), else 'dynamo'."""
+    return 'legacy' if deformable_attention_modules(module) else 'dynamo'
+
+
 def _export_dynamo(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
+    deformable = deformable_attention_modules(target.module)
+    if deformable:
+        raise ValueError(f'the dynamo exporter cannot export this model ({len(deformable)} multi-scale deformable '
+                         f'attention modules, e.g. {deformable[0]}): {MSDA_REASON} Use the legacy exporter '
+                         "(--exporter legacy), at a fixed size.")
     dynamic_shapes = None
     if dynamic:
         hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
@@ -55,6 +80,10 @@ def dynamic_blockers(module: nn.Module) -> List[str]:
             'attends globally when its map fits in one window and in padded windows otherwise: a choice made by '
             'the map size, which a graph traced at one size would freeze. torch.export can express it only as '
             'torch.cond, which fails on the padded window branch in torch 2.13.')
+    deformable = deformable_attention_modules(module)
+    if deformable:
+        reasons.append(f'{len(deformable)} multi-scale deformable attention modules (e.g. {deformable[0]}): '
+                       + MSDA_REASON)
     return reasons
 
 

@@ -1,17 +1,27 @@
 """What the ONNX export takes from a config: one module whose forward maps a batch of normalised images
 (B, C, H, W) to a tuple of named tensors.
 
-| config kind                 | exported graph                  | outputs                          |
-|-----------------------------|---------------------------------|----------------------------------|
-| classification (mmpretrain) | the classifier, mode `tensor`   | `logits` (B, classes)            |
-| segmentation (mmseg)        | the segmentor, mode `tensor`    | `seg_logits` (B, classes, H/4, W/4) |
-| detection (mmdet)           | backbone and neck               | `fpn0`.. (the FPN maps)          |
-| any, `backbone_only`        | the backbone                    | `stage{i}` for each out index    |
+| config kind                   | exported graph                | outputs                                    |
+|-------------------------------|-------------------------------|--------------------------------------------|
+| classification (mmpretrain)   | the classifier, mode `tensor` | `logits` (B, C)                            |
+| segmentation (mmseg)          | the segmentor, mode `tensor`  | `seg_logits` (B, C, H/4, W/4)              |
+| segmentation, Mask2Former     | segmentor, last decoder layer | `seg_logits`: class scores (B, C, H/4, W/4) |
+| detection (mmdet)             | backbone and neck             | `fpn0`.. (the FPN maps)                    |
+| detection, DINO / DETR heads  | detector, last decoder layer  | `cls_logits` (B, Q, C), `boxes` (B, Q, 4)  |
+| detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C+1), `mask_logits` (B,Q,H/4,W/4)|
+| any, `backbone_only`          | the backbone                  | `stage{i}` for each out index              |
 
-Detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX forms
-are mmdeploy's symbolics, and mmdeploy 1.3.1 predates torch 2.x's exporters.
+(C: the classes; Q: the queries.)
+
+R-CNN and RetinaNet detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX
+forms are mmdeploy's symbolics, and mmdeploy 1.3.1 predates torch 2.x's exporters. The query heads (DINO, Mask2Former)
+need no such op and export whole up to their last decoder layer; what follows is post-processing (DINO: sigmoid
+scores, top-k over queries x classes, boxes as normalised cx, cy, w, h; Mask2Former: mmdet's/mmseg's fusion of
+class and mask scores). Their multi-scale deformable attention (mmcv's PyTorch path, `grid_sample`) exports with the
+legacy exporter at a fixed size only (`exporter.MSDA_REASON`).
 """
 import copy
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,7 +36,7 @@ from torch import nn
 
 from .exportable import make_exportable
 
-__all__ = ['ExportTarget', 'build_model', 'build_target', 'TASK_KINDS']
+__all__ = ['ExportTarget', 'build_model', 'build_target', 'query_head_kind', 'TASK_KINDS']
 
 # default_scope -> the kind of model a config describes
 TASK_KINDS = {'mmpretrain': 'classification', 'mmseg': 'segmentation', 'mmdet': 'detection'}
@@ -71,6 +81,60 @@ class SegmentorLogits(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
         return (self.model(images, None, mode='tensor'), )
+
+
+class QuerySegmentorScores(nn.Module):
+    """An mmseg segmentor with a Mask2Former/MaskFormer head: the per-pixel class scores of its last decoder layer,
+    softmax(class logits) without "no object" times sigmoid(mask logits), summed over the queries, at stride 4.
+    mmseg's `predict` upsamples the mask logits to the image before the sigmoid; upsampling these scores instead
+    differs at mask edges only. (mmseg 1.2.2's mode 'tensor' cannot run these heads: it calls them without the data
+    samples they take.)"""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
+        from mmseg.structures import SegDataSample
+        samples = [SegDataSample() for _ in range(images.shape[0])]  # the heads only count them
+        cls_logits, mask_logits = self.model.decode_head(self.model.extract_feat(images), samples)
+        scores = torch.einsum('bqc,bqhw->bchw', cls_logits[-1].softmax(-1)[..., :-1], mask_logits[-1].sigmoid())
+        return (scores, )
+
+
+class QueryDetectorOutputs(nn.Module):
+    """An mmdet DETR-family or MaskFormer-family detector in mode 'tensor': the class logits and the boxes (DINO,
+    Deformable DETR: normalised cx, cy, w, h) or mask logits (Mask2Former) of its last decoder layer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        from mmdet.structures import DetDataSample
+        h, w = images.shape[-2:]
+        meta = dict(img_shape=(h, w), batch_input_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
+                    scale_factor=(1., 1.))
+        cls_logits, second = self.model(images, [DetDataSample(metainfo=meta) for _ in range(images.shape[0])],
+                                        mode='tensor')
+        return cls_logits[-1], second[-1]
+
+
+def query_head_kind(model: nn.Module) -> Optional[str]:
+    """'detr' for mmdet's DETR-family detectors, 'maskformer' for its MaskFormer family, 'maskformer_seg' for an
+    mmseg segmentor with such a head; None otherwise."""
+    head = getattr(model, 'decode_head', None)
+    if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+        return 'maskformer_seg'
+    try:
+        from mmdet.models.detectors import DetectionTransformer, MaskFormer
+    except ImportError:
+        return None
+    if isinstance(model, DetectionTransformer):
+        return 'detr'
+    if isinstance(model, MaskFormer):
+        return 'maskformer'
+    return None
 
 
 class DetectorFeatures(nn.Module):
@@ -154,9 +218,16 @@ def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: b
     elif kind == 'classification':
         module, names = ClassifierLogits(model), ['logits']
     elif kind == 'segmentation':
-        module, names = SegmentorLogits(model), ['seg_logits']
+        query_kind = query_head_kind(model)
+        module = QuerySegmentorScores(model) if query_kind == 'maskformer_seg' else SegmentorLogits(model)
+        names = ['seg_logits']
     else:
-        module, names = DetectorFeatures(model), None
+        query_kind = query_head_kind(model)
+        if query_kind is not None:
+            module = QueryDetectorOutputs(model)
+            names = ['cls_logits', 'boxes' if query_kind == 'detr' else 'mask_logits']
+        else:
+            module, names = DetectorFeatures(model), None
     in_channels = getattr(backbone, 'in_channels', 3)
     if names is None:  # one name per output, counted on a small input
         with torch.no_grad():

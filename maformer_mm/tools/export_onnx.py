@@ -5,9 +5,10 @@
 
 What is exported depends on the config's default_scope: an mmpretrain classifier gives its logits, an
 mmseg segmentor (mode 'tensor') its per-pixel logits at stride 4, an mmdet detector its backbone and neck
-(the FPN maps); `--backbone-only` exports the backbone's maps for any config. The graph takes images
-normalised as the config's data preprocessor does (mean, std and channel order are stored in the file's
-metadata). Without CHECKPOINT the randomly initialised model is exported.
+(the FPN maps); DINO and Mask2Former export whole, to the outputs of their last decoder layer, with the legacy
+exporter at a fixed size (maformer_mm/deploy/targets.py); `--backbone-only` exports the backbone's maps for any
+config. The graph takes images normalised as the config's data preprocessor does (mean, std and channel order are
+stored in the file's metadata). Without CHECKPOINT the randomly initialised model is exported.
 
 `--dynamic` makes H and W dynamic: one file serves every input size (window padding and the GLD resize are
 computed in the graph). `--verify` runs the file in ONNX Runtime on the CPU at the export size (and, with
@@ -20,15 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (
-    EXPORTERS,
-    OnnxVerificationError,
-    build_target,
-    dynamic_blockers,
-    export_onnx,
-    other_sizes,
-    verify_onnx,
-)
+from ..deploy import (EXPORTERS, OnnxVerificationError, build_target, default_exporter, dynamic_blockers, export_onnx,
+                      other_sizes, verify_onnx)
 from .cli import load_config, parse_hw
 
 
@@ -44,8 +38,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='with --dynamic: the other sizes --verify checks (pairs; default: two odd sizes)')
     parser.add_argument('--opset', type=int, default=18, help='ONNX opset version (default 18)')
     parser.add_argument('--backbone-only', action='store_true', help='export the backbone\'s feature maps')
-    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
-                        help='torch.onnx exporter: dynamo (torch.export; default) or legacy (TorchScript)')
+    parser.add_argument('--exporter', choices=EXPORTERS,
+                        help='torch.onnx exporter: dynamo (torch.export; the default) or legacy (TorchScript; the '
+                             'default for models with multi-scale deformable attention: DINO, Mask2Former)')
     parser.add_argument('--rtol', type=float, default=1e-4, help='verify tolerance, relative to each output\'s scale')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
@@ -73,10 +68,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f'H and W cannot be dynamic for this model, so it is exported at the fixed size '
                   f'{size[0]}x{size[1]}:\n  ' + '\n  '.join(blockers))
             dynamic = False
+    exporter = args.exporter or default_exporter(target.module)
     print(f'Exporting {target.kind} ({", ".join(target.output_names)}) of {args.config} '
           f'({"random weights" if not args.checkpoint else args.checkpoint}) at {size[0]}x{size[1]}'
-          f'{", H and W dynamic" if dynamic else ""} with the {args.exporter} exporter, opset {args.opset}')
-    export_onnx(target, args.out, size, dynamic=dynamic, opset=args.opset, exporter=args.exporter)
+          f'{", H and W dynamic" if dynamic else ""} with the {exporter} exporter, opset {args.opset}')
+    export_onnx(target, args.out, size, dynamic=dynamic, opset=args.opset, exporter=exporter)
     print(f'Wrote {args.out}')
     if args.verify:
         sizes = [size] + ((extra_sizes or other_sizes(size)) if dynamic else [])

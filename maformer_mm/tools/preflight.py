@@ -104,17 +104,33 @@ def dataset_classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
     return getattr(_dataset_class(dataset), 'METAINFO', {}).get('classes')
 
 
+_HEAD_PATHS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'decode_head', 'auxiliary_head', 'head',
+               'panoptic_head', 'panoptic_fusion_head')
+
+
 def _num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
-    """(config path, value) of every head num_classes that must equal the dataset's class count."""
+    """(config path, value) of every head class count that must equal the dataset's class count: `num_classes`,
+    or MaskFormer/Mask2Former's `num_things_classes + num_stuff_classes`, and the length of their
+    `loss_cls.class_weight` less its background entry."""
     fields = []
-    for path in ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'decode_head', 'auxiliary_head', 'head'):
+    for path in _HEAD_PATHS:
         node = model
         for key in path.split('.'):
             node = node.get(key) if isinstance(node, dict) else None
         heads = node if isinstance(node, list) else [node]
         for head in heads:
-            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+            if not isinstance(head, dict):
+                continue
+            if isinstance(head.get('num_classes'), int):
                 fields.append((f'model.{path}.num_classes', head['num_classes']))
+            elif isinstance(head.get('num_things_classes'), int):
+                fields.append((f'model.{path}.num_things_classes + num_stuff_classes',
+                               head['num_things_classes'] + (head.get('num_stuff_classes') or 0)))
+            loss = head.get('loss_cls')
+            weights = loss.get('class_weight') if isinstance(loss, dict) else None
+            is_maskformer = str(head.get('type', '')).endswith(('MaskFormerHead', 'Mask2FormerHead'))
+            if is_maskformer and isinstance(weights, (list, tuple)):  # a weight per class, then "no object"'s
+                fields.append((f'len(model.{path}.loss_cls.class_weight) - 1', len(weights) - 1))
     return fields
 
 

@@ -4,6 +4,7 @@ mmengine's FlopAnalyzer counts multiply-adds but returns 0 for `aten::scaled_dot
 `sdpa_flop_jit` counts it as the two matrix products it performs, exactly as the explicit path's
 matmuls are counted, so both attention paths give the same total.
 """
+import inspect
 from collections import Counter
 from typing import Any, List, Tuple
 
@@ -56,6 +57,11 @@ class _TensorForward(nn.Module):
         self.data_samples = data_samples
 
     def forward(self, inputs: torch.Tensor) -> Any:
+        head = getattr(self.model, 'decode_head', None)
+        if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+            # mmseg 1.2.2's EncoderDecoder in mode 'tensor' calls `decode_head.forward(x)`, which its MaskFormer and
+            # Mask2Former heads refuse: they take the data samples too. Same computation, called as they need.
+            return head.forward(self.model.extract_feat(inputs), self.data_samples)
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
