@@ -28,7 +28,10 @@ from .config_text import ConfigTextError, config_as_text, defuse_config_texts, r
 from .remote import read_checkpoint
 from .safe_load import DOCS
 
-__all__ = ['saved_config', 'checkpoint_classes', 'fit_heads', 'check_fits', 'preloaded_checkpoint',
+from ..utils.classes import (check_checkpoint_fits, checkpoint_classes, dataset_classes, leaf_datasets,
+                             num_classes_fields, set_num_classes, shown)
+
+__all__ = ['saved_config', 'fit_heads', 'check_fits', 'preloaded_checkpoint',
            'install_inferencer_checks']
 
 # Where mmengine's inferencer looks for a saved config, in its order.
@@ -69,18 +72,7 @@ def saved_config(checkpoint: Any, source: str) -> Config:
     return Config(values, cfg_text=config_as_text(values))
 
 
-def checkpoint_classes(checkpoint: Any) -> Optional[Tuple[str, ...]]:
-    """The classes a checkpoint was trained for: `meta.dataset_meta.classes` (mmengine), or `meta.CLASSES`
-    (mmcv 1.x); None when it records none."""
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
-    dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else {}
-    classes = dataset_meta.get('classes') or meta.get('CLASSES')
-    return tuple(map(str, classes)) if isinstance(classes, (list, tuple)) and classes else None
-
-
 def _config_classes(cfg: Config) -> Optional[Sequence[str]]:
-    from maformer_mm.tools.preflight import dataset_classes, leaf_datasets
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     if not loader or 'dataset' not in loader:
         return None
@@ -90,12 +82,10 @@ def _config_classes(cfg: Config) -> Optional[Sequence[str]]:
 def fit_heads(cfg: Config, checkpoint: Any, source: str) -> None:
     """Sets every head `num_classes` of `cfg.model` to the number of classes the checkpoint records, logging what
     changed; nothing when it records none or they agree already."""
-    from maformer_mm.tools.data_root import set_num_classes
-    from maformer_mm.tools.preflight import _num_classes_fields, shown
     trained = checkpoint_classes(checkpoint)
     if trained is None:
         return
-    heads = _num_classes_fields(cfg.model)
+    heads = num_classes_fields(cfg.model)
     if all(value == len(trained) for _, value in heads):
         return
     changed = set_num_classes(cfg.model, len(trained))
@@ -108,14 +98,13 @@ def fit_heads(cfg: Config, checkpoint: Any, source: str) -> None:
 def check_fits(model: nn.Module, checkpoint: Any, source: str, cfg: Config) -> None:
     """Raises ValueError when a tensor of the checkpoint has another shape than the model's (a head for other
     classes, which mmengine would skip with a warning), naming the checkpoint's and the config's classes."""
-    from maformer_mm.tools.preflight import _num_classes_fields, check_checkpoint_fits, shown
     name = getattr(cfg, 'filename', None) or 'the config'
     try:
         check_checkpoint_fits(model, checkpoint, source, None, f'{name}')
     except ValueError as error:
         trained = checkpoint_classes(checkpoint)
         declared = _config_classes(cfg)
-        heads = ', '.join(f'{field} = {value}' for field, value in _num_classes_fields(cfg.model)) or 'none'
+        heads = ', '.join(f'{field} = {value}' for field, value in num_classes_fields(cfg.model)) or 'none'
         raise ValueError(
             f'{error} The checkpoint records '
             + (f'{len(trained)} classes ({shown(trained)})' if trained else 'no classes (no meta.dataset_meta)')

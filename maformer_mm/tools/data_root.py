@@ -12,13 +12,14 @@ with COCO's 80 classes or drops annotations whose category names do not match.
 """
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
-from .preflight import check_coco_json, leaf_datasets, read_coco_categories, shown
+from ..utils.classes import leaf_datasets, set_num_classes, shown
+from .preflight import check_coco_json, read_coco_categories
 
-__all__ = ['CocoLayout', 'read_coco_layout', 'apply_coco_layout', 'set_num_classes']
+__all__ = ['CocoLayout', 'read_coco_layout', 'apply_coco_layout']
 
 # Config split -> (image folder, annotation file) under the data root.
 SPLITS: Dict[str, Tuple[str, str]] = {
@@ -93,78 +94,6 @@ def read_coco_layout(root: str, splits: Sequence[str] = ('train', 'val', 'test')
             raise ValueError(f'--data-root {root}: the splits\' categories differ: {first_file} has {len(first)} '
                              f'({shown(first, 8)}), {other_file} has {len(other)} ({shown(other, 8)}); {detail}')
     return CocoLayout(root=root, classes=first, splits=tuple(splits))
-
-
-def _class_weight(head: dict, old_count: int, num_classes: int, path: str) -> Optional[str]:
-    """Refits `head.loss_cls.class_weight` (a list over the old classes, + 1 for the background in MaskFormer and
-    Mask2Former heads) to `num_classes`; returns its config path, or None when the head has no such list.
-
-    Raises ValueError when the old classes have unequal weights: they cannot be carried over to other classes.
-    """
-    loss = head.get('loss_cls')
-    weights = loss.get('class_weight') if isinstance(loss, dict) else None
-    if not isinstance(weights, (list, tuple)):
-        return None
-    field = f'{path}.loss_cls.class_weight'
-    if len(weights) not in (old_count, old_count + 1):
-        raise ValueError(f'--data-root: {field} has {len(weights)} entries for {old_count} classes (expected '
-                         f'{old_count}, or {old_count + 1} with the background)')
-    foreground = set(weights[:old_count])
-    if len(foreground) > 1:
-        raise ValueError(f'--data-root: {field} gives the {old_count} classes different weights '
-                         f'({sorted(foreground)}), which cannot be carried over to other classes; set it for your '
-                         'classes with --cfg-options')
-    background = list(weights[old_count:])
-    loss['class_weight'] = [weights[0]] * num_classes + background
-    return field + (f' ({num_classes} classes + background)' if background else '')
-
-
-def set_num_classes(model: ConfigDict, num_classes: int) -> List[str]:
-    """Sets every class count of the model config to `num_classes`, except the class-agnostic RPN's; returns the
-    config paths it set.
-
-    A class count is a `num_classes` (box, mask and cascade heads, one-stage and DETR heads; DINO's denoising
-    queries take the box head's) or, in MaskFormer/Mask2Former heads and their panoptic fusion head,
-    `num_things_classes` (with no stuff classes); a head's `loss_cls.class_weight` list is refitted with it.
-
-    Raises:
-        ValueError: a head with stuff classes (a panoptic model: instance annotations name things only), or a
-            per-class weight list that cannot be refitted.
-    """
-    fields: List[str] = []
-
-    def fit_head(node: dict, path: str) -> None:
-        old_count = None
-        if isinstance(node.get('num_classes'), int):
-            old_count = node['num_classes']
-            node['num_classes'] = num_classes
-            fields.append(f'{path}.num_classes')
-        elif isinstance(node.get('num_things_classes'), int):
-            stuff = node.get('num_stuff_classes') or 0
-            if stuff:
-                raise ValueError(f'--data-root reads instance annotations (things only), but {path} has {stuff} stuff '
-                                 'classes (a panoptic model): use an instance-segmentation config, or set panoptic '
-                                 'data and classes in a config of your own (docs/query_heads.md)')
-            old_count = node['num_things_classes']
-            node['num_things_classes'] = num_classes
-            fields.append(f'{path}.num_things_classes')
-        if old_count is not None:
-            weight_field = _class_weight(node, old_count, num_classes, path)
-            if weight_field:
-                fields.append(weight_field)
-
-    def visit(node: object, path: str) -> None:
-        if isinstance(node, dict):
-            fit_head(node, path)
-            for key, value in node.items():
-                if key != 'rpn_head':
-                    visit(value, f'{path}.{key}')
-        elif isinstance(node, (list, tuple)):
-            for index, item in enumerate(node):
-                visit(item, f'{path}[{index}]')
-
-    visit(model, 'model')
-    return fields
 
 
 def _palette(num_classes: int) -> List[Tuple[int, int, int]]:

@@ -30,11 +30,11 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import maformer_mm  # noqa: F401
-from ..checkpoint.inferencers import check_fits, checkpoint_classes, fit_heads, preloaded_checkpoint
+from ..checkpoint.inferencers import check_fits, fit_heads, preloaded_checkpoint
 from ..checkpoint.remote import read_checkpoint
 from .cli import add_device_argument, default_device, parse_device
+from ..utils.classes import check_checkpoint_classes, checkpoint_classes, leaf_datasets
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
-from .preflight import check_checkpoint_classes, leaf_datasets
 
 __all__ = ['Written', 'list_images', 'infer', 'parse_args', 'main']
 

@@ -6,23 +6,22 @@ format <class 'list'> not supported" names no file; a class mismatch trains sile
 loss). Category names that the config's classes do not match (mmdet maps classes to categories by name, so
 annotations are dropped and labels shift silently), and Mixup/CutMix one-hot targets sized by
 `data_preprocessor.num_classes` instead of the head's (a shape error deep inside mmpretrain's loss), are
-caught here too. `tools/train.py` and `tools/test.py` call `check_data` first; `tools/test.py` also checks
-that the checkpoint was trained for the classes it is tested on (`check_checkpoint_classes`, `_fits`).
+caught here too. `tools/train.py` and `tools/test.py` call `check_data` first. (Where configs and checkpoints
+keep their classes is `maformer_mm/utils/classes.py`.)
 """
 import json
 import logging
 import mmap
 import os
 import os.path as osp
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
-from mmengine.registry import DATASETS
-from torch import nn
 
-__all__ = ['check_data', 'check_coco_json', 'read_coco_categories', 'leaf_datasets', 'dataset_classes',
-           'check_checkpoint_classes', 'check_checkpoint_fits', 'shown']
+from ..utils.classes import dataset_class, dataset_classes, leaf_datasets, num_classes_fields, shown
+
+__all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
 
 _FULL_PARSE_LIMIT = 64 * 2 ** 20  # larger annotation files are only checked for a JSON object header
 _COCO_KEYS = ('images', 'annotations', 'categories')
@@ -75,65 +74,6 @@ def read_coco_categories(path: str, what: str = 'annotation file') -> List[dict]
     return categories
 
 
-def leaf_datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
-    """The leaf dataset configs inside wrappers (RepeatDataset, ConcatDataset, ClassBalancedDataset...)."""
-    if 'datasets' in cfg:
-        for sub in cfg.datasets:
-            yield from leaf_datasets(sub)
-    elif 'dataset' in cfg:
-        yield from leaf_datasets(cfg.dataset)
-    else:
-        yield cfg
-
-
-def _dataset_class(dataset: ConfigDict) -> Optional[type]:
-    """The class a dataset config builds, looked up in the registry of the current default scope."""
-    try:
-        with DATASETS.switch_scope_and_registry(None) as registry:
-            dataset_cls = registry.get(dataset.type)
-    except (KeyError, AttributeError, TypeError):
-        return None
-    return dataset_cls if isinstance(dataset_cls, type) else None
-
-
-def dataset_classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
-    """The classes a dataset config declares: its metainfo's, else its dataset class's default."""
-    metainfo = dataset.get('metainfo') or {}
-    if metainfo.get('classes'):
-        return metainfo['classes']
-    return getattr(_dataset_class(dataset), 'METAINFO', {}).get('classes')
-
-
-_HEAD_PATHS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'decode_head', 'auxiliary_head', 'head',
-               'panoptic_head', 'panoptic_fusion_head')
-
-
-def _num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
-    """(config path, value) of every head class count that must equal the dataset's class count: `num_classes`,
-    or MaskFormer/Mask2Former's `num_things_classes + num_stuff_classes`, and the length of their
-    `loss_cls.class_weight` less its background entry."""
-    fields = []
-    for path in _HEAD_PATHS:
-        node = model
-        for key in path.split('.'):
-            node = node.get(key) if isinstance(node, dict) else None
-        heads = node if isinstance(node, list) else [node]
-        for head in heads:
-            if not isinstance(head, dict):
-                continue
-            if isinstance(head.get('num_classes'), int):
-                fields.append((f'model.{path}.num_classes', head['num_classes']))
-            elif isinstance(head.get('num_things_classes'), int):
-                fields.append((f'model.{path}.num_things_classes + num_stuff_classes',
-                               head['num_things_classes'] + (head.get('num_stuff_classes') or 0)))
-            loss = head.get('loss_cls')
-            weights = loss.get('class_weight') if isinstance(loss, dict) else None
-            is_maskformer = str(head.get('type', '')).endswith(('MaskFormerHead', 'Mask2FormerHead'))
-            if is_maskformer and isinstance(weights, (list, tuple)):  # a weight per class, then "no object"'s
-                fields.append((f'len(model.{path}.loss_cls.class_weight) - 1', len(weights) - 1))
-    return fields
-
-
 def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
     """Checks the annotation files and class counts of the config's dataloaders for `splits`."""
     from mmengine.registry import init_default_scope
@@ -154,14 +94,14 @@ def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) ->
                 continue
             if ann_file and str(ann_file).endswith('.json') and _is_coco_dataset(dataset):
                 _check_category_names(osp.join(root, ann_file), classes, split)
-            for field, value in _num_classes_fields(cfg.model):
+            for field, value in num_classes_fields(cfg.model):
                 if value != len(classes):
                     raise ValueError(f'{field} is {value} but the {split} dataset ({dataset.type}) has '
                                      f'{len(classes)} classes ({shown(classes)}); set them equal')
 
 
 def _is_coco_dataset(dataset: ConfigDict) -> bool:
-    dataset_cls = _dataset_class(dataset)
+    dataset_cls = dataset_class(dataset)
     if dataset_cls is None:
         return False
     from mmdet.datasets import CocoDataset
@@ -200,38 +140,3 @@ def _check_batch_augments(cfg: Config) -> None:
         raise ValueError(f'{field} is {value} but model.head.num_classes is {head.num_classes}: Mixup/CutMix '
                          f'(model.train_cfg.augments) would make {value}-class one-hot targets for '
                          f'{head.num_classes}-class scores; set {field} = {head.num_classes} as well')
-
-
-def shown(names: Sequence[object], limit: int = 6) -> str:
-    """The first `limit` names, comma-separated, and how many there are when that is not all of them."""
-    return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
-
-
-def check_checkpoint_classes(checkpoint: dict, path: str, classes: Optional[Sequence[str]], source: str) -> None:
-    """Raises ValueError when the checkpoint (as read from `path`) records other classes in its
-    `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data)."""
-    trained = ((checkpoint.get('meta') or {}).get('dataset_meta') or {}).get('classes')
-    if classes is not None and trained is not None and tuple(map(str, trained)) != tuple(map(str, classes)):
-        raise ValueError(f'checkpoint {path} was trained with other classes: {len(trained)} ({shown(trained)}); '
-                         f'{source} has {len(classes)} ({shown(classes)})')
-
-
-def check_checkpoint_fits(model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]],
-                          source: str) -> None:
-    """Raises ValueError naming the tensors whose shapes differ between the checkpoint and `model` (built for
-    `classes` of `source`): a head sized for another class count, which mmengine would skip with a warning and
-    then test untrained. This catches checkpoints that record no classes."""
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    own = model.state_dict()
-    mismatched = []
-    for key, value in checkpoint.get('state_dict', checkpoint).items():
-        key = key[len('module.'):] if key.startswith('module.') else key
-        if key in own and hasattr(value, 'shape') and tuple(value.shape) != tuple(own[key].shape):
-            mismatched.append(f'{key} is {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} here')
-    if mismatched:
-        built = f'for the {len(classes)} classes of {source}' if classes is not None else f'for {source}'
-        raise ValueError(f'checkpoint {path} does not fit the model built {built}: ' + '; '.join(mismatched[:4])
-                         + (f'; ... ({len(mismatched)} tensors)' if len(mismatched) > 4 else '')
-                         + '. Was it trained with other classes?')

@@ -20,13 +20,8 @@ import maformer_mm  # noqa: F401
 from maformer_mm.tools.cli import config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
-from maformer_mm.tools.preflight import (
-    check_checkpoint_classes,
-    check_checkpoint_fits,
-    check_data,
-    dataset_classes,
-    leaf_datasets,
-)
+from maformer_mm.tools.preflight import check_data
+from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, dataset_classes, leaf_datasets
 
 __all__ = ['parse_args', 'build_config', 'main']
 

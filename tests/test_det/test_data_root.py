@@ -18,7 +18,8 @@ from maformer_mm.tools import train as train_tool
 from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.tools.cli import load_config
 from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
-from maformer_mm.tools.preflight import check_checkpoint_classes, check_checkpoint_fits, check_data, leaf_datasets
+from maformer_mm.tools.preflight import check_data
+from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, leaf_datasets
 from tests.helpers import REPO, USER_ARCH, backbone_override, memoised_package_config_index, widths
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')

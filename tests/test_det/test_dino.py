@@ -179,7 +179,7 @@ def test_data_root_sets_the_head_and_its_denoising_queries(trained_on_own_data):
 
 def test_infer_tool_draws_and_writes_the_trained_detectors_boxes(trained_on_own_data, tmp_path):
     """tools/infer.py's `infer` with the config fitted to the four classes, as --data-root fitted it for training."""
-    from maformer_mm.tools.data_root import set_num_classes
+    from maformer_mm.utils.classes import set_num_classes
     from maformer_mm.tools.infer import infer
     root, config = trained_on_own_data
     cfg = Config.fromfile(str(config))

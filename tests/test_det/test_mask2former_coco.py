@@ -18,7 +18,7 @@ from PIL import Image
 
 import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.data_root import set_num_classes
+from maformer_mm.utils.classes import set_num_classes
 from maformer_mm.tools.demo_data import CLASSES, write_coco
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
