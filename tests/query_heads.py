@@ -13,7 +13,7 @@ from mmengine.hooks import Hook
 from PIL import Image, ImageDraw
 
 from maformer_mm.tools.demo_data import CLASSES, draw_scene
-from tests.conftest import TINY_ARCH
+from tests.helpers import TINY_ARCH
 from tests.helpers import REPO
 
 CONFIG_DIR = REPO / 'configs'

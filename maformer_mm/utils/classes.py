@@ -12,8 +12,6 @@ from mmengine.config import ConfigDict
 from mmengine.registry import DATASETS
 from torch import nn
 
-from ..checkpoint.state_dict import model_state_dict
-
 __all__ = ['leaf_datasets', 'dataset_class', 'dataset_classes', 'HEAD_PATHS', 'num_classes_fields', 'set_num_classes',
            'checkpoint_classes', 'check_checkpoint_classes', 'check_checkpoint_fits', 'shown']
 
@@ -183,7 +181,9 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: dict, path: str, classes
         model = model.module
     own = model.state_dict()
     mismatched = []
-    for key, value in model_state_dict(checkpoint).items():
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    for key, value in state_dict.items():
+        key = key[len('module.'):] if key.startswith('module.') else key  # as mmengine's revise_keys does, per key
         if key in own and hasattr(value, 'shape') and tuple(value.shape) != tuple(own[key].shape):
             mismatched.append(f'{key} is {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} here')
     if mismatched:
