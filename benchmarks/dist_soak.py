@@ -8,7 +8,8 @@ exit codes and aborted ranks (SIGABRT, "terminate called without an active excep
 `--repo` names the checkout whose tools, configs and package are run (default: this one), so the same
 measurement can be made on older code. Each invocation adds its `--label` to `--out` (JSON, default
 benchmarks/dist_soak.json) and rewrites the Markdown table next to it (dist_soak.md) from every label there.
-Runs alternate train, test, train, ...; a run that outlives `--timeout` is killed and counted as failed.
+Runs alternate train, test, train, ...; `--parallel K` keeps K runs going at once (more contention for the
+CPUs, as in a full test suite). A run that outlives `--timeout` is killed and counted as failed.
 """
 import argparse
 import json
@@ -16,11 +17,13 @@ import os
 import os.path as osp
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -72,12 +75,19 @@ def launch(args: List[str], cwd: Path, timeout: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
     env.update(PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', PORT=str(free_port()))
     start = time.time()
+    proc = subprocess.Popen(['bash', *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        proc = subprocess.run(['bash', *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                              start_new_session=True)
-        rc, err = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, err = 'timeout', (e.stderr or b'').decode(errors='replace') if isinstance(e.stderr, bytes) else e.stderr
+        _, err = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # torchrun stops its ranks
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        rc = 'timeout'
     err = err or ''
     # torchrun's summary names each failed rank's exit code; -6 is SIGABRT
     signals = [int(code) for code in re.findall(r'exitcode\s*:\s*(-?\d+)', err)]
@@ -85,9 +95,8 @@ def launch(args: List[str], cwd: Path, timeout: float) -> dict:
                 sigabrt_ranks=signals.count(-6), stderr_tail=err[-1500:] if rc != 0 else '')
 
 
-def soak(repo: str, runs: int, timeout: float, log=print) -> Dict:
-    """`runs` train and `runs` test runs, alternating; returns the summary and every run."""
-    records = []
+def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> Dict:
+    """`runs` train and `runs` test runs, alternating, `parallel` at a time; returns the summary and every run."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix='dist_soak_') as tmp:
         root = Path(tmp)
@@ -97,27 +106,31 @@ def soak(repo: str, runs: int, timeout: float, log=print) -> Dict:
                         str(root / 'ckpt')], cwd=root, check=True, capture_output=True,
                        env={**os.environ, 'PYTHONPATH': repo, 'CUDA_VISIBLE_DEVICES': ''})
         checkpoint = root / 'ckpt' / 'epoch_1.pth'
+        jobs = []
         for i in range(runs):
-            for kind in ('train', 'test'):
-                if kind == 'train':
-                    args = [osp.join(repo, 'tools', 'dist_train.sh'), str(config), '2', '--work-dir',
-                            str(root / f'work_{i}')]
-                else:
-                    args = [osp.join(repo, 'tools', 'dist_test.sh'), str(config), str(checkpoint), '2']
-                record = dict(kind=kind, index=i, **launch(args, root, timeout))
-                records.append(record)
-                log(f'{kind} {i + 1}/{runs}: rc={record["rc"]} {record["seconds"]}s '
-                    f'aborted ranks={record["aborted_ranks"]}')
+            jobs.append(('train', i, [osp.join(repo, 'tools', 'dist_train.sh'), str(config), '2', '--work-dir',
+                                      str(root / f'work_{i}')]))
+            jobs.append(('test', i, [osp.join(repo, 'tools', 'dist_test.sh'), str(config), str(checkpoint), '2']))
+
+        def run(job) -> dict:
+            kind, i, args = job
+            record = dict(kind=kind, index=i, **launch(args, root, timeout))
+            log(f'{kind} {i + 1}/{runs}: rc={record["rc"]} {record["seconds"]}s aborted ranks={record["aborted_ranks"]}')
+            return record
+
+        with ThreadPoolExecutor(parallel) as pool:
+            records = list(pool.map(run, jobs))
     summary = {}
     for kind in ('train', 'test'):
         rows = [r for r in records if r['kind'] == kind]
         summary[kind] = dict(runs=len(rows), exit_0=sum(r['rc'] == 0 for r in rows),
                              failed=sum(r['rc'] != 0 for r in rows),
                              aborted_ranks=sum(r['aborted_ranks'] for r in rows),
+                             sigabrt_ranks=sum(r['sigabrt_ranks'] for r in rows),
                              runs_with_abort=sum(r['aborted_ranks'] > 0 for r in rows),
                              timeouts=sum(r['rc'] == 'timeout' for r in rows),
                              median_s=sorted(r['seconds'] for r in rows)[len(rows) // 2] if rows else None)
-    return dict(summary=summary, runs=records, load_before=[round(x, 2) for x in load_before],
+    return dict(summary=summary, runs=records, parallel=parallel, load_before=[round(x, 2) for x in load_before],
                 load_after=[round(x, 2) for x in os.getloadavg()])
 
 
@@ -130,12 +143,13 @@ def markdown(results: Dict[str, dict]) -> str:
     lines = ['# Distributed soak: two-process CPU (gloo) runs of a tiny Mask R-CNN', '',
              'Written by `python -m benchmarks.dist_soak` (see its docstring). A run fails when the launcher exits',
              'non-zero; an aborted rank is one that died of SIGABRT with "terminate called without an active',
-             'exception". Load: the 1-minute load average before and after the soak (the machine is shared).', '',
-             '| label | code | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
-             '| median s | load |', '|---|---|---|---|---|---|---|---|---|---|']
+             'exception". At once: runs going in parallel. Load: the 1-minute load average before and after the soak',
+             '(the machine is shared).', '',
+             '| label | code | at once | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
+             '| median s | load |', '|---|---|---|---|---|---|---|---|---|---|---|']
     for label, res in results.items():
         for kind, s in res['summary'].items():
-            lines.append(f'| {label} | {res["code"]} | {kind} | {s["runs"]} | {s["exit_0"]} | {s["failed"]} | '
+            lines.append(f'| {label} | {res["code"]} | {res.get("parallel", 1)} | {kind} | {s["runs"]} | {s["exit_0"]} | {s["failed"]} | '
                          f'{s["runs_with_abort"]} | {s["aborted_ranks"]} | {s["median_s"]} | '
                          f'{res["load_before"][0]} -> {res["load_after"][0]} |')
     lines += ['', f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.', '']
@@ -147,13 +161,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--runs', type=int, default=30, help='train runs, and as many test runs')
     parser.add_argument('--repo', default=ROOT, help='the checkout whose tools are run (default: this one)')
     parser.add_argument('--label', default='after', help='the name of this measurement in the results')
+    parser.add_argument('--parallel', type=int, default=1, help='runs going at once')
     parser.add_argument('--timeout', type=float, default=300, help='seconds before a run counts as hung')
     parser.add_argument('--code', help='names the code under test when --repo is no git checkout')
     parser.add_argument('--out', default=osp.join(HERE, 'dist_soak.json'), help='JSON results (updated)')
     args = parser.parse_args(argv)
     repo = osp.abspath(args.repo)
     import torch  # only for the version recorded
-    result = soak(repo, args.runs, args.timeout)
+    result = soak(repo, args.runs, args.timeout, args.parallel)
     result.update(code=args.code or _commit(repo), repo=repo, torch=torch.__version__)
     results = {}
     if osp.isfile(args.out):
