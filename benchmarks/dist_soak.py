@@ -11,6 +11,7 @@ benchmarks/dist_soak.json) and rewrites the Markdown table next to it (dist_soak
 Runs alternate train, test, train, ...; `--parallel K` keeps K runs going at once (more contention for the
 CPUs, as in a full test suite). A run that outlives `--timeout` is killed and counted as failed.
 """
+
 import argparse
 import json
 import os
@@ -33,7 +34,7 @@ ABORT = 'terminate called without an active exception'
 
 # A user config inheriting the repository's demo config: 96x96 images, a backbone of a few thousand
 # parameters, one iteration per epoch on each of the two processes. Import time dominates a run.
-CONFIG = '''
+CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
 image_size = (96, 96)
@@ -51,7 +52,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=1))
-'''
+"""
 
 
 def free_port() -> int:
@@ -62,11 +63,28 @@ def free_port() -> int:
 
 def make_workspace(repo: str, root: Path) -> Path:
     """Four train and two val images of 96x96 under `root/data` and the tiny config; returns the config."""
-    subprocess.run([sys.executable, osp.join(repo, 'tools', 'make_demo_data.py'), 'coco', '--out', str(root / 'data'),
-                    '--train', '4', '--val', '2', '--size', '96', '96'], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            osp.join(repo, 'tools', 'make_demo_data.py'),
+            'coco',
+            '--out',
+            str(root / 'data'),
+            '--train',
+            '4',
+            '--val',
+            '2',
+            '--size',
+            '96',
+            '96',
+        ],
+        check=True,
+        capture_output=True,
+    )
     config = root / 'soak_config.py'
-    config.write_text(CONFIG.format(base=osp.join(repo, 'configs', 'mask_rcnn_maformer_t_demo.py'),
-                                    root=str(root / 'data') + '/'))
+    config.write_text(
+        CONFIG.format(base=osp.join(repo, 'configs', 'mask_rcnn_maformer_t_demo.py'), root=str(root / 'data') + '/')
+    )
     return config
 
 
@@ -75,8 +93,9 @@ def launch(args: List[str], cwd: Path, timeout: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
     env.update(PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', PORT=str(free_port()))
     start = time.time()
-    proc = subprocess.Popen(['bash', *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        ['bash', *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _, err = proc.communicate(timeout=timeout)
         rc = proc.returncode
@@ -91,8 +110,13 @@ def launch(args: List[str], cwd: Path, timeout: float) -> dict:
     err = err or ''
     # torchrun's summary names each failed rank's exit code; -6 is SIGABRT
     signals = [int(code) for code in re.findall(r'exitcode\s*:\s*(-?\d+)', err)]
-    return dict(rc=rc, seconds=round(time.time() - start, 1), aborted_ranks=err.count(ABORT),
-                sigabrt_ranks=signals.count(-6), stderr_tail=err[-1500:] if rc != 0 else '')
+    return dict(
+        rc=rc,
+        seconds=round(time.time() - start, 1),
+        aborted_ranks=err.count(ABORT),
+        sigabrt_ranks=signals.count(-6),
+        stderr_tail=err[-1500:] if rc != 0 else '',
+    )
 
 
 def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> Dict:
@@ -102,20 +126,31 @@ def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> 
         root = Path(tmp)
         config = make_workspace(repo, root)
         # the checkpoint the test runs evaluate, from one process (not counted)
-        subprocess.run([sys.executable, osp.join(repo, 'tools', 'train.py'), str(config), '--work-dir',
-                        str(root / 'ckpt')], cwd=root, check=True, capture_output=True,
-                       env={**os.environ, 'PYTHONPATH': repo, 'CUDA_VISIBLE_DEVICES': ''})
+        subprocess.run(
+            [sys.executable, osp.join(repo, 'tools', 'train.py'), str(config), '--work-dir', str(root / 'ckpt')],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            env={**os.environ, 'PYTHONPATH': repo, 'CUDA_VISIBLE_DEVICES': ''},
+        )
         checkpoint = root / 'ckpt' / 'epoch_1.pth'
         jobs = []
         for i in range(runs):
-            jobs.append(('train', i, [osp.join(repo, 'tools', 'dist_train.sh'), str(config), '2', '--work-dir',
-                                      str(root / f'work_{i}')]))
+            jobs.append(
+                (
+                    'train',
+                    i,
+                    [osp.join(repo, 'tools', 'dist_train.sh'), str(config), '2', '--work-dir', str(root / f'work_{i}')],
+                )
+            )
             jobs.append(('test', i, [osp.join(repo, 'tools', 'dist_test.sh'), str(config), str(checkpoint), '2']))
 
         def run(job) -> dict:
             kind, i, args = job
             record = dict(kind=kind, index=i, **launch(args, root, timeout))
-            log(f'{kind} {i + 1}/{runs}: rc={record["rc"]} {record["seconds"]}s aborted ranks={record["aborted_ranks"]}')
+            log(
+                f'{kind} {i + 1}/{runs}: rc={record["rc"]} {record["seconds"]}s aborted ranks={record["aborted_ranks"]}'
+            )
             return record
 
         with ThreadPoolExecutor(parallel) as pool:
@@ -123,15 +158,23 @@ def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> 
     summary = {}
     for kind in ('train', 'test'):
         rows = [r for r in records if r['kind'] == kind]
-        summary[kind] = dict(runs=len(rows), exit_0=sum(r['rc'] == 0 for r in rows),
-                             failed=sum(r['rc'] != 0 for r in rows),
-                             aborted_ranks=sum(r['aborted_ranks'] for r in rows),
-                             sigabrt_ranks=sum(r['sigabrt_ranks'] for r in rows),
-                             runs_with_abort=sum(r['aborted_ranks'] > 0 for r in rows),
-                             timeouts=sum(r['rc'] == 'timeout' for r in rows),
-                             median_s=sorted(r['seconds'] for r in rows)[len(rows) // 2] if rows else None)
-    return dict(summary=summary, runs=records, parallel=parallel, load_before=[round(x, 2) for x in load_before],
-                load_after=[round(x, 2) for x in os.getloadavg()])
+        summary[kind] = dict(
+            runs=len(rows),
+            exit_0=sum(r['rc'] == 0 for r in rows),
+            failed=sum(r['rc'] != 0 for r in rows),
+            aborted_ranks=sum(r['aborted_ranks'] for r in rows),
+            sigabrt_ranks=sum(r['sigabrt_ranks'] for r in rows),
+            runs_with_abort=sum(r['aborted_ranks'] > 0 for r in rows),
+            timeouts=sum(r['rc'] == 'timeout' for r in rows),
+            median_s=sorted(r['seconds'] for r in rows)[len(rows) // 2] if rows else None,
+        )
+    return dict(
+        summary=summary,
+        runs=records,
+        parallel=parallel,
+        load_before=[round(x, 2) for x in load_before],
+        load_after=[round(x, 2) for x in os.getloadavg()],
+    )
 
 
 def _commit(repo: str) -> str:
@@ -140,18 +183,34 @@ def _commit(repo: str) -> str:
 
 
 def markdown(results: Dict[str, dict]) -> str:
-    lines = ['# Distributed soak: two-process CPU (gloo) runs of a tiny Mask R-CNN', '',
-             'Written by `python -m benchmarks.dist_soak` (see its docstring). A run fails when the launcher exits',
-             'non-zero; an aborted rank is one that died of SIGABRT with "terminate called without an active',
-             'exception". At once: runs going in parallel. Load: the 1-minute load average before and after the soak',
-             '(the machine is shared).', '',
-             '| label | code | at once | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
-             '| median s | load |', '|---|---|---|---|---|---|---|---|---|---|---|']
+    lines = [
+        '# Distributed soak: two-process CPU (gloo) runs of a tiny Mask R-CNN',
+        '',
+        'Written by `python -m benchmarks.dist_soak` (see its docstring). A run fails when the launcher exits',
+        'non-zero; an aborted rank is one that died of SIGABRT with "terminate called without an active',
+        'exception". At once: runs going in parallel. Load: the 1-minute load average before and after the soak',
+        '(the machine is shared).',
+        '',
+        '| label | code | at once | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
+        '| median s | load |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
     for label, res in results.items():
         for kind, s in res['summary'].items():
-            lines.append(f'| {label} | {res["code"]} | {res.get("parallel", 1)} | {kind} | {s["runs"]} | {s["exit_0"]} | {s["failed"]} | '
-                         f'{s["runs_with_abort"]} | {s["aborted_ranks"]} | {s["median_s"]} | '
-                         f'{res["load_before"][0]} -> {res["load_after"][0]} |')
+            cells = [
+                label,
+                res['code'],
+                res.get('parallel', 1),
+                kind,
+                s['runs'],
+                s['exit_0'],
+                s['failed'],
+                s['runs_with_abort'],
+                s['aborted_ranks'],
+                s['median_s'],
+                f'{res["load_before"][0]} -> {res["load_after"][0]}',
+            ]
+            lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
     lines += ['', f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.', '']
     return '\n'.join(lines)
 
@@ -168,6 +227,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args = parser.parse_args(argv)
     repo = osp.abspath(args.repo)
     import torch  # only for the version recorded
+
     result = soak(repo, args.runs, args.timeout, args.parallel)
     result.update(code=args.code or _commit(repo), repo=repo, torch=torch.__version__)
     results = {}

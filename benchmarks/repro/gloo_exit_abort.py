@@ -27,6 +27,7 @@ while the interpreter is whole: with `--release` no run aborts.
 Each run is `python -m torch.distributed.run --nproc_per_node 2` of this file's rank code on CPU. The script
 prints the runs whose ranks aborted and a summary line; it exits with 1 when any rank aborted.
 """
+
 import argparse
 import gc
 import os
@@ -72,8 +73,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     failed = aborted = 0
     for i in range(args.runs):
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-               '--master_port', str(_free_port()), os.path.abspath(__file__), '--rank']
+        cmd = [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node',
+            '2',
+            '--master_port',
+            str(_free_port()),
+            os.path.abspath(__file__),
+            '--rank',
+        ]
         cmd += ['--release'] if args.release else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})
         ranks = proc.stderr.count(ABORT)
@@ -82,8 +92,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if proc.returncode != 0:
             print(f'run {i + 1}: exit {proc.returncode}, {ranks} rank(s) aborted with "{ABORT}"', flush=True)
     import torch
-    print(f'torch {torch.__version__}, Python {sys.version.split()[0]}, release={args.release}: '
-          f'{failed} of {args.runs} runs failed, {aborted} ranks aborted')
+
+    print(
+        f'torch {torch.__version__}, Python {sys.version.split()[0]}, release={args.release}: '
+        f'{failed} of {args.runs} runs failed, {aborted} ranks aborted'
+    )
     return int(aborted > 0)
 
 

@@ -7,6 +7,7 @@ the checkpoint's name, and with `max_keep_ckpts=1` no usable checkpoint at all. 
 checkpoints only after that. `use_safe_checkpoints` puts it in place of the config's CheckpointHook and points an
 automatic `--resume` at the newest complete checkpoint of the work dir.
 """
+
 import glob
 import logging
 import os
@@ -59,9 +60,16 @@ class SafeCheckpointHook(CheckpointHook):
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(self.out_dir, filename + PARTIAL, save_optimizer=self.save_optimizer,
-                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
-                               backend_args=self.backend_args, **self.args)
+        runner.save_checkpoint(
+            self.out_dir,
+            filename + PARTIAL,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args,
+        )
         if not is_main_process():  # only the main process writes checkpoints
             return
         _replace_synced(self.last_ckpt + PARTIAL, self.last_ckpt)
@@ -96,8 +104,11 @@ def latest_complete_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]
         with open(last) as f:
             candidates.append(f.read().strip())
     named = {osp.realpath(p) for p in candidates}
-    candidates += [p for p in sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
-                   if osp.realpath(p) not in named]
+    candidates += [
+        p
+        for p in sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+        if osp.realpath(p) not in named
+    ]
     skipped = []
     for path in candidates:
         if is_complete_checkpoint(path):
@@ -116,11 +127,17 @@ def use_safe_checkpoints(cfg: Config) -> None:
         return
     path, skipped = latest_complete_checkpoint(cfg.work_dir)
     for bad in skipped:
-        print_log(f'--resume: skipping {bad}, which is missing or incomplete (truncated while it was written?)',
-                  logger='current', level=logging.WARNING)
+        print_log(
+            f'--resume: skipping {bad}, which is missing or incomplete (truncated while it was written?)',
+            logger='current',
+            level=logging.WARNING,
+        )
     if path is not None:
         cfg.load_from = path
     elif skipped:  # mmengine would read last_checkpoint and fail on it
-        print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training starts from the beginning',
-                  logger='current', level=logging.WARNING)
+        print_log(
+            f'--resume: no complete checkpoint in {cfg.work_dir}; training starts from the beginning',
+            logger='current',
+            level=logging.WARNING,
+        )
         cfg.resume = False

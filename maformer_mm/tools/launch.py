@@ -6,6 +6,7 @@ mmengine 0.10.7's `pytorch` launcher calls `torch.cuda.set_device` and its DDP w
 that torchrun describes with the gloo backend (the Runner reuses an existing group) and lets DDP
 wrap CPU modules with `device_ids=None`. With CUDA nothing changes: mmengine uses nccl as usual.
 """
+
 import gc
 import logging
 import os
@@ -104,14 +105,18 @@ def _destroy(held: List[Any]) -> None:
     gc.collect()  # wrappers in reference cycles
     left = gloo_worker_threads()
     if left:
-        print_log(f'{left} gloo worker threads outlive the process group (something still references it); '
-                  'this process may abort at exit with "terminate called without an active exception"',
-                  logger='current', level=logging.WARNING)
+        print_log(
+            f'{left} gloo worker threads outlive the process group (something still references it); '
+            'this process may abort at exit with "terminate called without an active exception"',
+            logger='current',
+            level=logging.WARNING,
+        )
 
 
 def _exit_failed_rank(error: BaseException) -> None:
     """Prints `error`, records it in torchrun's error file and ends this process now (no shutdown)."""
     from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
     if isinstance(error, SystemExit):
         code = error.code if isinstance(error.code, int) else int(error.code is not None)
         if not isinstance(error.code, (int, type(None))):  # sys.exit('message')

@@ -1,6 +1,7 @@
 """Checkpoints survive a kill while saving: SafeCheckpointHook writes each whole or not at all and removes the
 old one only after the new one is whole; an automatic --resume takes the newest complete checkpoint (crafted
 truncated, corrupted and missing files)."""
+
 import os
 import shutil
 import time
@@ -24,14 +25,14 @@ def _checkpoint(path, epoch: int = 1) -> str:
 def _truncate(path, keep: float = 0.5) -> None:
     data = open(path, 'rb').read()
     with open(path, 'wb') as f:
-        f.write(data[:int(len(data) * keep)])
+        f.write(data[: int(len(data) * keep)])
 
 
 def test_a_whole_checkpoint_is_complete_and_any_cut_or_damage_is_not(tmp_path):
     whole = _checkpoint(tmp_path / 'whole.pth')
     assert is_complete_checkpoint(whole)
     size = os.path.getsize(whole)
-    for keep in (0., 0.1, 0.5, (size - 1) / size):  # cut anywhere, down to the last byte
+    for keep in (0.0, 0.1, 0.5, (size - 1) / size):  # cut anywhere, down to the last byte
         shutil.copy(whole, tmp_path / 'cut.pth')
         _truncate(tmp_path / 'cut.pth', keep)
         assert not is_complete_checkpoint(str(tmp_path / 'cut.pth')), keep
@@ -76,8 +77,9 @@ def test_resume_finds_nothing_when_no_checkpoint_is_complete(tmp_path):
 
 
 def _cfg(work_dir, **kw) -> Config:
-    return Config(dict(work_dir=str(work_dir), default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
-                       **kw))
+    return Config(
+        dict(work_dir=str(work_dir), default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)), **kw)
+    )
 
 
 def test_use_safe_checkpoints_swaps_the_hook_and_points_auto_resume_at_a_complete_checkpoint(tmp_path, mm_log):
@@ -113,7 +115,7 @@ class _Points(Dataset):
         return 4
 
     def __getitem__(self, i: int) -> dict:
-        return dict(inputs=torch.full((2, ), float(i)), target=torch.tensor([float(i)]))
+        return dict(inputs=torch.full((2,), float(i)), target=torch.tensor([float(i)]))
 
 
 class _Linear(BaseModel):
@@ -138,12 +140,21 @@ class _SeeWhatIsOnDisk(Hook):
 
 def test_safe_checkpoint_hook_keeps_the_old_checkpoint_until_the_new_one_is_whole(tmp_path):
     seen = _SeeWhatIsOnDisk()
-    runner = Runner(model=_Linear(), work_dir=str(tmp_path), custom_hooks=[seen],
-                    train_dataloader=dict(dataset=_Points(), sampler=dict(type='DefaultSampler', shuffle=False),
-                                          batch_size=2, collate_fn=dict(type='default_collate')),
-                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)), train_cfg=dict(by_epoch=True, max_epochs=3),
-                    default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=1)),
-                    default_scope='mmengine')
+    runner = Runner(
+        model=_Linear(),
+        work_dir=str(tmp_path),
+        custom_hooks=[seen],
+        train_dataloader=dict(
+            dataset=_Points(),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=2,
+            collate_fn=dict(type='default_collate'),
+        ),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=1)),
+        default_scope='mmengine',
+    )
     runner.train()
     # mmengine's CheckpointHook would have removed epoch_1.pth before writing epoch_2.pth: [[], [], []]
     assert seen.seen == [[], ['epoch_1.pth'], ['epoch_2.pth']]
@@ -155,12 +166,20 @@ def test_safe_checkpoint_hook_keeps_the_old_checkpoint_until_the_new_one_is_whol
 
 @pytest.mark.parametrize('max_keep', [-1, 2])
 def test_safe_checkpoint_hook_keeps_as_many_as_asked(tmp_path, max_keep):
-    runner = Runner(model=_Linear(), work_dir=str(tmp_path),
-                    train_dataloader=dict(dataset=_Points(), sampler=dict(type='DefaultSampler', shuffle=False),
-                                          batch_size=2, collate_fn=dict(type='default_collate')),
-                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)), train_cfg=dict(by_epoch=True, max_epochs=3),
-                    default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=max_keep)),
-                    default_scope='mmengine')
+    runner = Runner(
+        model=_Linear(),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=_Points(),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=2,
+            collate_fn=dict(type='default_collate'),
+        ),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=max_keep)),
+        default_scope='mmengine',
+    )
     runner.train()
     kept = sorted(n for n in os.listdir(tmp_path) if n.startswith('epoch_'))
     assert kept == (['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth'] if max_keep == -1 else ['epoch_2.pth', 'epoch_3.pth'])

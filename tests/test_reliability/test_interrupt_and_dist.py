@@ -10,10 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint  # reads mmengine checkpoints as data
-
 from tests.helpers import ABORT, REPO, launcher_env, make_det_workspace, run_launcher, run_tool
 
 

@@ -1,5 +1,6 @@
 """The process group that a distributed run joins is destroyed when the run ends, also when it fails, and
 gloo's worker threads end with it (a thread left for interpreter shutdown can abort the process)."""
+
 import gc
 from types import SimpleNamespace
 
