@@ -88,13 +88,14 @@ def make_workspace(repo: str, root: Path) -> Path:
     return config
 
 
-def launch(args: List[str], cwd: Path, timeout: float) -> dict:
+def launch(args: List[str], cwd: Path, timeout: float, cpus: Optional[str] = None) -> dict:
     """Runs `bash ARGS...` (a launcher script) on CPU processes; returns what the run ended with."""
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
     env.update(PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', PORT=str(free_port()))
     start = time.time()
+    pin = ['taskset', '-c', cpus] if cpus else []  # all processes of the run share these CPUs
     proc = subprocess.Popen(
-        ['bash', *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*pin, 'bash', *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -119,7 +120,7 @@ def launch(args: List[str], cwd: Path, timeout: float) -> dict:
     )
 
 
-def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> Dict:
+def soak(repo: str, runs: int, timeout: float, parallel: int = 1, cpus: Optional[str] = None, log=print) -> Dict:
     """`runs` train and `runs` test runs, alternating, `parallel` at a time; returns the summary and every run."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix='dist_soak_') as tmp:
@@ -147,7 +148,7 @@ def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> 
 
         def run(job) -> dict:
             kind, i, args = job
-            record = dict(kind=kind, index=i, **launch(args, root, timeout))
+            record = dict(kind=kind, index=i, **launch(args, root, timeout, cpus))
             log(
                 f'{kind} {i + 1}/{runs}: rc={record["rc"]} {record["seconds"]}s aborted ranks={record["aborted_ranks"]}'
             )
@@ -172,6 +173,7 @@ def soak(repo: str, runs: int, timeout: float, parallel: int = 1, log=print) -> 
         summary=summary,
         runs=records,
         parallel=parallel,
+        cpus=cpus or 'all',
         load_before=[round(x, 2) for x in load_before],
         load_after=[round(x, 2) for x in os.getloadavg()],
     )
@@ -188,12 +190,12 @@ def markdown(results: Dict[str, dict]) -> str:
         '',
         'Written by `python -m benchmarks.dist_soak` (see its docstring). A run fails when the launcher exits',
         'non-zero; an aborted rank is one that died of SIGABRT with "terminate called without an active',
-        'exception". At once: runs going in parallel. Load: the 1-minute load average before and after the soak',
-        '(the machine is shared).',
+        'exception". At once: runs going in parallel. CPUs: those every process of a run was pinned to. Load:',
+        'the 1-minute load average before and after the soak (the machine is shared).',
         '',
-        '| label | code | at once | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
+        '| label | code | at once | CPUs | kind | runs | exit 0 | failed | runs with an aborted rank | aborted ranks '
         '| median s | load |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for label, res in results.items():
         for kind, s in res['summary'].items():
@@ -201,6 +203,7 @@ def markdown(results: Dict[str, dict]) -> str:
                 label,
                 res['code'],
                 res.get('parallel', 1),
+                res.get('cpus', 'all'),
                 kind,
                 s['runs'],
                 s['exit_0'],
@@ -221,6 +224,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--repo', default=ROOT, help='the checkout whose tools are run (default: this one)')
     parser.add_argument('--label', default='after', help='the name of this measurement in the results')
     parser.add_argument('--parallel', type=int, default=1, help='runs going at once')
+    parser.add_argument('--cpus', help='run every process on these CPUs (taskset list, e.g. 0): more contention')
     parser.add_argument('--timeout', type=float, default=300, help='seconds before a run counts as hung')
     parser.add_argument('--code', help='names the code under test when --repo is no git checkout')
     parser.add_argument('--out', default=osp.join(HERE, 'dist_soak.json'), help='JSON results (updated)')
@@ -228,7 +232,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     repo = osp.abspath(args.repo)
     import torch  # only for the version recorded
 
-    result = soak(repo, args.runs, args.timeout, args.parallel)
+    result = soak(repo, args.runs, args.timeout, args.parallel, args.cpus)
     result.update(code=args.code or _commit(repo), repo=repo, torch=torch.__version__)
     results = {}
     if osp.isfile(args.out):

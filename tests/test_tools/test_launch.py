@@ -2,6 +2,7 @@
 gloo's worker threads end with it (a thread left for interpreter shutdown can abort the process)."""
 
 import gc
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,14 @@ from maformer_mm.tools.launch import closing_process_group, gloo_worker_threads
 
 def _join_alone(tmp_path) -> None:
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+
+
+def _named_gloo_threads(expected: int, within: float = 10.0) -> int:
+    """gloo_worker_threads() once it is `expected` (a new thread takes its name when it first runs) or time is up."""
+    deadline = time.time() + within
+    while gloo_worker_threads() != expected and time.time() < deadline:
+        time.sleep(0.01)
+    return gloo_worker_threads()
 
 
 def _ddp_runner() -> SimpleNamespace:
@@ -47,9 +56,9 @@ def test_without_a_group_nothing_happens():
 
 def test_the_held_runner_lets_go_of_ddp_and_gloo_threads_are_joined(tmp_path):
     _join_alone(tmp_path)
-    assert gloo_worker_threads() == 2  # ProcessGroupGloo's default
     with closing_process_group() as hold:
         runner = hold(_ddp_runner())
+        assert _named_gloo_threads(2) == 2  # ProcessGroupGloo's default
     assert not dist.is_initialized()
     assert type(runner.model) is torch.nn.Linear  # the wrapped model stays usable
     assert gloo_worker_threads() == 0
@@ -59,6 +68,7 @@ def test_a_group_that_stays_referenced_keeps_its_threads_and_a_warning_says_so(t
     """The fault the hold avoids: destroy_process_group alone leaves the threads of a group DDP still holds."""
     _join_alone(tmp_path)
     runner = _ddp_runner()  # not held
+    assert _named_gloo_threads(2) == 2
     with closing_process_group():
         pass
     assert not dist.is_initialized()
