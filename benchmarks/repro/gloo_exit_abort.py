@@ -13,11 +13,15 @@ and torchrun reports the whole run as failed. Backtrace of the aborting thread (
     <- std::vector<std::vector<at::Tensor>>::~vector <- ProcessGroupGloo::AsyncWork::~AsyncWork
     <- ProcessGroupGloo::runLoop
 
-while the main thread is in Py_FinalizeEx. The cause: `destroy_process_group()` does not stop gloo's worker
-threads (ProcessGroupGloo's shutdown leaves them running) while anything still references the group, and DDP
-does. A worker thread drops a finished collective's tensors only after the caller's `wait()` has returned; when
-the tensors have Python objects that needs the GIL. If interpreter shutdown has begun by then, CPython ends the
-thread with pthread_exit, and the forced unwinding through the noexcept `~AsyncWork` calls std::terminate.
+while the main thread is in Py_FinalizeEx. A second form ends the same way from
+`at::ThreadLocalState::~ThreadLocalState` (the thread-local state the work captured holds a `c10::SafePyObject`)
+instead of the tensors. The cause:
+`destroy_process_group()` does not stop gloo's worker threads (ProcessGroupGloo's shutdown leaves them running)
+while anything still references the group, and DDP does. A worker thread drops a finished collective's work only
+after the caller's `wait()` has returned, and releasing its Python objects needs the GIL. If interpreter shutdown
+has begun by then, CPython ends the thread with pthread_exit, and the forced unwinding through the noexcept
+`~AsyncWork` calls std::terminate. The DDP step alone is enough (the gathered result is not needed).
+
 Releasing the last reference (here: the DDP model) before exit lets the group's destructor join its threads
 while the interpreter is whole: with `--release` no run aborts.
 

@@ -67,10 +67,11 @@ def closing_process_group() -> Iterator[Callable[[Any], Any]]:
       destroyed and garbage is collected, so that ProcessGroupGloo's worker threads are joined while the
       interpreter is whole. Upstream fault (torch 2.13 with CPython 3.11): `destroy_process_group` leaves
       gloo's worker threads running while anything still references the group (DDP does), and such a thread
-      drops a finished collective's tensors after the caller's `wait()` returned. If that falls after
-      interpreter shutdown began, taking the GIL for the tensors' Python objects ends the thread
-      (`pthread_exit`), whose unwinding through the noexcept `~AsyncWork` calls `std::terminate`: the rank
-      dies of SIGABRT with "terminate called without an active exception" after a finished run.
+      drops a finished collective's work after the caller's `wait()` returned; the work's tensors and the
+      thread-local state captured with it hold Python objects. If that falls after interpreter shutdown
+      began, taking the GIL to release them ends the thread (`pthread_exit`), whose unwinding through the
+      noexcept `~AsyncWork` calls `std::terminate`: the rank dies of SIGABRT with "terminate called without
+      an active exception" after a finished run.
       Reproduction: benchmarks/repro/gloo_exit_abort.py.
     - with an exception in a run of several processes: this rank prints the error, records it for torchrun
       (shown as the root cause) and exits at once with status 1 (130 for Ctrl-C). Waiting for its worker
