@@ -48,6 +48,7 @@ def test_dist_train_two_processes_on_cpu(tmp_path):
     assert 'Distributed training: True' in text and "'backend': 'gloo'" in text
     assert 'Epoch(train) [1][1/1]' in text  # 4 images, 2 per process, 2 processes: one iteration each
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+    assert 'outlive the process group' not in text  # the teardown joined gloo's worker threads on both ranks
 
 
 # The three other ways a distributed run ends: a rank fails, the launcher is interrupted, a save is killed.
