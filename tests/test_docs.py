@@ -137,7 +137,7 @@ def test_named_configs_tools_and_options_exist(page):
 
 # Options the docs name that belong to other programs (pip, torchrun, pytest, the benchmarks, make).
 NOT_OURS = {'--no-build-isolation', '--no-deps', '--no-cache-dir', '--nproc_per_node', '--nproc-per-node',
-            '--target', '--threads', '--cp-size', '--check'}
+            '--target', '--threads', '--cp-size', '--check', '--runs', '--repo', '--label', '--parallel', '--release'}
 
 
 def test_the_expander_and_the_checks_catch_what_is_wrong(tmp_path):

@@ -1,5 +1,6 @@
 """Training-loop pieces registered in mmengine's root registries (found from mmdet, mmseg, mmpretrain)."""
+from .checkpointing import SafeCheckpointHook, use_safe_checkpoints
 from .hooks import InvalidLossHook
 from .optim import BF16OptimWrapper
 
-__all__ = ['InvalidLossHook', 'BF16OptimWrapper']
+__all__ = ['InvalidLossHook', 'BF16OptimWrapper', 'SafeCheckpointHook', 'use_safe_checkpoints']

@@ -116,8 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # maformer_mm's checked loader
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
     prepare_launcher(cfg)  # joins the process group that the block below closes
-    with closing_process_group(), on_device(args.device):
-        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    with closing_process_group() as hold, on_device(args.device):
+        runner = hold(RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
         check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)
