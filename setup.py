@@ -7,6 +7,7 @@ A wheel carries, besides the package, what users run: the configs under `maforme
 with the model index (`maformer_mm/.mim/model-index.yml`, `configs/metafile.yml`), and the tools as console
 commands (`maformer-train`, ...) and `python -m maformer_mm.tools.<tool>` modules.
 """
+
 import shutil
 from pathlib import Path
 
@@ -41,9 +42,16 @@ class BuildWithConfigs(build_py):
 
 
 TOOLS = {  # console command -> maformer_mm.tools.entry_points attribute
-    'maformer-train': 'train', 'maformer-test': 'test', 'maformer-infer': 'infer', 'maformer-export': 'export_onnx',
-    'maformer-flops': 'get_flops', 'maformer-convert': 'convert_checkpoint', 'maformer-configs': 'configs',
-    'maformer-plot-curve': 'plot_curve', 'maformer-demo': 'demo', 'maformer-demo-seg': 'demo_seg',
+    'maformer-train': 'train',
+    'maformer-test': 'test',
+    'maformer-infer': 'infer',
+    'maformer-export': 'export_onnx',
+    'maformer-flops': 'get_flops',
+    'maformer-convert': 'convert_checkpoint',
+    'maformer-configs': 'configs',
+    'maformer-plot-curve': 'plot_curve',
+    'maformer-demo': 'demo',
+    'maformer-demo-seg': 'demo_seg',
 }
 
 setup(
@@ -56,8 +64,9 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['maformer_mm', 'maformer_mm.*']),
     cmdclass={'build_py': BuildWithConfigs},
-    entry_points={'console_scripts': [f'{name} = maformer_mm.tools.entry_points:{attr}'
-                                      for name, attr in TOOLS.items()]},
+    entry_points={
+        'console_scripts': [f'{name} = maformer_mm.tools.entry_points:{attr}' for name, attr in TOOLS.items()]
+    },
     install_requires=[
         # torch 2.6: named safe globals `(obj, 'module.name')` for torch.load's weights-only unpickler, which the
         # checkpoint loading needs (2.4 brought selective checkpointing); 2.14+ headers need C++20, mmcv 2.1.0's

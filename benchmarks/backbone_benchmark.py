@@ -11,6 +11,7 @@ MAFormer-T. Writes a Markdown table and a PNG plot of latency against size.
     python -m benchmarks.backbone_benchmark                      # CPU (and CUDA when present)
     python -m benchmarks.backbone_benchmark --sizes 224 --repeats 2
 """
+
 import argparse
 import json
 import os
@@ -37,20 +38,28 @@ VITDET_T = dict(vit_window_size=14, vit_global_blocks=(6, 13, 20))
 def build(name: str, with_cp: bool = False) -> nn.Module:
     """The benchmarked backbones, without stochastic depth so every run does the same work."""
     from mmdet.models.backbones import SwinTransformer
+
     builders: Dict[str, Callable[[], nn.Module]] = {
-        'MAFormer-T': lambda: MAFormer(arch='tiny', drop_path_rate=0., with_cp=with_cp),
-        'MAFormer-T (win)': lambda: MAFormer(arch='tiny', drop_path_rate=0., with_cp=with_cp, **VITDET_T),
-        'MAFormer-S': lambda: MAFormer(arch='small', drop_path_rate=0., with_cp=with_cp),
-        'Swin-T': lambda: SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                                          drop_path_rate=0., with_cp=with_cp),
-        'Swin-S': lambda: SwinTransformer(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                                          drop_path_rate=0., with_cp=with_cp),
+        'MAFormer-T': lambda: MAFormer(arch='tiny', drop_path_rate=0.0, with_cp=with_cp),
+        'MAFormer-T (win)': lambda: MAFormer(arch='tiny', drop_path_rate=0.0, with_cp=with_cp, **VITDET_T),
+        'MAFormer-S': lambda: MAFormer(arch='small', drop_path_rate=0.0, with_cp=with_cp),
+        'Swin-T': lambda: SwinTransformer(
+            embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.0, with_cp=with_cp
+        ),
+        'Swin-S': lambda: SwinTransformer(
+            embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.0, with_cp=with_cp
+        ),
     }
     return builders[name]()
 
 
-REFERENCE = {'MAFormer-T': 'Swin-T', 'MAFormer-T (win)': 'Swin-T', 'MAFormer-S': 'Swin-S', 'Swin-T': 'Swin-T',
-             'Swin-S': 'Swin-S'}
+REFERENCE = {
+    'MAFormer-T': 'Swin-T',
+    'MAFormer-T (win)': 'Swin-T',
+    'MAFormer-S': 'Swin-S',
+    'Swin-T': 'Swin-T',
+    'Swin-S': 'Swin-S',
+}
 
 
 def _sync(device: str) -> None:
@@ -76,8 +85,9 @@ def timed(fn: Callable, model: nn.Module, x: torch.Tensor, device: str) -> float
     return time.perf_counter() - start
 
 
-def interleaved_latency(names: Sequence[str], hw: Tuple[int, int], repeats: int, device: str,
-                        mode: str) -> Dict[str, float]:
+def interleaved_latency(
+    names: Sequence[str], hw: Tuple[int, int], repeats: int, device: str, mode: str
+) -> Dict[str, float]:
     """Median seconds per call of each model, the models taking turns in every round."""
     models = {n: build(n).to(device) for n in names}
     for m in models.values():
@@ -85,7 +95,7 @@ def interleaved_latency(names: Sequence[str], hw: Tuple[int, int], repeats: int,
     x = torch.rand(1, 3, *hw, device=device)
     fn = train_step if mode == 'train' else infer_step
     for _ in range(2):  # warm-up: first calls at a new shape pay one-off allocation and kernel set-up
-        for name, model in models.items():
+        for model in models.values():
             timed(fn, model, x, device)
     samples: Dict[str, List[float]] = {n: [] for n in names}
     for _ in range(repeats):
@@ -98,11 +108,14 @@ def peak_memory_mib(name: str, hw: Tuple[int, int], with_cp: bool, device: str, 
     """Peak memory of one training step, measured in a fresh process. `above_grads`: the rise above a
     model whose gradient buffers already exist, i.e. activations and temporaries only; on CPU glibc's mmap
     threshold is then fixed so that freed tensors leave the resident set and the number is repeatable."""
-    code = (f'from benchmarks.backbone_benchmark import _child_peak; '
-            f'print(_child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}, {above_grads!r}))')
+    code = (
+        f'from benchmarks.backbone_benchmark import _child_peak; '
+        f'print(_child_peak({name!r}, {tuple(hw)!r}, {with_cp!r}, {device!r}, {above_grads!r}))'
+    )
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if above_grads else None
-    out = subprocess.run([sys.executable, '-c', code], cwd=osp.dirname(HERE), capture_output=True, text=True,
-                         check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, '-c', code], cwd=osp.dirname(HERE), capture_output=True, text=True, check=True, env=env
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -120,7 +133,7 @@ def _reset_peak(device: str) -> float:
     """Starts a new peak-memory window and returns the current level (MiB)."""
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2 ** 20
+        return torch.cuda.memory_allocated() / 2**20
     with open('/proc/self/clear_refs', 'w') as f:  # '5' resets VmHWM to VmRSS
         f.write('5')
     return _status_mib('VmRSS')
@@ -134,7 +147,7 @@ def _child_peak(name: str, hw: Tuple[int, int], with_cp: bool, device: str, abov
         train_step(model, x, keep_grads=True)
     base = _reset_peak(device)
     train_step(model, x)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else _status_mib('VmHWM')
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda' else _status_mib('VmHWM')
     return peak - base
 
 
@@ -152,23 +165,38 @@ def bf16_check(device: str) -> str:
     return 'works (bf16 outputs, all finite)' if ok else 'FAILED'
 
 
-def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequence[str],
-        partial: Optional[str] = None, cp_size: Optional[Tuple[int, int]] = None) -> dict:
+def run(
+    sizes: Sequence[Tuple[int, int]],
+    repeats: int,
+    device: str,
+    names: Sequence[str],
+    partial: Optional[str] = None,
+    cp_size: Optional[Tuple[int, int]] = None,
+) -> dict:
     """All measurements on one device; after each size the rows so far are saved to `partial` (JSON).
     `with_cp` is measured at `cp_size` (default: the largest size)."""
     results: dict = dict(device=device, sizes=[list(s) for s in sizes], rows=[])
     torch.manual_seed(0)
     for hw in sizes:
-        flops = {n: complexity(build(n), (torch.rand(1, 3, *hw), ))[0] for n in names}
+        flops = {n: complexity(build(n), (torch.rand(1, 3, *hw),))[0] for n in names}
         infer = interleaved_latency(names, hw, repeats, device, 'eval')
         train = interleaved_latency(names, hw, repeats, device, 'train')
         for n in names:
             ref = REFERENCE[n]
             per_flop = (train[n] / flops[n]) / (train[ref] / flops[ref])
-            results['rows'].append(dict(model=n, size=list(hw), gflops=flops[n] / 1e9, infer_s=infer[n],
-                                        train_s=train[n], infer_ips=1 / infer[n], time_ratio=infer[n] / infer[ref],
-                                        infer_time_per_flop_ratio=(infer[n] / flops[n]) / (infer[ref] / flops[ref]),
-                                        train_time_per_flop_ratio=per_flop))
+            results['rows'].append(
+                dict(
+                    model=n,
+                    size=list(hw),
+                    gflops=flops[n] / 1e9,
+                    infer_s=infer[n],
+                    train_s=train[n],
+                    infer_ips=1 / infer[n],
+                    time_ratio=infer[n] / infer[ref],
+                    infer_time_per_flop_ratio=(infer[n] / flops[n]) / (infer[ref] / flops[ref]),
+                    train_time_per_flop_ratio=per_flop,
+                )
+            )
         print(f'done {hw}', flush=True)
         if partial:
             with open(partial, 'w') as f:
@@ -178,8 +206,9 @@ def run(sizes: Sequence[Tuple[int, int]], repeats: int, device: str, names: Sequ
     cp_hw = cp_size or big
     cp = interleaved_cp(cp_hw, repeats, device)
     cp['peak_mib'] = peak_memory_mib('MAFormer-S', cp_hw, True, device)
-    cp['peak_mib_ref'] = ((results['memory'].get('MAFormer-S') if cp_hw == big else None)
-                          or peak_memory_mib('MAFormer-S', cp_hw, False, device))
+    cp['peak_mib_ref'] = (results['memory'].get('MAFormer-S') if cp_hw == big else None) or peak_memory_mib(
+        'MAFormer-S', cp_hw, False, device
+    )
     # What checkpointing changes: the peak above weights and gradients (repeatable; grads dominate small inputs).
     cp['activation_mib'] = peak_memory_mib('MAFormer-S', cp_hw, True, device, above_grads=True)
     cp['activation_mib_ref'] = peak_memory_mib('MAFormer-S', cp_hw, False, device, above_grads=True)
@@ -202,33 +231,50 @@ def interleaved_cp(hw: Tuple[int, int], repeats: int, device: str) -> dict:
 
 
 def markdown(res: dict, hardware: str) -> str:
-    lines = [f'# Backbone benchmark ({res["device"]})', '', f'Hardware: {hardware}. Batch 1, median of the '
-             'interleaved runs. FLOPs = multiply-adds with attention counted. Ratios are against the Swin of the '
-             'same size class (T: Swin-T, S: Swin-S), measured in the same run.', '',
-             '| model | input | GFLOPs | inference (s) | img/s | train step (s) | time ratio | '
-             'time/FLOP ratio (inference) | time/FLOP ratio (train) |', '|---|---|---|---|---|---|---|---|---|']
+    lines = [
+        f'# Backbone benchmark ({res["device"]})',
+        '',
+        f'Hardware: {hardware}. Batch 1, median of the '
+        'interleaved runs. FLOPs = multiply-adds with attention counted. Ratios are against the Swin of the '
+        'same size class (T: Swin-T, S: Swin-S), measured in the same run.',
+        '',
+        '| model | input | GFLOPs | inference (s) | img/s | train step (s) | time ratio | '
+        'time/FLOP ratio (inference) | time/FLOP ratio (train) |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
     for r in res['rows']:
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['gflops']:.1f} | {r['infer_s']:.3f} | "
-                     f"{r['infer_ips']:.2f} | {r['train_s']:.3f} | {r['time_ratio']:.2f} | "
-                     f"{r['infer_time_per_flop_ratio']:.2f} | {r['train_time_per_flop_ratio']:.2f} |")
+        lines.append(
+            f'| {r["model"]} | {r["size"][0]}x{r["size"][1]} | {r["gflops"]:.1f} | {r["infer_s"]:.3f} | '
+            f'{r["infer_ips"]:.2f} | {r["train_s"]:.3f} | {r["time_ratio"]:.2f} | '
+            f'{r["infer_time_per_flop_ratio"]:.2f} | {r["train_time_per_flop_ratio"]:.2f} |'
+        )
     cp = res['with_cp']
-    big = f"{cp['size'][0]}x{cp['size'][1]}"
-    lines += ['', f'Training-step peak memory at {big} (MiB): ' +
-              ', '.join(f'{n} {m:.0f}' for n, m in res['memory'].items()) + '.', '',
-              f"`with_cp` on MAFormer-S at {big}: peak memory {cp['peak_mib_ref']:.0f} -> {cp['peak_mib']:.0f} MiB "
-              f"({100 * (1 - cp['peak_mib'] / cp['peak_mib_ref']):.0f}% less; above weights and gradients "
-              f"{cp['activation_mib_ref']:.0f} -> {cp['activation_mib']:.0f} MiB, "
-              f"{100 * (1 - cp['activation_mib'] / cp['activation_mib_ref']):.0f}% less), training step "
-              f"{cp['train_s']:.2f} -> "
-              f"{cp['train_s_cp']:.2f} s ({100 * (cp['train_s_cp'] / cp['train_s'] - 1):+.0f}%).", '',
-              f"bf16 autocast ({res['device']}): {res['bf16']}.", '']
+    big = f'{cp["size"][0]}x{cp["size"][1]}'
+    lines += [
+        '',
+        f'Training-step peak memory at {big} (MiB): '
+        + ', '.join(f'{n} {m:.0f}' for n, m in res['memory'].items())
+        + '.',
+        '',
+        f'`with_cp` on MAFormer-S at {big}: peak memory {cp["peak_mib_ref"]:.0f} -> {cp["peak_mib"]:.0f} MiB '
+        f'({100 * (1 - cp["peak_mib"] / cp["peak_mib_ref"]):.0f}% less; above weights and gradients '
+        f'{cp["activation_mib_ref"]:.0f} -> {cp["activation_mib"]:.0f} MiB, '
+        f'{100 * (1 - cp["activation_mib"] / cp["activation_mib_ref"]):.0f}% less), training step '
+        f'{cp["train_s"]:.2f} -> '
+        f'{cp["train_s_cp"]:.2f} s ({100 * (cp["train_s_cp"] / cp["train_s"] - 1):+.0f}%).',
+        '',
+        f'bf16 autocast ({res["device"]}): {res["bf16"]}.',
+        '',
+    ]
     return '\n'.join(lines)
 
 
 def plot(res: dict, path: str) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r['model'] for r in res['rows']):
         rows = [r for r in res['rows'] if r['model'] == name]
@@ -237,7 +283,7 @@ def plot(res: dict, path: str) -> None:
     ax.set_ylabel(f'inference latency (s, batch 1, {res["device"]})')
     ax.set_xscale('log')
     ax.set_yscale('log')
-    ax.grid(True, alpha=.3)
+    ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -268,8 +314,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--models', nargs='+', default=list(REFERENCE))
     parser.add_argument('--out', default=osp.join(HERE, 'results.md'))
-    parser.add_argument('--cp-size', type=parse_size, help='H or HxW for the with_cp measurement '
-                        '(default: the largest of --sizes)')
+    parser.add_argument(
+        '--cp-size', type=parse_size, help='H or HxW for the with_cp measurement (default: the largest of --sizes)'
+    )
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes]
     sections = []

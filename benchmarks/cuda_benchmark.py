@@ -18,6 +18,7 @@ model and the numbers as JSON.
 the backbone, as `tools/train.py --amp` does without a GPU; bf16 is slow on CPUs without bf16 units) and
 memory is not measured.
 """
+
 import argparse
 import json
 import os.path as osp
@@ -69,7 +70,7 @@ def measure(fn: Callable[[], None], device: str) -> Tuple[float, Optional[float]
     fn()
     _sync(device)
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device == 'cuda' else None
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == 'cuda' else None
     return seconds, peak
 
 
@@ -81,20 +82,27 @@ def interleaved(calls: Dict[str, Callable[[], None]], warmup: int, repeats: int,
             result = measure(fn, device)
             if round_ >= warmup:
                 samples[name].append(result)
-    return {name: dict(seconds=statistics.median(s for s, _ in runs),
-                       peak_mib=None if runs[0][1] is None else max(m for _, m in runs))
-            for name, runs in samples.items()}
+    return {
+        name: dict(
+            seconds=statistics.median(s for s, _ in runs),
+            peak_mib=None if runs[0][1] is None else max(m for _, m in runs),
+        )
+        for name, runs in samples.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------ backbones
-def backbone_calls(models: Dict[str, nn.Module], x: torch.Tensor, precision: str,
-                   device: str) -> Tuple[Dict[str, Callable], Dict[str, Callable]]:
+def backbone_calls(
+    models: Dict[str, nn.Module], x: torch.Tensor, precision: str, device: str
+) -> Tuple[Dict[str, Callable], Dict[str, Callable]]:
     """(inference calls, training-step calls) of each backbone on the batch `x`."""
+
     def infer(model: nn.Module) -> Callable[[], None]:
         def call() -> None:
             model.eval()
             with torch.no_grad(), autocast(precision, device):
                 model(x)
+
         return call
 
     def train(model: nn.Module) -> Callable[[], None]:
@@ -104,13 +112,20 @@ def backbone_calls(models: Dict[str, nn.Module], x: torch.Tensor, precision: str
                 loss = sum(o.float().mean() for o in model(x))
             loss.backward()
             model.zero_grad(set_to_none=True)
+
         return call
 
     return {n: infer(m) for n, m in models.items()}, {n: train(m) for n, m in models.items()}
 
 
-def measure_backbones(names: Sequence[str], sizes: Sequence[Tuple[int, int, int]], precisions: Sequence[str],
-                      warmup: int, repeats: int, device: str) -> List[dict]:
+def measure_backbones(
+    names: Sequence[str],
+    sizes: Sequence[Tuple[int, int, int]],
+    precisions: Sequence[str],
+    warmup: int,
+    repeats: int,
+    device: str,
+) -> List[dict]:
     """One row per backbone, size (H, W, batch) and precision."""
     models = {n: build(n).to(device) for n in names}
     rows = []
@@ -121,16 +136,28 @@ def measure_backbones(names: Sequence[str], sizes: Sequence[Tuple[int, int, int]
             infer = interleaved(infer_calls, warmup, repeats, device)
             train = interleaved(train_calls, warmup, repeats, device)
             for n in names:
-                rows.append(dict(model=n, size=[h, w], batch=batch, precision=precision,
-                                 infer_ips=batch / infer[n]['seconds'], train_ips=batch / train[n]['seconds'],
-                                 infer_peak_mib=infer[n]['peak_mib'], train_peak_mib=train[n]['peak_mib']))
-    add_ratios(rows, lambda r: REFERENCE[r['model']], ('infer_ips', 'train_ips', 'train_peak_mib'),
-               ('size', 'batch', 'precision'))
+                rows.append(
+                    dict(
+                        model=n,
+                        size=[h, w],
+                        batch=batch,
+                        precision=precision,
+                        infer_ips=batch / infer[n]['seconds'],
+                        train_ips=batch / train[n]['seconds'],
+                        infer_peak_mib=infer[n]['peak_mib'],
+                        train_peak_mib=train[n]['peak_mib'],
+                    )
+                )
+    add_ratios(
+        rows,
+        lambda r: REFERENCE[r['model']],
+        ('infer_ips', 'train_ips', 'train_peak_mib'),
+        ('size', 'batch', 'precision'),
+    )
     return rows
 
 
-def add_ratios(rows: List[dict], reference: Callable[[dict], str], fields: Sequence[str],
-               keys: Sequence[str]) -> None:
+def add_ratios(rows: List[dict], reference: Callable[[dict], str], fields: Sequence[str], keys: Sequence[str]) -> None:
     """Adds `<field>_ratio` = row / its reference row (same `keys`) when the reference was measured."""
     index = {(r['model'], *(str(r[k]) for k in keys)): r for r in rows}
     for row in rows:
@@ -156,6 +183,7 @@ def build_detector(config: str, precision: str, device: str) -> Tuple[nn.Module,
     from mmengine.optim import build_optim_wrapper
 
     from maformer_mm.tools.cli import load_config
+
     model = build_from_config(config, 'mmdet').to(device)
     model.train()
     wrapper = build_optim_wrapper(model, optim_wrapper_cfg(load_config(config).optim_wrapper, precision, device))
@@ -165,35 +193,53 @@ def build_detector(config: str, precision: str, device: str) -> Tuple[nn.Module,
 def detection_batch(hw: Tuple[int, int], batch: int, seed: int = 0) -> dict:
     """A batch of random images with random boxes and masks of COCO classes (mmdet's demo inputs)."""
     from mmdet.testing import demo_mm_inputs
+
     torch.manual_seed(seed)
-    return demo_mm_inputs(batch_size=batch, image_shapes=[(3, *hw)] * batch, num_items=[8] * batch,
-                          num_classes=80, with_mask=True)
+    return demo_mm_inputs(
+        batch_size=batch, image_shapes=[(3, *hw)] * batch, num_items=[8] * batch, num_classes=80, with_mask=True
+    )
 
 
-def train_step_call(model: nn.Module, wrapper, data: dict, losses: Dict[str, float],
-                    name: str) -> Callable[[], None]:
+def train_step_call(model: nn.Module, wrapper, data: dict, losses: Dict[str, float], name: str) -> Callable[[], None]:
     """One training iteration of `model` through `model.train_step` (its loss goes to `losses[name]`)."""
+
     def call() -> None:
         log_vars = model.train_step(data, wrapper)
         losses[name] = torch.as_tensor(log_vars['loss']).item()
+
     return call
 
 
-def measure_detectors(names: Sequence[str], hw: Tuple[int, int], batch: int, precisions: Sequence[str],
-                      warmup: int, repeats: int, device: str) -> List[dict]:
+def measure_detectors(
+    names: Sequence[str],
+    hw: Tuple[int, int],
+    batch: int,
+    precisions: Sequence[str],
+    warmup: int,
+    repeats: int,
+    device: str,
+) -> List[dict]:
     """One row per detector and precision: seconds per training iteration, its peak memory, the last loss."""
     data = detection_batch(hw, batch)
     rows = []
     for precision in precisions:
         losses: Dict[str, float] = {}
-        steps = {n: train_step_call(*build_detector(DETECTORS[n], precision, device), data, losses, n)
-                 for n in names}
+        steps = {n: train_step_call(*build_detector(DETECTORS[n], precision, device), data, losses, n) for n in names}
         timings = interleaved(steps, warmup, repeats, device)
         steps.clear()  # frees this precision's detectors before the next ones are built
         for n in names:
-            rows.append(dict(model=n, size=list(hw), batch=batch, precision=precision,
-                             iter_s=timings[n]['seconds'], peak_mib=timings[n]['peak_mib'], loss=losses[n]))
-    add_ratios(rows, lambda r: DET_REFERENCE, ('iter_s', 'peak_mib'), ('precision', ))
+            rows.append(
+                dict(
+                    model=n,
+                    size=list(hw),
+                    batch=batch,
+                    precision=precision,
+                    iter_s=timings[n]['seconds'],
+                    peak_mib=timings[n]['peak_mib'],
+                    loss=losses[n],
+                )
+            )
+    add_ratios(rows, lambda r: DET_REFERENCE, ('iter_s', 'peak_mib'), ('precision',))
     return rows
 
 
@@ -258,33 +304,53 @@ def _num(value: Optional[float], fmt: str) -> str:
 
 def markdown(res: dict) -> str:
     amp = 'fp16' if res['device'] == 'cuda' else 'bf16'
-    lines = [f"# CUDA benchmark: {res['hardware']}", '',
-             f"Median of {res['repeats']} interleaved rounds after {res['warmup']} warm-up rounds, synchronised. "
-             f"AMP: {amp} autocast (Mask R-CNN: {res['amp_wrapper']}). Ratios are against the Swin of the same "
-             'size class in the same run; memory is the peak of a training step above the weights (and '
-             'optimizer state) already allocated.', '', '## Backbones', '',
-             '| model | input | batch | precision | inference img/s | train img/s | train peak (MiB) | '
-             'train img/s ratio | memory ratio |', '|---|---|---|---|---|---|---|---|---|']
+    lines = [
+        f'# CUDA benchmark: {res["hardware"]}',
+        '',
+        f'Median of {res["repeats"]} interleaved rounds after {res["warmup"]} warm-up rounds, synchronised. '
+        f'AMP: {amp} autocast (Mask R-CNN: {res["amp_wrapper"]}). Ratios are against the Swin of the same '
+        'size class in the same run; memory is the peak of a training step above the weights (and '
+        'optimizer state) already allocated.',
+        '',
+        '## Backbones',
+        '',
+        '| model | input | batch | precision | inference img/s | train img/s | train peak (MiB) | '
+        'train img/s ratio | memory ratio |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
     for r in res['backbones']:
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['precision']} | "
-                     f"{r['infer_ips']:.1f} | {r['train_ips']:.1f} | {_num(r['train_peak_mib'], '.0f')} | "
-                     f"{_num(r['train_ips_ratio'], '.2f')} | {_num(r['train_peak_mib_ratio'], '.2f')} |")
+        lines.append(
+            f'| {r["model"]} | {r["size"][0]}x{r["size"][1]} | {r["batch"]} | {r["precision"]} | '
+            f'{r["infer_ips"]:.1f} | {r["train_ips"]:.1f} | {_num(r["train_peak_mib"], ".0f")} | '
+            f'{_num(r["train_ips_ratio"], ".2f")} | {_num(r["train_peak_mib_ratio"], ".2f")} |'
+        )
     det = res['detectors']
     if det:
         h, w = det[0]['size']
-        lines += ['', f"## Mask R-CNN training iteration ({w}x{h}, batch {det[0]['batch']})", '',
-                  '| model | precision | s/iteration | time ratio | peak (MiB) | memory ratio | loss |',
-                  '|---|---|---|---|---|---|---|']
+        lines += [
+            '',
+            f'## Mask R-CNN training iteration ({w}x{h}, batch {det[0]["batch"]})',
+            '',
+            '| model | precision | s/iteration | time ratio | peak (MiB) | memory ratio | loss |',
+            '|---|---|---|---|---|---|---|',
+        ]
         for r in det:
-            lines.append(f"| Mask R-CNN {r['model']} | {r['precision']} | {r['iter_s']:.3f} | "
-                         f"{_num(r['iter_s_ratio'], '.2f')} | {_num(r['peak_mib'], '.0f')} | "
-                         f"{_num(r['peak_mib_ratio'], '.2f')} | {r['loss']:.3f} |")
-    lines += ['', '## SDPA kernels of MAFormer-T', '',
-              '| precision, pass | window attention (float bias) | cross-attention | global attention |',
-              '|---|---|---|---|']
+            lines.append(
+                f'| Mask R-CNN {r["model"]} | {r["precision"]} | {r["iter_s"]:.3f} | '
+                f'{_num(r["iter_s_ratio"], ".2f")} | {_num(r["peak_mib"], ".0f")} | '
+                f'{_num(r["peak_mib_ratio"], ".2f")} | {r["loss"]:.3f} |'
+            )
+    lines += [
+        '',
+        '## SDPA kernels of MAFormer-T',
+        '',
+        '| precision, pass | window attention (float bias) | cross-attention | global attention |',
+        '|---|---|---|---|',
+    ]
     for run, kernels in res['kernels'].items():
-        lines.append(f'| {run} | ' + ' | '.join(', '.join(kernels.get(a, ['-']))
-                                                for a in ('window', 'cross', 'global')) + ' |')
+        lines.append(
+            f'| {run} | ' + ' | '.join(', '.join(kernels.get(a, ['-'])) for a in ('window', 'cross', 'global')) + ' |'
+        )
     return '\n'.join(lines) + '\n'
 
 
@@ -308,14 +374,25 @@ def process_state_restored(device: str) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict:
     """Every measurement of `main`, as the JSON it writes."""
-    res = dict(device=args.device, hardware=hardware_name(args.device), warmup=args.warmup, repeats=args.repeats,
-               amp_wrapper='AmpOptimWrapper, dynamic loss scale' if args.device == 'cuda' else 'BF16OptimWrapper')
+    res = dict(
+        device=args.device,
+        hardware=hardware_name(args.device),
+        warmup=args.warmup,
+        repeats=args.repeats,
+        amp_wrapper='AmpOptimWrapper, dynamic loss scale' if args.device == 'cuda' else 'BF16OptimWrapper',
+    )
     sizes = [parse_batch_size(s) for s in args.backbone_sizes]
     res['kernels'] = kernel_table(args.device, args.precisions, sizes[0][:2])
-    res['backbones'] = measure_backbones(args.backbones, sizes, args.precisions, args.warmup, args.repeats,
-                                         args.device)
-    res['detectors'] = measure_detectors(args.detectors, parse_size(args.det_size), args.det_batch,
-                                         args.precisions, args.warmup, args.repeats, args.device)
+    res['backbones'] = measure_backbones(args.backbones, sizes, args.precisions, args.warmup, args.repeats, args.device)
+    res['detectors'] = measure_detectors(
+        args.detectors,
+        parse_size(args.det_size),
+        args.det_batch,
+        args.precisions,
+        args.warmup,
+        args.repeats,
+        args.device,
+    )
     return res
 
 
@@ -345,6 +422,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         f.write(text)
     print(text)
     return res
+
 
 if __name__ == '__main__':
     main()

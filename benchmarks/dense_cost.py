@@ -11,6 +11,7 @@ keeps the other tasks' rows of the last run.
     python -m benchmarks.dense_cost --tasks det --repeats 2
     python -m benchmarks.dense_cost --tasks dino mask2former
 """
+
 import argparse
 import json
 import os.path as osp
@@ -31,33 +32,65 @@ ROOT = osp.dirname(HERE)
 
 # task -> (scope, (H, W), {row name: config}); the window rows are the `_win` configs.
 TASKS = {
-    'det': ('mmdet', (800, 1280), {
-        'Mask R-CNN MAFormer-T (global)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t.py'),
-        'Mask R-CNN MAFormer-T (window)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t_win.py'),
-        'Mask R-CNN Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
-    }),
-    'seg': ('mmseg', (512, 2048), {
-        'UperNet MAFormer-T (global)': osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py'),
-        'UperNet MAFormer-T (window)': osp.join(ROOT, 'configs/upernet_maformer_t_win_512x512_160k_ade20k.py'),
-        'UperNet Swin-T': 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    }),
-    'dino': ('mmdet', (800, 1333), {
-        'DINO-4scale MAFormer-T': osp.join(ROOT, 'configs/dino_4scale_maformer_t_12e.py'),
-        'DINO-4scale Swin-T': 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',  # + SWIN_T_DINO
-    }),
-    'mask2former': ('mmseg', (512, 512), {
-        'Mask2Former MAFormer-T': osp.join(ROOT, 'configs/mask2former_maformer_t_512x512_160k_ade20k.py'),
-        'Mask2Former Swin-T': 'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py',
-    }),
+    'det': (
+        'mmdet',
+        (800, 1280),
+        {
+            'Mask R-CNN MAFormer-T (global)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t.py'),
+            'Mask R-CNN MAFormer-T (window)': osp.join(ROOT, 'configs/mask_rcnn_maformer_t_win.py'),
+            'Mask R-CNN Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+        },
+    ),
+    'seg': (
+        'mmseg',
+        (512, 2048),
+        {
+            'UperNet MAFormer-T (global)': osp.join(ROOT, 'configs/upernet_maformer_t_512x512_160k_ade20k.py'),
+            'UperNet MAFormer-T (window)': osp.join(ROOT, 'configs/upernet_maformer_t_win_512x512_160k_ade20k.py'),
+            'UperNet Swin-T': 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+        },
+    ),
+    'dino': (
+        'mmdet',
+        (800, 1333),
+        {
+            'DINO-4scale MAFormer-T': osp.join(ROOT, 'configs/dino_4scale_maformer_t_12e.py'),
+            'DINO-4scale Swin-T': 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',  # + SWIN_T_DINO
+        },
+    ),
+    'mask2former': (
+        'mmseg',
+        (512, 512),
+        {
+            'Mask2Former MAFormer-T': osp.join(ROOT, 'configs/mask2former_maformer_t_512x512_160k_ade20k.py'),
+            'Mask2Former Swin-T': 'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py',
+        },
+    ),
 }
 # The Swin-T DINO: mmdet's R-50 4-scale config with the backbone of its Swin-T configs, stages 2-4 into the
 # ChannelMapper (as our 4-scale configs and the R-50 one take theirs).
 SWIN_T_DINO = dict(
-    backbone=dict(_delete_=True, type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
-                  window_size=7, mlp_ratio=4, qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
-                  drop_path_rate=0.2, patch_norm=True, out_indices=(1, 2, 3), with_cp=False, convert_weights=True,
-                  init_cfg=None),
-    neck=dict(in_channels=[192, 384, 768]))
+    backbone=dict(
+        _delete_=True,
+        type='SwinTransformer',
+        embed_dims=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        mlp_ratio=4,
+        qkv_bias=True,
+        qk_scale=None,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.2,
+        patch_norm=True,
+        out_indices=(1, 2, 3),
+        with_cp=False,
+        convert_weights=True,
+        init_cfg=None,
+    ),
+    neck=dict(in_channels=[192, 384, 768]),
+)
 # Which task a row of an earlier run belongs to (rows written before they carried their task).
 TASK_OF_PREFIX = {'Mask R-CNN': 'det', 'UperNet': 'seg', 'DINO': 'dino', 'Mask2Former': 'mask2former'}
 
@@ -82,7 +115,7 @@ def measure(task: str, repeats: int, device: str, hw: Optional[Tuple[int, int]] 
     rows = {}
     for name, config in configs.items():
         runnable, x = tensor_forward(build(config, scope), scope, hw)
-        flops, params = complexity(runnable, (x, ))
+        flops, params = complexity(runnable, (x,))
         rows[name] = dict(task=task, model=name, size=list(hw), params_m=params / 1e6, gflops=flops / 1e9)
         runs[name] = (runnable.to(device), x.to(device))
     samples: Dict[str, List[float]] = {n: [] for n in runs}
@@ -101,17 +134,24 @@ def measure(task: str, repeats: int, device: str, hw: Optional[Tuple[int, int]] 
 
 
 def markdown(rows: List[dict], device: str, hardware: str, repeats: int) -> str:
-    lines = [f'# Dense-task cost ({device})', '', f'Hardware: {hardware}. Batch 1, inference in mode `tensor` '
-             '(backbone, neck and heads; no post-processing), median of the runs given per row, the models of a '
-             'task interleaved after a warm-up. Ratios are against the Swin-T model of the same task, measured in '
-             'the same run. Window mode: the `_win` configs (stage-3 windows of 14, blocks 6, 13 and 20 global). '
-             "DINO's Swin-T: mmdet's DINO-4scale config with mmdet's Swin-T backbone (mmdet ships no Swin-T DINO).",
-             '', '| model | input (HxW) | params | GFLOPs | FLOPs ratio | inference (s) | time ratio | runs |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = [
+        f'# Dense-task cost ({device})',
+        '',
+        f'Hardware: {hardware}. Batch 1, inference in mode `tensor` '
+        '(backbone, neck and heads; no post-processing), median of the runs given per row, the models of a '
+        'task interleaved after a warm-up. Ratios are against the Swin-T model of the same task, measured in '
+        'the same run. Window mode: the `_win` configs (stage-3 windows of 14, blocks 6, 13 and 20 global). '
+        "DINO's Swin-T: mmdet's DINO-4scale config with mmdet's Swin-T backbone (mmdet ships no Swin-T DINO).",
+        '',
+        '| model | input (HxW) | params | GFLOPs | FLOPs ratio | inference (s) | time ratio | runs |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['params_m']:.1f}M | {r['gflops']:.1f} | "
-                     f"{r['flop_ratio']:.2f} | {r['infer_s']:.2f} | {r['time_ratio']:.2f} | "
-                     f"{r.get('repeats', repeats)} |")
+        lines.append(
+            f'| {r["model"]} | {r["size"][0]}x{r["size"][1]} | {r["params_m"]:.1f}M | {r["gflops"]:.1f} | '
+            f'{r["flop_ratio"]:.2f} | {r["infer_s"]:.2f} | {r["time_ratio"]:.2f} | '
+            f'{r.get("repeats", repeats)} |'
+        )
     return '\n'.join(lines) + '\n'
 
 

@@ -10,6 +10,7 @@ docs/detection.md): mmdet's tensor-mode forward runs its mask heads on all 1000 
 plus a tenth of the difference is reported. Measurements are cached in `benchmarks/model_index_cache.json` by the
 model they measure, so configs that share a model are measured once and a rerun measures only what changed.
 """
+
 import argparse
 import hashlib
 import json
@@ -24,15 +25,19 @@ from maformer_mm.zoo import config_dir, list_configs
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).with_name('model_index_cache.json')
 OUT = ROOT / 'configs' / 'metafile.yml'
-PAPER = dict(URL='https://arxiv.org/abs/2209.01620',
-             Title='MAFormer: A Transformer Network with Multi-scale Attention Fusion for Visual Recognition')
+PAPER = dict(
+    URL='https://arxiv.org/abs/2209.01620',
+    Title='MAFormer: A Transformer Network with Multi-scale Attention Fusion for Visual Recognition',
+)
 # Results measured in this project, by config (the demos on their generated sets; docs/demo.md).
 MEASURED = {
     'mask_rcnn_maformer_t_demo.py': [
         dict(Task='Object Detection', Dataset='generated shapes (make demo)', Metrics={'box AP': 39.5}),
-        dict(Task='Instance Segmentation', Dataset='generated shapes (make demo)', Metrics={'mask AP': 42.9})],
+        dict(Task='Instance Segmentation', Dataset='generated shapes (make demo)', Metrics={'mask AP': 42.9}),
+    ],
     'upernet_maformer_t_demo.py': [
-        dict(Task='Semantic Segmentation', Dataset='generated shapes (make demo-seg)', Metrics={'mIoU': 99.89})],
+        dict(Task='Semantic Segmentation', Dataset='generated shapes (make demo-seg)', Metrics={'mIoU': 99.89})
+    ],
 }
 
 
@@ -61,8 +66,13 @@ def _dataset(cfg: Config) -> str:
     root = str(dataset.get('data_root', ''))
     if 'demo' in root:
         return 'generated shapes'
-    for key, name in (('Coco', 'COCO'), ('ADE20K', 'ADE20K'), ('ImageNet', 'ImageNet-1k'), ('BaseSeg', 'your own'),
-                      ('CustomDataset', 'your own')):
+    for key, name in (
+        ('Coco', 'COCO'),
+        ('ADE20K', 'ADE20K'),
+        ('ImageNet', 'ImageNet-1k'),
+        ('BaseSeg', 'your own'),
+        ('CustomDataset', 'your own'),
+    ):
         if key in kind:
             return name
     return kind or 'unknown'
@@ -103,16 +113,27 @@ def measure(path: Path) -> Tuple[int, int, Tuple[int, int]]:
 
 def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) -> dict:
     tasks = _tasks(cfg)
-    meta = {'Training Data': _dataset(cfg), **_schedule(cfg), 'Parameters': f'{params / 1e6:.1f}M',
-            'FLOPs': f'{flops / 1e9:.1f}G', 'Input Size': f'{hw[0]}x{hw[1]}'}
+    meta = {
+        'Training Data': _dataset(cfg),
+        **_schedule(cfg),
+        'Parameters': f'{params / 1e6:.1f}M',
+        'FLOPs': f'{flops / 1e9:.1f}G',
+        'Input Size': f'{hw[0]}x{hw[1]}',
+    }
     results = MEASURED.get(name) or [dict(Task=t, Dataset=meta['Training Data'], Metrics={}) for t in tasks]
-    return {'Name': name[:-3].replace('/', '_'), 'In Collection': 'MAFormer', 'Config': f'configs/{name}',
-            'Metadata': meta, 'Results': results}
+    return {
+        'Name': name[:-3].replace('/', '_'),
+        'In Collection': 'MAFormer',
+        'Config': f'configs/{name}',
+        'Metadata': meta,
+        'Results': results,
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     import maformer_mm  # noqa: F401  (registers MAFormer)
+
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
     models = []
     for name in list_configs():
@@ -127,12 +148,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         cached = cache[key]
         models.append(entry(name, cfg, cached['params'], cached['flops'], cached['hw']))
     from mmengine.fileio import dump
-    header = ('# The model index: every config maformer_mm ships, in OpenMMLab\'s metafile format. Written by\n'
-              '# `python -m benchmarks.model_index` (params and FLOPs measured on one synthetic image at Input Size,\n'
-              f'# FLOPs = multiply-adds; default sizes {DEFAULT_SHAPES}); do not edit by hand.\n')
-    body = dump(dict(Collections=[dict(Name='MAFormer', Metadata=dict(Architecture=['MAFormer', 'MAF block', 'GLD']),
-                                       Paper=PAPER, README='docs/get_started.md')], Models=models),
-                file_format='yaml', sort_keys=False)
+
+    header = (
+        "# The model index: every config maformer_mm ships, in OpenMMLab's metafile format. Written by\n"
+        '# `python -m benchmarks.model_index` (params and FLOPs measured on one synthetic image at Input Size,\n'
+        f'# FLOPs = multiply-adds; default sizes {DEFAULT_SHAPES}); do not edit by hand.\n'
+    )
+    body = dump(
+        dict(
+            Collections=[
+                dict(
+                    Name='MAFormer',
+                    Metadata=dict(Architecture=['MAFormer', 'MAF block', 'GLD']),
+                    Paper=PAPER,
+                    README='docs/get_started.md',
+                )
+            ],
+            Models=models,
+        ),
+        file_format='yaml',
+        sort_keys=False,
+    )
     OUT.write_text(header + body)
     print(f'wrote {OUT} ({len(models)} configs)')
     return OUT

@@ -12,6 +12,7 @@ Each mutant runs only the tests that reach the function it changes, fastest firs
 reads mutmut's results and writes a Markdown report: per file, how many mutants were killed, survived or timed
 out, the score (killed and timed out over all that ran), and the diff of every survivor.
 """
+
 import argparse
 import json
 import os
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -29,16 +30,23 @@ PIN = osp.join(ROOT, 'requirements-mutation.txt')
 # What is mutated: every function of the layer files; of the backbone file, only the forward functions.
 FILES = ['maformer_mm/layers/*.py', 'maformer_mm/models/backbones/maformer.py']
 BACKBONE = 'maformer_mm.models.backbones.maformer.'
-MUTANTS = ['maformer_mm.layers.*', BACKBONE + 'xǁMAFormerǁforward__mutmut_*',
-           BACKBONE + 'xǁMAFormerStageǁforward__mutmut_*']
+MUTANTS = [
+    'maformer_mm.layers.*',
+    BACKBONE + 'xǁMAFormerǁforward__mutmut_*',
+    BACKBONE + 'xǁMAFormerStageǁforward__mutmut_*',
+]
 # The tests each mutant may run (mutmut picks, per function, those that reach it, fastest first): the layer and
 # model tests, without torch.compile (it recompiles mutmut's trampolines) and the three slowest model tests
 # (MAFormer-T against the reference, MAFormer-T at 224), whose checks the tiny-model tests repeat.
-TESTS = ['tests/test_layers', 'tests/test_models', '--ignore=tests/test_models/test_compile.py',
-         '--deselect=tests/test_models/test_reference_model.py::test_maformer_t',
-         '--deselect=tests/test_models/test_maformer.py::test_tiny_variant_at_224_gives_strides_4_to_32']
+TESTS = [
+    'tests/test_layers',
+    'tests/test_models',
+    '--ignore=tests/test_models/test_compile.py',
+    '--deselect=tests/test_models/test_reference_model.py::test_maformer_t',
+    '--deselect=tests/test_models/test_maformer.py::test_tiny_variant_at_224_gives_strides_4_to_32',
+]
 
-SETUP_CFG = '''[mutmut]
+SETUP_CFG = """[mutmut]
 source_paths = maformer_mm/
 only_mutate =
 {only_mutate}
@@ -47,7 +55,7 @@ pytest_add_cli_args_test_selection =
 pytest_add_cli_args =
     -p
     no:cacheprovider
-'''
+"""
 
 
 def check_mutmut() -> str:
@@ -56,6 +64,7 @@ def check_mutmut() -> str:
         pinned = next(line.split('==')[1].strip() for line in f if line.startswith('mutmut=='))
     try:
         from importlib.metadata import version
+
         installed = version('mutmut')
     except Exception:
         installed = None
@@ -76,8 +85,16 @@ def copy_repository(workdir: str, rev: Optional[str]) -> None:
         archive = subprocess.run(['git', 'archive', rev], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(['tar', '-x', '-C', workdir], input=archive, check=True)
     else:
-        files = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
-                               capture_output=True, check=True).stdout.decode().split('\0')
+        files = (
+            subprocess.run(
+                ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .split('\0')
+        )
         for name in filter(None, files):
             src = osp.join(ROOT, name)
             if osp.isfile(src):
@@ -96,13 +113,18 @@ def run_mutmut(workdir: str, max_children: int) -> None:
     # mutmut forks a test process per mutant; torch's OpenMP pool does not survive a fork (the child spins
     # and is reported as a timeout), so every process keeps to one thread
     env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    subprocess.run(['nice', '-n', '15', sys.executable, '-m', 'mutmut', 'run', '--max-children', str(max_children),
-                    *MUTANTS], cwd=workdir, env=env, check=True)
+    subprocess.run(
+        ['nice', '-n', '15', sys.executable, '-m', 'mutmut', 'run', '--max-children', str(max_children), *MUTANTS],
+        cwd=workdir,
+        env=env,
+        check=True,
+    )
 
 
 def read_results(workdir: str) -> Dict[str, Dict[str, str]]:
     """{source file: {mutant name: status}} of the selected mutants, from mutmut's result files."""
     from fnmatch import fnmatch
+
     cwd = os.getcwd()
     os.chdir(workdir)  # mutmut reads its settings from the working directory when imported
     try:
@@ -117,7 +139,7 @@ def read_results(workdir: str) -> Dict[str, Dict[str, str]]:
                 continue
             with open(osp.join(folder, name)) as f:
                 codes = json.load(f)['exit_code_by_key']
-            source = osp.relpath(osp.join(folder, name[:-len('.meta')]), root)
+            source = osp.relpath(osp.join(folder, name[: -len('.meta')]), root)
             chosen = {k: status_by_exit_code[v] for k, v in codes.items() if any(fnmatch(k, p) for p in MUTANTS)}
             if chosen:
                 results[source] = chosen
@@ -126,22 +148,28 @@ def read_results(workdir: str) -> Dict[str, Dict[str, str]]:
 
 def show(workdir: str, mutant: str) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [workdir, os.environ.get('PYTHONPATH')])))
-    return subprocess.run([sys.executable, '-m', 'mutmut', 'show', mutant], cwd=workdir, env=env,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, '-m', 'mutmut', 'show', mutant], cwd=workdir, env=env, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def score(counts: Counter) -> Tuple[int, float]:
     """(mutants that ran, share killed): a timeout counts as killed (the mutant made the tests hang)."""
     ran = counts['killed'] + counts['timeout'] + counts['survived'] + counts['suspicious'] + counts['segfault']
-    return ran, (counts['killed'] + counts['timeout']) / ran if ran else 0.
+    return ran, (counts['killed'] + counts['timeout']) / ran if ran else 0.0
 
 
 def report(results: Dict[str, Dict[str, str]], workdir: str, version: str) -> str:
-    lines = ['# Mutation score', '', f'mutmut {version} over `maformer_mm/layers/*.py` and the backbone\'s forward '
-             '(`MAFormer.forward`, `MAFormerStage.forward`), against the fast layer and model tests '
-             f'({" ".join(TESTS)}). Written by `benchmarks/mutation_score.py`.', '',
-             '| file | mutants | killed | timed out | survived | no test reaches it | other | score |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = [
+        '# Mutation score',
+        '',
+        f"mutmut {version} over `maformer_mm/layers/*.py` and the backbone's forward "
+        '(`MAFormer.forward`, `MAFormerStage.forward`), against the fast layer and model tests '
+        f'({" ".join(TESTS)}). Written by `benchmarks/mutation_score.py`.',
+        '',
+        '| file | mutants | killed | timed out | survived | no test reaches it | other | score |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     total: Counter = Counter()
     layers: Counter = Counter()
     for source in sorted(results):
@@ -161,8 +189,10 @@ def report(results: Dict[str, Dict[str, str]], workdir: str, version: str) -> st
 def _row(name: str, counts: Counter) -> str:
     ran, share = score(counts)
     other = sum(counts.values()) - ran - counts['no tests']
-    return (f"| {name} | {sum(counts.values())} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | "
-            f"{counts['no tests']} | {other} | {100 * share:.1f}% |")
+    return (
+        f'| {name} | {sum(counts.values())} | {counts["killed"]} | {counts["timeout"]} | {counts["survived"]} | '
+        f'{counts["no tests"]} | {other} | {100 * share:.1f}% |'
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -171,8 +201,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--rev', help='test this commit (e.g. HEAD) instead of the checkout as it is')
     parser.add_argument('--max-children', type=int, default=2, help='mutants tested at once')
     parser.add_argument('--out', default=osp.join(HERE, 'mutation_score.md'))
-    parser.add_argument('--keep', action='store_true',
-                        help="reuse --workdir as an earlier run left it (mutmut's test statistics included)")
+    parser.add_argument(
+        '--keep',
+        action='store_true',
+        help="reuse --workdir as an earlier run left it (mutmut's test statistics included)",
+    )
     parser.add_argument('--report-only', action='store_true', help='rewrite the report from an earlier run')
     args = parser.parse_args(argv)
     version = check_mutmut()

@@ -10,6 +10,7 @@ depend on them). Writes a Markdown table and JSON.
     python benchmarks/onnx_benchmark.py                      # MAFormer-T backbone at 224 and 512, UperNet at 512x512
     python benchmarks/onnx_benchmark.py --cases backbone-224 --repeats 3
 """
+
 import argparse
 import json
 import os
@@ -33,7 +34,7 @@ ROOT = osp.dirname(HERE)
 
 
 def _backbone() -> ExportTarget:
-    model = MAFormer(arch='tiny', drop_path_rate=0.).eval()
+    model = MAFormer(arch='tiny', drop_path_rate=0.0).eval()
     return ExportTarget(BackboneFeatures(model), 'backbone', [f'stage{i}' for i in model.out_indices])
 
 
@@ -58,11 +59,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     import platform
+
     return platform.processor() or platform.machine()
 
 
 def ort_session(path: str, threads: int):
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -71,8 +74,9 @@ def ort_session(path: str, threads: int):
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
-def measure(name: str, target: ExportTarget, size: Tuple[int, int], repeats: int, workdir: str,
-            exporter: str = 'dynamo') -> dict:
+def measure(
+    name: str, target: ExportTarget, size: Tuple[int, int], repeats: int, workdir: str, exporter: str = 'dynamo'
+) -> dict:
     """Exports `target` at `size` and times PyTorch and ONNX Runtime on one input, taking turns."""
     path = osp.join(workdir, f'{name.replace(" ", "_")}_{size[0]}x{size[1]}.onnx')
     start = time.perf_counter()
@@ -83,7 +87,7 @@ def measure(name: str, target: ExportTarget, size: Tuple[int, int], repeats: int
     images = torch.randn(1, target.in_channels, *size)
     feed = {session.get_inputs()[0].name: images.numpy()}
     samples: Dict[str, List[float]] = {'torch': [], 'onnxruntime': []}
-    rel_diff = 0.
+    rel_diff = 0.0
     with torch.no_grad():
         for round_ in range(repeats + 1):  # the first round is a warm-up
             start = time.perf_counter()
@@ -96,27 +100,46 @@ def measure(name: str, target: ExportTarget, size: Tuple[int, int], repeats: int
                 samples['torch'].append(torch_s)
                 samples['onnxruntime'].append(ort_s)
             else:
-                rel_diff = max(float(np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max())
-                               for g, e in zip(got, expected))
+                rel_diff = max(
+                    float(np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max()) for g, e in zip(got, expected)
+                )
     torch_s, ort_s = (statistics.median(samples[k]) for k in ('torch', 'onnxruntime'))
-    return dict(model=name, size=list(size), export_s=export_s, torch_s=torch_s, onnxruntime_s=ort_s,
-                speedup=torch_s / ort_s, max_rel_diff=rel_diff, onnx_mib=os.path.getsize(path) / 2 ** 20,
-                threads=threads, exporter=exporter)
+    return dict(
+        model=name,
+        size=list(size),
+        export_s=export_s,
+        torch_s=torch_s,
+        onnxruntime_s=ort_s,
+        speedup=torch_s / ort_s,
+        max_rel_diff=rel_diff,
+        onnx_mib=os.path.getsize(path) / 2**20,
+        threads=threads,
+        exporter=exporter,
+    )
 
 
 def markdown(rows: List[dict], repeats: int) -> str:
     threads = rows[0]['threads'] if rows else torch.get_num_threads()
-    lines = ['# ONNX Runtime against PyTorch eager (CPU)', '',
-             f'CPU: {cpu_name()}, {threads} thread{"s" if threads != 1 else ""} for both; torch {torch.__version__}, onnxruntime '
-             f'{__import__("onnxruntime").__version__}. Batch 1, random weights, fixed-shape export '
-             f'({rows[0]["exporter"] if rows else "dynamo"} exporter, opset 18). Median of {repeats} interleaved runs after a warm-up; speed-up = PyTorch '
-             'time / ONNX Runtime time; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',
-             '', '| model | input | PyTorch (s) | ONNX Runtime (s) | speed-up | max difference / scale | '
-             'export (s) | file (MiB) |', '|---|---|---|---|---|---|---|---|']
+    lines = [
+        '# ONNX Runtime against PyTorch eager (CPU)',
+        '',
+        f'CPU: {cpu_name()}, {threads} thread{"s" if threads != 1 else ""} for both; '
+        f'torch {torch.__version__}, onnxruntime {__import__("onnxruntime").__version__}. '
+        'Batch 1, random weights, fixed-shape export '
+        f'({rows[0]["exporter"] if rows else "dynamo"} exporter, opset 18). '
+        f'Median of {repeats} interleaved runs after a warm-up; speed-up = PyTorch '
+        'time / ONNX Runtime time; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',
+        '',
+        '| model | input | PyTorch (s) | ONNX Runtime (s) | speed-up | max difference / scale | '
+        'export (s) | file (MiB) |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['torch_s']:.3f} | "
-                     f"{r['onnxruntime_s']:.3f} | {r['speedup']:.2f} | {r['max_rel_diff']:.1e} | "
-                     f"{r['export_s']:.0f} | {r['onnx_mib']:.0f} |")
+        lines.append(
+            f'| {r["model"]} | {r["size"][0]}x{r["size"][1]} | {r["torch_s"]:.3f} | '
+            f'{r["onnxruntime_s"]:.3f} | {r["speedup"]:.2f} | {r["max_rel_diff"]:.1e} | '
+            f'{r["export_s"]:.0f} | {r["onnx_mib"]:.0f} |'
+        )
     return '\n'.join(lines) + '\n'
 
 
@@ -125,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--cases', nargs='+', choices=list(CASES), default=list(CASES))
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--exporter', choices=['dynamo', 'legacy'], default='dynamo')
-    parser.add_argument('--threads', type=int, help='threads for both (default: PyTorch\'s default)')
+    parser.add_argument('--threads', type=int, help="threads for both (default: PyTorch's default)")
     parser.add_argument('--out', default=osp.join(HERE, 'onnx_benchmark.md'))
     args = parser.parse_args(argv)
     if args.threads:

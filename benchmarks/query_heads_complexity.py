@@ -10,6 +10,7 @@ metafile.yaml`); mmdet and mmseg publish no params or FLOPs for these heads. Wri
     python -m benchmarks.query_heads_complexity                   # every row (about an hour on 2 CPU cores)
     python -m benchmarks.query_heads_complexity --groups dino --out /tmp/x.md
 """
+
 import argparse
 import json
 import os.path as osp
@@ -29,43 +30,67 @@ def _ours(name: str) -> str:
 
 # group -> (title, (H, W) of training, [(row name, config)]); configs named 'mmdet::'/'mmseg::' are the packages'.
 GROUPS: Dict[str, Tuple[str, Tuple[int, int], List[Tuple[str, str]]]] = {
-    'dino': ('DINO, COCO detection (800x1333)', (800, 1333), [
-        ('DINO-4scale MAFormer-T', _ours('dino_4scale_maformer_t_12e.py')),
-        ('DINO-4scale MAFormer-S', _ours('dino_4scale_maformer_s_12e.py')),
-        ('DINO-4scale MAFormer-B', _ours('dino_4scale_maformer_b_12e.py')),
-        ('DINO-4scale R-50 (mmdet)', 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'),
-        ('DINO-5scale MAFormer-B', _ours('dino_5scale_maformer_b_12e.py')),
-        ('DINO-5scale MAFormer-L', _ours('dino_5scale_maformer_l_12e.py')),
-        ('DINO-5scale Swin-L (mmdet)', 'mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py'),
-    ]),
-    'm2f_ade': ('Mask2Former, ADE20K semantic (crop size)', (512, 512), [
-        ('Mask2Former MAFormer-T 512', _ours('mask2former_maformer_t_512x512_160k_ade20k.py')),
-        ('Mask2Former Swin-T 512 (mmseg)', 'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'),
-        ('Mask2Former MAFormer-S 512', _ours('mask2former_maformer_s_512x512_160k_ade20k.py')),
-        ('Mask2Former Swin-S 512 (mmseg)', 'mmseg::mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py'),
-        ('Mask2Former MAFormer-B 640', _ours('mask2former_maformer_b_640x640_160k_ade20k.py')),
-        ('Mask2Former Swin-B 640 (mmseg)',
-         'mmseg::mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py'),
-    ]),
-    'm2f_coco': ('Mask2Former, COCO instance (1024x1024)', (1024, 1024), [
-        ('Mask2Former MAFormer-T', _ours('mask2former_maformer_t_lsj_50e_coco.py')),
-        ('Mask2Former Swin-T (mmdet)', 'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py'),
-        ('Mask2Former MAFormer-S', _ours('mask2former_maformer_s_lsj_50e_coco.py')),
-        ('Mask2Former Swin-S (mmdet)', 'mmdet::mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py'),
-        ('Mask2Former MAFormer-B', _ours('mask2former_maformer_b_lsj_50e_coco.py')),
-        ('Mask2Former R-50 (mmdet)', 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'),
-    ]),
-    'm2f_panoptic': ('Mask2Former, COCO panoptic (1024x1024)', (1024, 1024), [
-        ('Mask2Former MAFormer-T', _ours('mask2former_maformer_t_lsj_50e_coco_panoptic.py')),
-        ('Mask2Former Swin-T (mmdet)',
-         'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py'),
-        ('Mask2Former MAFormer-S', _ours('mask2former_maformer_s_lsj_50e_coco_panoptic.py')),
-        ('Mask2Former Swin-S (mmdet)',
-         'mmdet::mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py'),
-        ('Mask2Former MAFormer-B', _ours('mask2former_maformer_b_lsj_50e_coco_panoptic.py')),
-        ('Mask2Former Swin-B (mmdet)',
-         'mmdet::mask2former/mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic.py'),
-    ]),
+    'dino': (
+        'DINO, COCO detection (800x1333)',
+        (800, 1333),
+        [
+            ('DINO-4scale MAFormer-T', _ours('dino_4scale_maformer_t_12e.py')),
+            ('DINO-4scale MAFormer-S', _ours('dino_4scale_maformer_s_12e.py')),
+            ('DINO-4scale MAFormer-B', _ours('dino_4scale_maformer_b_12e.py')),
+            ('DINO-4scale R-50 (mmdet)', 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'),
+            ('DINO-5scale MAFormer-B', _ours('dino_5scale_maformer_b_12e.py')),
+            ('DINO-5scale MAFormer-L', _ours('dino_5scale_maformer_l_12e.py')),
+            ('DINO-5scale Swin-L (mmdet)', 'mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py'),
+        ],
+    ),
+    'm2f_ade': (
+        'Mask2Former, ADE20K semantic (crop size)',
+        (512, 512),
+        [
+            ('Mask2Former MAFormer-T 512', _ours('mask2former_maformer_t_512x512_160k_ade20k.py')),
+            ('Mask2Former Swin-T 512 (mmseg)', 'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'),
+            ('Mask2Former MAFormer-S 512', _ours('mask2former_maformer_s_512x512_160k_ade20k.py')),
+            ('Mask2Former Swin-S 512 (mmseg)', 'mmseg::mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py'),
+            ('Mask2Former MAFormer-B 640', _ours('mask2former_maformer_b_640x640_160k_ade20k.py')),
+            (
+                'Mask2Former Swin-B 640 (mmseg)',
+                'mmseg::mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py',
+            ),
+        ],
+    ),
+    'm2f_coco': (
+        'Mask2Former, COCO instance (1024x1024)',
+        (1024, 1024),
+        [
+            ('Mask2Former MAFormer-T', _ours('mask2former_maformer_t_lsj_50e_coco.py')),
+            ('Mask2Former Swin-T (mmdet)', 'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py'),
+            ('Mask2Former MAFormer-S', _ours('mask2former_maformer_s_lsj_50e_coco.py')),
+            ('Mask2Former Swin-S (mmdet)', 'mmdet::mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py'),
+            ('Mask2Former MAFormer-B', _ours('mask2former_maformer_b_lsj_50e_coco.py')),
+            ('Mask2Former R-50 (mmdet)', 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'),
+        ],
+    ),
+    'm2f_panoptic': (
+        'Mask2Former, COCO panoptic (1024x1024)',
+        (1024, 1024),
+        [
+            ('Mask2Former MAFormer-T', _ours('mask2former_maformer_t_lsj_50e_coco_panoptic.py')),
+            (
+                'Mask2Former Swin-T (mmdet)',
+                'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py',
+            ),
+            ('Mask2Former MAFormer-S', _ours('mask2former_maformer_s_lsj_50e_coco_panoptic.py')),
+            (
+                'Mask2Former Swin-S (mmdet)',
+                'mmdet::mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py',
+            ),
+            ('Mask2Former MAFormer-B', _ours('mask2former_maformer_b_lsj_50e_coco_panoptic.py')),
+            (
+                'Mask2Former Swin-B (mmdet)',
+                'mmdet::mask2former/mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic.py',
+            ),
+        ],
+    ),
 }
 # Training size of a row when it is not its group's (the 640x640 ADE20K configs).
 SIZE_OF = {'Mask2Former MAFormer-B 640': (640, 640), 'Mask2Former Swin-B 640 (mmseg)': (640, 640)}
@@ -77,6 +102,7 @@ def published(config: str) -> Dict[str, float]:
     if '::' not in config:
         return {}
     import yaml
+
     package, path = config.split('::')
     folder = osp.dirname(path)
     root = osp.dirname(__import__(package).__file__)
@@ -109,9 +135,18 @@ def measure(group: str, done: Sequence[str] = (), save=None) -> List[dict]:
         size = SIZE_OF.get(name, hw)
         flops, params, _ = config_complexity(cfg, size)
         source = f'{config.split("::")[0]} metafile' if '::' in config else 'this project'
-        rows.append(dict(group=group, model=name, config=config if '::' in config else osp.relpath(config, ROOT),
-                         size=list(size), params_m=params / 1e6, gflops=flops / 1e9, published=published(config),
-                         published_source=source))
+        rows.append(
+            dict(
+                group=group,
+                model=name,
+                config=config if '::' in config else osp.relpath(config, ROOT),
+                size=list(size),
+                params_m=params / 1e6,
+                gflops=flops / 1e9,
+                published=published(config),
+                published_source=source,
+            )
+        )
         print(f'{name}: {params / 1e6:.1f}M, {flops / 1e9:.1f}G at {size[0]}x{size[1]}', flush=True)
         if save is not None:
             save(rows)
@@ -119,23 +154,33 @@ def measure(group: str, done: Sequence[str] = (), save=None) -> List[dict]:
 
 
 def markdown(rows: List[dict]) -> str:
-    lines = ['# DINO and Mask2Former: params and FLOPs at the training size', '',
-             'Counted by `tools/get_flops.py` (multiply-adds in mode `tensor`, attention counted; mmcv\'s '
-             'multi-scale deformable attention is counted by its projections only: its bilinear sampling is no '
-             'matrix product). Metrics: those the installed mmdet 3.3.0 / mmseg 1.2.2 metafiles publish for the '
-             'config; none exist yet for the MAFormer configs (no trained weights).', '']
+    lines = [
+        '# DINO and Mask2Former: params and FLOPs at the training size',
+        '',
+        "Counted by `tools/get_flops.py` (multiply-adds in mode `tensor`, attention counted; mmcv's "
+        'multi-scale deformable attention is counted by its projections only: its bilinear sampling is no '
+        'matrix product). Metrics: those the installed mmdet 3.3.0 / mmseg 1.2.2 metafiles publish for the '
+        'config; none exist yet for the MAFormer configs (no trained weights).',
+        '',
+    ]
     for group, (title, _, _) in GROUPS.items():
         group_rows = [r for r in rows if r['group'] == group]
         if not group_rows:
             continue
-        lines += [f'## {title}', '', '| model | input (HxW) | params | GFLOPs | published result | config |',
-                  '|---|---|---|---|---|---|']
+        lines += [
+            f'## {title}',
+            '',
+            '| model | input (HxW) | params | GFLOPs | published result | config |',
+            '|---|---|---|---|---|---|',
+        ]
         for r in group_rows:
             result = ', '.join(f'{k} {v:g}' for k, v in r['published'].items()) or '-'
             if r['published']:
                 result += f' ({r["published_source"]})'
-            lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['params_m']:.1f}M | {r['gflops']:.1f} "
-                         f"| {result} | `{r['config']}` |")
+            lines.append(
+                f'| {r["model"]} | {r["size"][0]}x{r["size"][1]} | {r["params_m"]:.1f}M | {r["gflops"]:.1f} '
+                f'| {result} | `{r["config"]}` |'
+            )
         lines.append('')
     return '\n'.join(lines)
 
@@ -153,8 +198,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             earlier = [r for r in json.load(f) if args.resume or r['group'] not in args.groups]
 
     def save(new_rows: List[dict]) -> None:
-        rows = sorted(earlier + new_rows, key=lambda r: [list(GROUPS).index(r['group']),
-                                                         [n for n, _ in GROUPS[r['group']][2]].index(r['model'])])
+        rows = sorted(
+            earlier + new_rows,
+            key=lambda r: [list(GROUPS).index(r['group']), [n for n, _ in GROUPS[r['group']][2]].index(r['model'])],
+        )
         with open(json_path, 'w') as f:
             json.dump(rows, f, indent=1)
         with open(args.out, 'w') as f:
@@ -163,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     measured: List[dict] = []
     for group in args.groups:
         done = [r['model'] for r in earlier if r['group'] == group]
-        measured += measure(group, done, lambda rows: save(measured + rows))
+        measured += measure(group, done, lambda rows, before=measured: save(before + rows))
     save(measured)
 
 

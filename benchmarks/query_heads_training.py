@@ -15,6 +15,7 @@ resize to 96x96 as the only augmentations. Writes a Markdown table and JSON next
     nice -n 10 python -m benchmarks.query_heads_training                  # 300 iterations per run
     python -m benchmarks.query_heads_training --iters 20 --tasks dino --out /tmp/x.md
 """
+
 import argparse
 import json
 import os.path as osp
@@ -35,19 +36,34 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 SIZE = 96
 PALETTE = [(220, 20, 60), (0, 128, 255), (60, 180, 75)]
-CONFIGS = {'dino': osp.join(ROOT, 'configs', 'dino_4scale_maformer_t_12e.py'),
-           'mask2former': osp.join(ROOT, 'configs', 'mask2former_maformer_t_512x512_160k_ade20k.py')}
+CONFIGS = {
+    'dino': osp.join(ROOT, 'configs', 'dino_4scale_maformer_t_12e.py'),
+    'mask2former': osp.join(ROOT, 'configs', 'mask2former_maformer_t_512x512_160k_ade20k.py'),
+}
 # Swin-T as mmdet's and mmseg's Swin-T configs build it (window 7, drop path off for a short run like MAFormer's).
-SWIN_T = dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
-              mlp_ratio=4, qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-              patch_norm=True, with_cp=False, init_cfg=None)
+SWIN_T = dict(
+    type='SwinTransformer',
+    embed_dims=96,
+    depths=[2, 2, 6, 2],
+    num_heads=[3, 6, 12, 24],
+    window_size=7,
+    mlp_ratio=4,
+    qkv_bias=True,
+    qk_scale=None,
+    drop_rate=0.0,
+    attn_drop_rate=0.0,
+    drop_path_rate=0.0,
+    patch_norm=True,
+    with_cp=False,
+    init_cfg=None,
+)
 # What the two heads keep of their configs (the same for both backbones).
 HEAD = {
     'dino': 'DINO as configured (256 channels, 4 levels, denoising) with 100 queries (of 900), 2 encoder and 2 '
-            'decoder layers (of 6), 30 denoising queries (of 100), 100 detections per image',
+    'decoder layers (of 6), 30 denoising queries (of 100), 100 detections per image',
     'mask2former': 'Mask2Former as configured (MSDeformAttn pixel decoder, masked attention) with 256 channels, 20 '
-                   'queries (of 100), 2 pixel-decoder layers (of 6), 3 decoder layers (of 9), 1024 sampled points '
-                   '(of 12544)',
+    'queries (of 100), 2 pixel-decoder layers (of 6), 3 decoder layers (of 9), 1024 sampled points '
+    '(of 12544)',
 }
 
 
@@ -81,7 +97,7 @@ def dino_config(backbone: str, data: str, iters: int, work_dir: str, seed: int) 
         model.backbone = dict(SWIN_T, out_indices=(1, 2, 3))
         model.neck.in_channels = [192, 384, 768]
     else:
-        model.backbone.update(drop_path_rate=0., pretrain_img_size=SIZE, init_cfg=None)
+        model.backbone.update(drop_path_rate=0.0, pretrain_img_size=SIZE, init_cfg=None)
     model.bbox_head.num_classes = len(CLASSES)
     model.num_queries = 100
     model.encoder.num_layers = 2
@@ -89,18 +105,36 @@ def dino_config(backbone: str, data: str, iters: int, work_dir: str, seed: int) 
     model.dn_cfg.group_cfg.num_dn_queries = 30
     model.test_cfg.max_per_img = 100
     metainfo = dict(classes=CLASSES, palette=PALETTE)
-    train = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
-             dict(type='RandomFlip', prob=0.5), dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
-             dict(type='PackDetInputs')]
-    test = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
-            dict(type='LoadAnnotations', with_bbox=True),
-            dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+    train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
+        dict(type='PackDetInputs'),
+    ]
+    test = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+    ]
     for split, pipeline, batch in (('train', train, 4), ('val', test, 4)):
-        _loader(cfg, split, dict(data_root=data, ann_file=f'annotations/instances_{split}.json',
-                                 data_prefix=dict(img=f'{split}/'), metainfo=metainfo), pipeline, batch)
+        _loader(
+            cfg,
+            split,
+            dict(
+                data_root=data,
+                ann_file=f'annotations/instances_{split}.json',
+                data_prefix=dict(img=f'{split}/'),
+                metainfo=metainfo,
+            ),
+            pipeline,
+            batch,
+        )
     cfg.test_dataloader = cfg.val_dataloader
-    cfg.val_evaluator = dict(type='CocoMetric', ann_file=osp.join(data, 'annotations', 'instances_val.json'),
-                             metric='bbox')
+    cfg.val_evaluator = dict(
+        type='CocoMetric', ann_file=osp.join(data, 'annotations', 'instances_val.json'), metric='bbox'
+    )
     cfg.test_evaluator = cfg.val_evaluator
     _schedule(cfg, iters, work_dir, seed)
     return cfg
@@ -113,7 +147,7 @@ def mask2former_config(backbone: str, data: str, iters: int, work_dir: str, seed
         model.backbone = dict(SWIN_T, out_indices=(0, 1, 2, 3))
         model.decode_head.in_channels = [96, 192, 384, 768]
     else:
-        model.backbone.update(drop_path_rate=0., pretrain_img_size=SIZE, init_cfg=None)
+        model.backbone.update(drop_path_rate=0.0, pretrain_img_size=SIZE, init_cfg=None)
     head = model.decode_head
     head.update(num_classes=len(CLASSES), num_queries=20)
     head.loss_cls.class_weight = [1.0] * len(CLASSES) + [0.1]
@@ -122,16 +156,35 @@ def mask2former_config(backbone: str, data: str, iters: int, work_dir: str, seed
     head.train_cfg.num_points = 1024
     model.data_preprocessor.size = (SIZE, SIZE)
     cfg.data_preprocessor.size = (SIZE, SIZE)
-    dataset = dict(type='BaseSegDataset', data_root=data, metainfo=dict(classes=CLASSES, palette=PALETTE),
-                   img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
-    train = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
-             dict(type='RandomFlip', prob=0.5), dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
-             dict(type='PackSegInputs')]
-    test = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
-            dict(type='LoadAnnotations', reduce_zero_label=True), dict(type='PackSegInputs')]
+    dataset = dict(
+        type='BaseSegDataset',
+        data_root=data,
+        metainfo=dict(classes=CLASSES, palette=PALETTE),
+        img_suffix='.jpg',
+        seg_map_suffix='.png',
+        reduce_zero_label=True,
+    )
+    train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
+        dict(type='PackSegInputs'),
+    ]
+    test = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='PackSegInputs'),
+    ]
     for split, folder, pipeline, batch in (('train', 'training', train, 4), ('val', 'validation', test, 1)):
-        _loader(cfg, split, dict(dataset, data_prefix=dict(img_path=f'images/{folder}',
-                                                           seg_map_path=f'annotations/{folder}')), pipeline, batch)
+        _loader(
+            cfg,
+            split,
+            dict(dataset, data_prefix=dict(img_path=f'images/{folder}', seg_map_path=f'annotations/{folder}')),
+            pipeline,
+            batch,
+        )
     cfg.test_dataloader = cfg.val_dataloader
     _schedule(cfg, iters, work_dir, seed)
     return cfg
@@ -139,13 +192,14 @@ def mask2former_config(backbone: str, data: str, iters: int, work_dir: str, seed
 
 class _Recorder(Hook):
     """Iteration times and losses of a run, and its evaluation metrics."""
+
     priority = 'LOWEST'
 
     def __init__(self) -> None:
         self.times: List[float] = []
         self.losses: List[float] = []
         self.metrics: Dict[str, float] = {}
-        self._start = 0.
+        self._start = 0.0
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._start = time.perf_counter()
@@ -160,6 +214,7 @@ class _Recorder(Hook):
 
 def train(cfg: Config) -> _Recorder:
     from mmengine.runner import Runner
+
     runner = Runner.from_cfg(cfg)
     recorder = _Recorder()
     runner.register_hook(recorder)
@@ -179,35 +234,60 @@ def run_task(task: str, data: str, iters: int, seed: int, work_root: str) -> Lis
         start = time.perf_counter()
         record = train(cfg)
         tail = record.losses[-25:]
-        rows.append(dict(task=task, backbone=backbone, iters=iters, seed=seed, metric=key,
-                         value=record.metrics.get(key), metrics=record.metrics,
-                         first_loss=statistics.mean(record.losses[:25]), last_loss=statistics.mean(tail),
-                         median_iter_s=statistics.median(record.times), total_s=time.perf_counter() - start))
-        print(f'{task} {backbone}: {key} = {rows[-1]["value"]}, loss {rows[-1]["first_loss"]:.2f} -> '
-              f'{rows[-1]["last_loss"]:.2f}, {rows[-1]["median_iter_s"]:.2f} s/iter', flush=True)
+        rows.append(
+            dict(
+                task=task,
+                backbone=backbone,
+                iters=iters,
+                seed=seed,
+                metric=key,
+                value=record.metrics.get(key),
+                metrics=record.metrics,
+                first_loss=statistics.mean(record.losses[:25]),
+                last_loss=statistics.mean(tail),
+                median_iter_s=statistics.median(record.times),
+                total_s=time.perf_counter() - start,
+            )
+        )
+        print(
+            f'{task} {backbone}: {key} = {rows[-1]["value"]}, loss {rows[-1]["first_loss"]:.2f} -> '
+            f'{rows[-1]["last_loss"]:.2f}, {rows[-1]["median_iter_s"]:.2f} s/iter',
+            flush=True,
+        )
     return rows
 
 
 def markdown(rows: List[dict], hardware: str, num_train: int, num_val: int) -> str:
-    lines = ['# Short training comparison on generated data (CPU)', '',
-             f'Hardware: {hardware}. {num_train} training and {num_val} validation images of {SIZE}x{SIZE} '
-             '(generated shapes, 3 classes, one hue band per class), both backbones from random weights, batch 4, '
-             'the same head, data, schedule and seed. See the module docstring of '
-             '`benchmarks/query_heads_training.py` for every change from the configs.', '']
+    lines = [
+        '# Short training comparison on generated data (CPU)',
+        '',
+        f'Hardware: {hardware}. {num_train} training and {num_val} validation images of {SIZE}x{SIZE} '
+        '(generated shapes, 3 classes, one hue band per class), both backbones from random weights, batch 4, '
+        'the same head, data, schedule and seed. See the module docstring of '
+        '`benchmarks/query_heads_training.py` for every change from the configs.',
+        '',
+    ]
     for task in ('dino', 'mask2former'):
         task_rows = [r for r in rows if r['task'] == task]
         if not task_rows:
             continue
         _, label = METRIC[task]
-        lines += [f'## {"DINO (bbox mAP)" if task == "dino" else "Mask2Former semantic (mIoU)"}', '',
-                  f'Head: {HEAD[task]}.', '',
-                  f'| backbone | iterations | {label} | mean loss, first 25 it. | mean loss, last 25 it. | '
-                  's / iteration |', '|---|---|---|---|---|---|']
+        lines += [
+            f'## {"DINO (bbox mAP)" if task == "dino" else "Mask2Former semantic (mIoU)"}',
+            '',
+            f'Head: {HEAD[task]}.',
+            '',
+            f'| backbone | iterations | {label} | mean loss, first 25 it. | mean loss, last 25 it. | s / iteration |',
+            '|---|---|---|---|---|---|',
+        ]
         for r in task_rows:
-            value = 'n/a' if r['value'] is None else (f"{100 * r['value']:.1f}" if task == 'dino'
-                                                      else f"{r['value']:.2f}")
-            lines.append(f"| {r['backbone']} | {r['iters']} | {value} | {r['first_loss']:.2f} | "
-                         f"{r['last_loss']:.2f} | {r['median_iter_s']:.2f} |")
+            value = (
+                'n/a' if r['value'] is None else (f'{100 * r["value"]:.1f}' if task == 'dino' else f'{r["value"]:.2f}')
+            )
+            lines.append(
+                f'| {r["backbone"]} | {r["iters"]} | {value} | {r["first_loss"]:.2f} | '
+                f'{r["last_loss"]:.2f} | {r["median_iter_s"]:.2f} |'
+            )
         lines.append('')
     return '\n'.join(lines)
 

@@ -4,4 +4,5 @@ _base_ = ['./_base_/dino_maformer_4scale_coco.py']
 pretrained = 'checkpoints/maformer_t_in1k.pth'
 model = dict(
     backbone=dict(arch='tiny', drop_path_rate=0.1, init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512]))
+    neck=dict(in_channels=[128, 256, 512]),
+)

@@ -6,4 +6,5 @@ pretrained = 'checkpoints/maformer_l_in1k.pth'
 # 0.5 as B here and as MAFormer-L's ImageNet config (a choice of this project: no L detection run exists to tune it).
 model = dict(
     backbone=dict(arch='large', drop_path_rate=0.5, with_cp=True, init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[144, 288, 576, 1152]))
+    neck=dict(in_channels=[144, 288, 576, 1152]),
+)

@@ -4,4 +4,5 @@ _base_ = ['./_base_/faster_rcnn_maformer_fpn_1x_coco.py']
 pretrained = 'checkpoints/maformer_s_in1k.pth'
 model = dict(
     backbone=dict(arch='small', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+    neck=dict(in_channels=[64, 128, 256, 512]),
+)

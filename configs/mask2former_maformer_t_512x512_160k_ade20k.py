@@ -4,4 +4,5 @@ _base_ = ['./_base_/mask2former_maformer_512x512_160k_ade20k.py']
 pretrained = 'checkpoints/maformer_t_in1k.pth'
 model = dict(
     backbone=dict(arch='tiny', drop_path_rate=0.2, init_cfg=dict(checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 256, 512]))
+    decode_head=dict(in_channels=[64, 128, 256, 512]),
+)

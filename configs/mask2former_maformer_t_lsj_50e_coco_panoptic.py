@@ -4,4 +4,5 @@ _base_ = ['./_base_/mask2former_maformer_lsj_50e_coco_panoptic.py']
 pretrained = 'checkpoints/maformer_t_in1k.pth'
 model = dict(
     backbone=dict(arch='tiny', drop_path_rate=0.1, init_cfg=dict(checkpoint=pretrained)),
-    panoptic_head=dict(in_channels=[64, 128, 256, 512]))
+    panoptic_head=dict(in_channels=[64, 128, 256, 512]),
+)

@@ -4,4 +4,5 @@ _base_ = ['./_base_/mask_rcnn_maformer_fpn_1x_coco.py']
 pretrained = 'checkpoints/maformer_b_in1k.pth'
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.5, init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=[96, 192, 384, 768]),
+)

@@ -5,4 +5,5 @@ pretrained = 'checkpoints/maformer_b_in1k.pth'
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.6, init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
-    auxiliary_head=dict(in_channels=384))
+    auxiliary_head=dict(in_channels=384),
+)

@@ -5,4 +5,5 @@ pretrained = 'checkpoints/maformer_t_in1k.pth'
 model = dict(
     backbone=dict(arch='tiny', drop_path_rate=0.2, init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
-    auxiliary_head=dict(in_channels=256))
+    auxiliary_head=dict(in_channels=256),
+)

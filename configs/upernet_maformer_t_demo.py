@@ -20,7 +20,8 @@ model = dict(
     backbone=dict(drop_path_rate=0.0, pretrain_img_size=crop_size, init_cfg=None),
     # 128 / 64 channels (512 / 256 in the real config): the 3x3 convolutions at stride 4 dominate the cost.
     decode_head=dict(channels=128, num_classes=3),
-    auxiliary_head=dict(channels=64, num_classes=3))
+    auxiliary_head=dict(channels=64, num_classes=3),
+)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -37,14 +38,20 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-dataset = dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
-               seg_map_suffix='.png', reduce_zero_label=True)
+dataset = dict(
+    type=dataset_type,
+    data_root=data_root,
+    metainfo=metainfo,
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True,
+)
 train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(**dataset, pipeline=train_pipeline))
+    batch_size=8, num_workers=0, persistent_workers=False, dataset=dict(**dataset, pipeline=train_pipeline)
+)
 val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(**dataset, pipeline=test_pipeline))
+    batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(**dataset, pipeline=test_pipeline)
+)
 test_dataloader = val_dataloader
 
 max_iters = 300

@@ -7,6 +7,7 @@ mmdet, mmseg and mmpretrain find `type='MAFormer'`, and makes mmengine read ever
 torch's own allow-list stays as it was. See docs/checkpoints_and_safety.md. It also lets configs inherit this
 package's configs as `maformer_mm::maformer/NAME.py` (`zoo`).
 """
+
 from .checkpoint import install_inferencer_checks, install_mmengine_loaders
 from .engine import BF16OptimWrapper, InvalidLossHook
 from .models import MAFormer

@@ -9,6 +9,7 @@ parent, mmengine's root), the scope the run was in before mmengine switched to o
 mmpretrain), then in itself: exactly what the name means in the host's own configs.
 MAFormer itself is registered in mmengine's root MODELS, where every host finds it.
 """
+
 from typing import Optional
 
 from mmengine import registry as mmengine_registry

@@ -14,6 +14,7 @@ requires; it names this package's configs). The table's value is this module's n
 that is no installed distribution up with `importlib`, which finds this package's folder in a wheel install and
 in an editable one alike (a distribution name would lead it to site-packages, which an editable install lacks).
 """
+
 import os.path as osp
 from pathlib import Path
 from typing import List, Optional
@@ -33,8 +34,10 @@ def config_dir() -> Path:
     """
     folder = _MIM / 'configs' / FOLDER.rstrip('/')
     if not folder.is_dir():
-        raise FileNotFoundError(f'maformer_mm has no configs at {folder}: reinstall it from a wheel or a source '
-                                'checkout (`pip install maformer_mm` / `pip install -e .`)')
+        raise FileNotFoundError(
+            f'maformer_mm has no configs at {folder}: reinstall it from a wheel or a source '
+            'checkout (`pip install maformer_mm` / `pip install -e .`)'
+        )
     return folder
 
 
@@ -46,8 +49,8 @@ def list_configs(pattern: Optional[str] = None) -> List[str]:
 
 
 def _relative_name(name: str) -> str:
-    name = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    name = name[len(FOLDER):] if name.startswith(FOLDER) else name
+    name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    name = name[len(FOLDER) :] if name.startswith(FOLDER) else name
     return name if name.endswith('.py') else name + '.py'
 
 
@@ -68,12 +71,14 @@ def resolve_config(name: str) -> str:
         return str(candidate)
     stem = osp.splitext(osp.basename(relative))[0]
     close = [n for n in list_configs() if stem.split('_')[0] in n][:8]
-    raise FileNotFoundError(f'config not found: {name} is no file, and no config of maformer_mm is named '
-                            f'{relative}' + (f' (similar: {", ".join(close)})' if close else '')
-                            + '; `maformer-configs` lists them')
+    raise FileNotFoundError(
+        f'config not found: {name} is no file, and no config of maformer_mm is named '
+        f'{relative}' + (f' (similar: {", ".join(close)})' if close else '') + '; `maformer-configs` lists them'
+    )
 
 
 def register_config_package() -> None:
     """Lets mmengine resolve `maformer_mm::maformer/NAME.py` in `_base_` (see the module docstring). Idempotent."""
     from mmengine.config import utils as config_utils
+
     config_utils.MODULE2PACKAGE.setdefault('maformer_mm', __name__)

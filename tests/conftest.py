@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny MAFormer that runs the real code paths in milliseconds on CPU."""
+
 import copy
 
 import pytest

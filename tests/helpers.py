@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the small backbones the tests build, the fragments of users' own configs,
 running the project's tools the way a user does (as subprocesses), and checks that several configs' recipes
 share."""
+
 import contextlib
 import functools
 import os
@@ -14,14 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Backbones small enough that a forward takes milliseconds on the CPU (embed dims, depths, heads).
 TINY_ARCH = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
-TINY_CFG = dict(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0.)  # GLD grids 16x16, 8x8
+TINY_CFG = dict(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0.0)  # GLD grids 16x16, 8x8
 MIN_ARCH = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))  # one block and one head per stage
 USER_ARCH = dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))  # the users' configs below
 
 
 def widths(arch: dict) -> List[int]:
     """The channels of the four stages' outputs (a neck's or decode head's in_channels)."""
-    return [arch['embed_dims'] * 2 ** i for i in range(4)]
+    return [arch['embed_dims'] * 2**i for i in range(4)]
 
 
 def _keywords(values: dict) -> str:
@@ -38,8 +39,9 @@ def run_tool(args: Sequence[str], cwd: Path, timeout: int = 600, check: bool = T
     """Runs `python ARGS...` in `cwd` with a clean torch loading environment; returns the completed process."""
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
     env['PYTHONUNBUFFERED'] = '1'
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
@@ -62,12 +64,14 @@ def launcher_env(extra_env: Optional[dict] = None) -> dict:
     return env
 
 
-def run_launcher(args: Sequence, cwd: Path, extra_env: Optional[dict] = None,
-                 timeout: int = 600) -> subprocess.CompletedProcess:
+def run_launcher(
+    args: Sequence, cwd: Path, extra_env: Optional[dict] = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Runs `bash tools/dist_*.sh ARGS...` once, on CPU processes (gloo); returns the completed process.
     A rank that aborted fails the test here, whatever the caller expects of the run."""
-    proc = subprocess.run(['bash', *map(str, args)], cwd=cwd, env=launcher_env(extra_env), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        ['bash', *map(str, args)], cwd=cwd, env=launcher_env(extra_env), capture_output=True, text=True, timeout=timeout
+    )
     assert ABORT not in proc.stderr, f'a rank aborted ({proc.returncode}):\n{proc.stderr[-3000:]}'
     return proc
 
@@ -78,7 +82,7 @@ DEMO_DET_CONFIG = REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'
 def user_det_config(base: str, root: str, epochs: int = 1) -> str:
     """A user's own config, outside the repository: inherits `base` by path, points at small COCO data under
     `root`, and shrinks the backbone with a custom arch, so that a few iterations take seconds."""
-    return f'''
+    return f"""
 _base_ = [{base!r}]
 data_root = {root!r}
 image_size = (96, 96)
@@ -90,13 +94,27 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=-1))
-'''
+"""
 
 
 def make_det_workspace(root: Path, num_train: int = 4, num_val: int = 2, epochs: int = 1) -> Path:
     """Generates a small COCO set under `root/data` and a user config inheriting ours; returns its path."""
-    run_tool([REPO / 'tools' / 'make_demo_data.py', 'coco', '--out', root / 'data', '--train', num_train,
-              '--val', num_val, '--size', 96, 96], cwd=REPO)
+    run_tool(
+        [
+            REPO / 'tools' / 'make_demo_data.py',
+            'coco',
+            '--out',
+            root / 'data',
+            '--train',
+            num_train,
+            '--val',
+            num_val,
+            '--size',
+            96,
+            96,
+        ],
+        cwd=REPO,
+    )
     config = root / 'user_config.py'
     config.write_text(user_det_config(str(DEMO_DET_CONFIG), str(root / 'data') + '/', epochs))
     return config
@@ -109,13 +127,14 @@ def assert_no_decay_on_norms_and_position_terms(config: str, weight_decay: float
     from mmengine.optim import build_optim_wrapper
 
     from maformer_mm.models import MAFormer
+
     cfg = Config.fromfile(config)
     model = MAFormer(arch=MIN_ARCH, pretrain_img_size=32)
     optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     decay = {id(p): g['weight_decay'] for g in optim.param_groups for p in g['params']}
     for name, param in model.named_parameters():
         no_decay = 'norm' in name or 'relative_position_bias_table' in name or name.endswith('gld.fc.bias')
-        assert decay[id(param)] == (0. if no_decay else weight_decay), name
+        assert decay[id(param)] == (0.0 if no_decay else weight_decay), name
 
 
 @contextlib.contextmanager
@@ -124,6 +143,7 @@ def memoised_package_config_index() -> Iterator[None]:
     `mmdet::`/`mmseg::` base of a config it re-reads the package's whole index (about 100 files for mmdet, ~1 s);
     memoising those reads changes no parsed config."""
     import mmengine.config.utils as config_utils
+
     original = config_utils.load
     config_utils.load = functools.lru_cache(maxsize=None)(original)
     try:

@@ -1,5 +1,6 @@
 """What the DINO and Mask2Former tests share: the configs, a real config cut down to a tiny model on small generated
 data (its own pipeline kept, at a smaller scale), a hook recording what a run did, and a tiny COCO panoptic set."""
+
 import contextlib
 import copy
 import json
@@ -13,8 +14,7 @@ from mmengine.hooks import Hook
 from PIL import Image, ImageDraw
 
 from maformer_mm.tools.demo_data import CLASSES, draw_scene
-from tests.helpers import TINY_ARCH
-from tests.helpers import REPO
+from tests.helpers import REPO, TINY_ARCH
 
 CONFIG_DIR = REPO / 'configs'
 DINO_CONFIGS = sorted(CONFIG_DIR.glob('dino_*scale_maformer_*.py'))
@@ -22,7 +22,7 @@ M2F_ADE_CONFIGS = sorted(CONFIG_DIR.glob('mask2former_maformer_*_ade20k.py'))
 M2F_COCO_CONFIGS = sorted(CONFIG_DIR.glob('mask2former_maformer_*_lsj_50e_coco.py'))
 M2F_PANOPTIC_CONFIGS = sorted(CONFIG_DIR.glob('mask2former_maformer_*_lsj_50e_coco_panoptic.py'))
 ARCH_OF = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
-TINY_WIDTHS = [TINY_ARCH['embed_dims'] * 2 ** i for i in range(4)]
+TINY_WIDTHS = [TINY_ARCH['embed_dims'] * 2**i for i in range(4)]
 WIDTH = 32  # head channels (256 in the real configs); GroupNorm(32) needs a multiple of 32
 SIZE = 64  # side of the generated images
 PALETTE = [(220, 20, 60), (0, 128, 255), (60, 180, 75)]
@@ -44,13 +44,15 @@ def unscoped(value):
 
 
 def tiny_backbone(backbone: ConfigDict) -> None:
-    backbone.update(arch=TINY_ARCH, pretrain_img_size=SIZE, window_size=4, drop_path_rate=0., with_cp=False,
-                    init_cfg=None)
+    backbone.update(
+        arch=TINY_ARCH, pretrain_img_size=SIZE, window_size=4, drop_path_rate=0.0, with_cp=False, init_cfg=None
+    )
 
 
 def scale_pipeline(pipeline: Sequence[dict], factor: float) -> None:
     """Multiplies every size of the transforms (scale, scales, crop_size, max_size, size), in place, nested
     transforms (RandomChoice) included: the config's pipeline at a smaller scale."""
+
     def scaled(value):
         if isinstance(value, (list, tuple)):
             return type(value)(scaled(v) for v in value)
@@ -115,8 +117,16 @@ def coco_run_config(config: Path, data: Path, work_dir: Path, nominal: int) -> C
     for split in ('train', 'val'):
         loader = cfg[f'{split}_dataloader']
         scale_pipeline(loader.dataset.pipeline, SIZE / nominal)
-        _loader(loader, dict(data_root=str(data), ann_file=f'annotations/instances_{split}.json',
-                             data_prefix=dict(img=f'{split}/'), metainfo=metainfo), 2 if split == 'train' else 1)
+        _loader(
+            loader,
+            dict(
+                data_root=str(data),
+                ann_file=f'annotations/instances_{split}.json',
+                data_prefix=dict(img=f'{split}/'),
+                metainfo=metainfo,
+            ),
+            2 if split == 'train' else 1,
+        )
     cfg.test_dataloader = cfg.val_dataloader
     evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
     for evaluator in evaluators:
@@ -144,14 +154,22 @@ def ade_run_config(config: Path, data: Path, work_dir: Path, nominal: int) -> Co
     """The segmentation config on an ADE-layout set written by `write_ade` (SIZE pixels, classes 1..3, 0 =
     background) with a tiny model: one training iteration of two images, then mIoU on the val images."""
     cfg = Config.fromfile(str(config))
-    dataset = dict(type='BaseSegDataset', data_root=str(data), metainfo=dict(classes=CLASSES, palette=PALETTE),
-                   img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
+    dataset = dict(
+        type='BaseSegDataset',
+        data_root=str(data),
+        metainfo=dict(classes=CLASSES, palette=PALETTE),
+        img_suffix='.jpg',
+        seg_map_suffix='.png',
+        reduce_zero_label=True,
+    )
     for split, folder in (('train', 'training'), ('val', 'validation')):
         loader = cfg[f'{split}_dataloader']
         scale_pipeline(loader.dataset.pipeline, SIZE / nominal)
-        _loader(loader, dict(dataset, data_prefix=dict(img_path=f'images/{folder}',
-                                                       seg_map_path=f'annotations/{folder}')),
-                2 if split == 'train' else 1)
+        _loader(
+            loader,
+            dict(dataset, data_prefix=dict(img_path=f'images/{folder}', seg_map_path=f'annotations/{folder}')),
+            2 if split == 'train' else 1,
+        )
     cfg.test_dataloader = cfg.val_dataloader
     cfg.model.data_preprocessor.size = (SIZE, SIZE)
     cfg.data_preprocessor.size = (SIZE, SIZE)
@@ -161,6 +179,7 @@ def ade_run_config(config: Path, data: Path, work_dir: Path, nominal: int) -> Co
 class RunRecord(Hook):
     """Records, from a Runner's run: whether every backbone parameter received a finite, non-zero gradient in the
     first iteration, the logged losses of each iteration, and the metrics of each evaluation."""
+
     priority = 'LOWEST'
 
     def __init__(self) -> None:
@@ -181,11 +200,17 @@ class RunRecord(Hook):
         def record(grad: torch.Tensor) -> None:
             if name not in self.grads:
                 self.grads[name] = (bool(torch.isfinite(grad).all()), bool(grad.abs().sum() > 0))
+
         return record
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self.losses.append({k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                            for k, v in (outputs or {}).items() if 'loss' in k})
+        self.losses.append(
+            {
+                k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                for k, v in (outputs or {}).items()
+                if 'loss' in k
+            }
+        )
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -201,6 +226,7 @@ def unformatted_config_text() -> Iterator[None]:
     config when it logs it, dumps it, starts and saves a checkpoint: with mmdet's DINO pipeline that is 5 to 10 s
     each time on this machine, most of a one-iteration run. The text stays valid Python; nothing else changes."""
     import mmengine.config.config as config_module
+
     original = config_module.FormatCode
     config_module.FormatCode = lambda text, **kwargs: (text, False)
     try:
@@ -212,6 +238,7 @@ def unformatted_config_text() -> Iterator[None]:
 def run(cfg: Config) -> Tuple[object, RunRecord]:
     """Trains `cfg` with a RunRecord hook (and evaluates, as the config's loop says); returns (runner, record)."""
     from mmengine.runner import Runner
+
     runner = Runner.from_cfg(cfg)
     record = RunRecord()
     runner.register_hook(record)
@@ -251,8 +278,8 @@ def write_coco_panoptic(root: Path, num_train: int = 2, num_val: int = 1, size: 
         for image_id in range(1, count + 1):
             image, objects = draw_scene(rng, (size, size))
             ids = np.zeros((size, size), np.int64)
-            ids[:size // 2] = 1000  # sky
-            ids[size // 2:] = 1001  # ground
+            ids[: size // 2] = 1000  # sky
+            ids[size // 2 :] = 1001  # ground
             segments = {1000: len(CLASSES) + 1, 1001: len(CLASSES) + 2}
             for k, (label, polygon) in enumerate(objects):
                 mask = Image.new('L', (size, size), 0)
@@ -261,7 +288,7 @@ def write_coco_panoptic(root: Path, num_train: int = 2, num_val: int = 1, size: 
                 segments[2000 + k] = label + 1
             name = f'{image_id:06d}.png'
             image.save(root / split / name)
-            rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+            rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256**2], -1).astype(np.uint8)
             Image.fromarray(rgb).save(root / 'annotations' / f'panoptic_{split}' / name)
             images.append(dict(id=image_id, file_name=name, width=size, height=size))
             infos = []
@@ -274,13 +301,23 @@ def write_coco_panoptic(root: Path, num_train: int = 2, num_val: int = 1, size: 
                 if category <= len(CLASSES):
                     mask = np.asfortranarray((ids == segment_id).astype(np.uint8))
                     from pycocotools import mask as mask_utils
+
                     rle = mask_utils.encode(mask)
                     rle['counts'] = rle['counts'].decode()
-                    instances.append(dict(id=len(instances) + 1, image_id=image_id, category_id=category,
-                                          segmentation=rle, area=int(len(xs)), bbox=bbox, iscrowd=0))
+                    instances.append(
+                        dict(
+                            id=len(instances) + 1,
+                            image_id=image_id,
+                            category_id=category,
+                            segmentation=rle,
+                            area=int(len(xs)),
+                            bbox=bbox,
+                            iscrowd=0,
+                        )
+                    )
             panoptic.append(dict(image_id=image_id, file_name=name, segments_info=infos))
         with open(root / 'annotations' / f'panoptic_{split}.json', 'w') as f:
             json.dump(dict(images=images, annotations=panoptic, categories=categories), f)
         with open(root / 'annotations' / f'instances_{split}.json', 'w') as f:
-            json.dump(dict(images=images, annotations=instances, categories=categories[:len(CLASSES)]), f)
+            json.dump(dict(images=images, annotations=instances, categories=categories[: len(CLASSES)]), f)
     return root

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end at small sizes and write consistent reports. Nothing here is
 timed: the tests check structure and the values that do not depend on the machine."""
+
 import json
 
 import pytest
@@ -9,13 +10,31 @@ from benchmarks import backbone_benchmark, dense_cost
 
 def test_backbone_benchmark_writes_tables_json_and_plot(tmp_path):
     out = tmp_path / 'results.md'
-    backbone_benchmark.main(['--sizes', '64', '48x80', '--repeats', '1', '--models', 'MAFormer-T', 'Swin-T',
-                             '--cp-size', '128', '--out', str(out)])
+    backbone_benchmark.main(
+        [
+            '--sizes',
+            '64',
+            '48x80',
+            '--repeats',
+            '1',
+            '--models',
+            'MAFormer-T',
+            'Swin-T',
+            '--cp-size',
+            '128',
+            '--out',
+            str(out),
+        ]
+    )
     res = json.loads((tmp_path / 'results_cpu.json').read_text())
     assert (tmp_path / 'results_cpu.png').stat().st_size > 0
     assert not (tmp_path / 'results_cpu.partial.json').exists()
     assert [(r['model'], r['size']) for r in res['rows']] == [
-        ('MAFormer-T', [64, 64]), ('Swin-T', [64, 64]), ('MAFormer-T', [48, 80]), ('Swin-T', [48, 80])]
+        ('MAFormer-T', [64, 64]),
+        ('Swin-T', [64, 64]),
+        ('MAFormer-T', [48, 80]),
+        ('Swin-T', [48, 80]),
+    ]
     for row in res['rows']:
         assert row['gflops'] > 0 and row['infer_s'] > 0 and row['train_s'] > 0
         if row['model'] == 'Swin-T':  # its own reference
@@ -61,4 +80,3 @@ def test_dense_cost_main_writes_the_segmentation_report(tmp_path, monkeypatch):
     assert swin['flop_ratio'] == swin['time_ratio'] == 1 and glob['flop_ratio'] == glob['gflops'] / swin['gflops']
     text = out.read_text()
     assert '| UperNet MAFormer-T (window) | 64x128 | 57.0M |' in text and 'No GPU was available' in text
-

@@ -1,5 +1,6 @@
 """The README and docs/ tell the truth about the tree: every relative link resolves (anchors included), and
 every config, tool and command-line option they name exists."""
+
 import contextlib
 import io
 import itertools
@@ -21,15 +22,25 @@ CODE_BLOCK = re.compile(r'^```[^\n]*\n(.*?)^```', re.S | re.M)
 TOOL_REF = re.compile(r'(?:(?<![\w/.-])tools/([\w/]+)\.(?:py|sh)|\b(maformer-[\w-]+))')
 OPTION = re.compile(r'(?<![\w-])(--[a-z][\w-]*)')
 # A file the docs name: a path in the tree, or a config by its bare name (`mask_rcnn_maformer_{t,s}[_3x].py`).
-FILE_REF = re.compile(r'(?<![\w/.:-])((?:configs|maformer_mm|tools|benchmarks|tests|docs)/'
-                      r'[\w{},\[\]|/.-]*?\.(?:py|sh|md|yml|json|png)'
-                      r'|[\w{},\[\]|-]*maformer[\w{},\[\]|-]*\.py)(?![\w/])')
+FILE_REF = re.compile(
+    r'(?<![\w/.:-])((?:configs|maformer_mm|tools|benchmarks|tests|docs)/'
+    r'[\w{},\[\]|/.-]*?\.(?:py|sh|md|yml|json|png)'
+    r'|[\w{},\[\]|-]*maformer[\w{},\[\]|-]*\.py)(?![\w/])'
+)
 # Scripts whose options are train.py's / test.py's (launchers pass them on), console commands and their modules.
 PASSES_ON = {'dist_train': 'train', 'slurm_train': 'train', 'dist_test': 'test'}
-COMMANDS = {'maformer-train': 'train', 'maformer-test': 'test', 'maformer-infer': 'infer',
-            'maformer-export': 'export_onnx', 'maformer-flops': 'get_flops', 'maformer-convert': 'convert_checkpoint',
-            'maformer-configs': 'configs', 'maformer-plot-curve': 'plot_curve', 'maformer-demo': 'demo',
-            'maformer-demo-seg': 'demo_seg'}
+COMMANDS = {
+    'maformer-train': 'train',
+    'maformer-test': 'test',
+    'maformer-infer': 'infer',
+    'maformer-export': 'export_onnx',
+    'maformer-flops': 'get_flops',
+    'maformer-convert': 'convert_checkpoint',
+    'maformer-configs': 'configs',
+    'maformer-plot-curve': 'plot_curve',
+    'maformer-demo': 'demo',
+    'maformer-demo-seg': 'demo_seg',
+}
 SCRIPTS = {'deploy/export_onnx': 'export_onnx', 'make_demo_data': 'demo_data'}  # scripts named unlike their module
 MODULES = set(COMMANDS.values()) | set(SCRIPTS.values())
 
@@ -86,8 +97,13 @@ def _module(script: str = None, command: str = None) -> str:
 
 def references(page: Path) -> Dict[str, Set[Tuple[str, str]]]:
     """(module, option) pairs, file patterns, tool scripts and commands named on the page."""
-    found: Dict[str, Set] = {'options': set(), 'files': set(), 'scripts': set(), 'commands': set(),
-                             'loose_options': set()}
+    found: Dict[str, Set] = {
+        'options': set(),
+        'files': set(),
+        'scripts': set(),
+        'commands': set(),
+        'loose_options': set(),
+    }
     for _, text in _texts(page):
         found['files'].update(FILE_REF.findall(text))
         refs = list(TOOL_REF.finditer(text))
@@ -96,7 +112,7 @@ def references(page: Path) -> Dict[str, Set[Tuple[str, str]]]:
             (found['scripts'] if script else found['commands']).add(script or command)
         if refs:
             module = _module(*refs[0].groups())
-            found['options'].update((module, o) for o in OPTION.findall(text[refs[0].end():]) if module)
+            found['options'].update((module, o) for o in OPTION.findall(text[refs[0].end() :]) if module)
         else:
             found['loose_options'].update(OPTION.findall(text))
     return found
@@ -123,8 +139,11 @@ def test_named_configs_tools_and_options_exist(page):
     missing = []
     for pattern in found['files']:
         folder = REPO if '/' in pattern else REPO / 'configs'  # a bare name is a config's
-        missing += [f'file {n}' + (f' (from {pattern})' if n != pattern else '') for n in expand(pattern)
-                    if not (folder / n).exists()]
+        missing += [
+            f'file {n}' + (f' (from {pattern})' if n != pattern else '')
+            for n in expand(pattern)
+            if not (folder / n).exists()
+        ]
     missing += [f'script tools/{s}' for s in found['scripts'] if not any((REPO / 'tools').glob(f'{s}.*'))]
     missing += [f'command {c}' for c in found['commands'] if c not in COMMANDS]
     for module, option in found['options']:
@@ -136,18 +155,39 @@ def test_named_configs_tools_and_options_exist(page):
 
 
 # Options the docs name that belong to other programs (pip, torchrun, pytest, the benchmarks, make).
-NOT_OURS = {'--no-build-isolation', '--no-deps', '--no-cache-dir', '--nproc_per_node', '--nproc-per-node',
-            '--target', '--threads', '--cp-size', '--check', '--runs', '--repo', '--label', '--parallel', '--release'}
+NOT_OURS = {
+    '--no-build-isolation',
+    '--no-deps',
+    '--no-cache-dir',
+    '--nproc_per_node',
+    '--nproc-per-node',
+    '--target',
+    '--threads',
+    '--cp-size',
+    '--check',
+    '--runs',
+    '--repo',
+    '--label',
+    '--parallel',
+    '--release',
+}
 
 
 def test_the_expander_and_the_checks_catch_what_is_wrong(tmp_path):
     """The checks above can fail: a pattern, a missing config, a bad option and a broken link are all found."""
     assert expand('mask_rcnn_maformer_{t,s}[_3x|_win].py') == [
-        'mask_rcnn_maformer_t.py', 'mask_rcnn_maformer_t_3x.py', 'mask_rcnn_maformer_t_win.py',
-        'mask_rcnn_maformer_s.py', 'mask_rcnn_maformer_s_3x.py', 'mask_rcnn_maformer_s_win.py']
+        'mask_rcnn_maformer_t.py',
+        'mask_rcnn_maformer_t_3x.py',
+        'mask_rcnn_maformer_t_win.py',
+        'mask_rcnn_maformer_s.py',
+        'mask_rcnn_maformer_s_3x.py',
+        'mask_rcnn_maformer_s_win.py',
+    ]
     page = tmp_path / 'page.md'
-    page.write_text('# Title\n\n[x](nowhere.md) [y](#title) [z](#missing)\n\n'
-                    '```bash\npython tools/train.py configs/mask_rcnn_maformer_q.py --no-such-option\n```\n')
+    page.write_text(
+        '# Title\n\n[x](nowhere.md) [y](#title) [z](#missing)\n\n'
+        '```bash\npython tools/train.py configs/mask_rcnn_maformer_q.py --no-such-option\n```\n'
+    )
     found = references(page)
     assert found['files'] == {'configs/mask_rcnn_maformer_q.py', 'tools/train.py'}
     assert ('train', '--no-such-option') in found['options'] and '--no-such-option' not in tool_options('train')

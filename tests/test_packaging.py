@@ -1,4 +1,5 @@
 """What setup.py declares: the torch and torchvision floors the code needs."""
+
 import ast
 
 import torch
@@ -21,6 +22,7 @@ def test_setup_states_the_torch_and_torchvision_floor_the_code_needs():
     assert '2.5.1' not in requires['torch'] and '2.6.0' in requires['torch'] and '2.13.0' in requires['torch']
     assert '0.20.1' not in requires['torchvision'] and '0.21.0' in requires['torchvision']
     from torch.utils.checkpoint import create_selective_checkpoint_contexts  # noqa: F401  (torch 2.4+)
+
     with torch.serialization.safe_globals([(len, 'some.module.name')]):  # the tuple form the loader relies on
         assert (len, 'some.module.name') in torch.serialization.get_safe_globals()
     assert 'safetensors' in requires

@@ -1,6 +1,7 @@
 """The query-head benchmarks compare like with like: in the training comparison the two backbones get the same head,
 data, schedule and seed; the complexity table's published numbers are the installed metafiles'; the dense-cost
 Swin-T DINO is mmdet's DINO with mmdet's Swin-T backbone. Nothing here is timed."""
+
 import pytest
 
 import maformer_mm  # noqa: F401
@@ -14,10 +15,13 @@ def _without_backbone(model: dict, widths_key: str) -> dict:
     return dict(model, **{widths_key: part})
 
 
-@pytest.mark.parametrize('task, builder, widths_key', [
-    ('dino', query_heads_training.dino_config, 'neck'),
-    ('mask2former', query_heads_training.mask2former_config, 'decode_head'),
-])
+@pytest.mark.parametrize(
+    'task, builder, widths_key',
+    [
+        ('dino', query_heads_training.dino_config, 'neck'),
+        ('mask2former', query_heads_training.mask2former_config, 'decode_head'),
+    ],
+)
 def test_training_comparison_changes_only_the_backbone(tmp_path, task, builder, widths_key):
     ours, swin = (builder(b, str(tmp_path / 'data'), 300, str(tmp_path / b), 0) for b in ('MAFormer-T', 'Swin-T'))
     assert ours.model.backbone.type == 'MAFormer' and swin.model.backbone.type == 'SwinTransformer'
@@ -44,6 +48,7 @@ def test_dense_cost_swin_t_dino_is_mmdets_dino_with_its_swin_t():
     from mmdet.models.backbones import SwinTransformer
 
     from maformer_mm.tools.cli import load_config
+
     scope, hw, configs = dense_cost.TASKS['dino']
     assert (scope, hw) == ('mmdet', (800, 1333))
     model = dense_cost.build(configs['DINO-4scale Swin-T'], scope)

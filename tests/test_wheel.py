@@ -1,6 +1,7 @@
 """The wheel works outside the source tree: built, installed into a separate folder, then in a fresh process
 (run from an empty folder) its configs are listed, one is inherited with `maformer_mm::`, built, and trained
 for one iteration on generated data."""
+
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from tests.helpers import MIN_ARCH, REPO, backbone_override, widths
 
-TINY = '''_base_ = ['maformer_mm::maformer/mask_rcnn_maformer_t_demo.py']
+TINY = """_base_ = ['maformer_mm::maformer/mask_rcnn_maformer_t_demo.py']
 data_root = {root!r}
 model = dict(
     {backbone},
@@ -25,7 +26,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1))
-'''
+"""
 
 
 @pytest.fixture(scope='module')
@@ -34,11 +35,17 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp('wheel')
     dist, site = root / 'dist', root / 'site'
     pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
-    subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', dist, REPO], check=True,
-                   cwd=root, capture_output=True, timeout=600)
+    subprocess.run(
+        [*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', dist, REPO],
+        check=True,
+        cwd=root,
+        capture_output=True,
+        timeout=600,
+    )
     wheel = next(dist.glob('maformer_mm-*.whl'))
-    subprocess.run([*pip, 'install', '--no-deps', '--target', site, wheel], check=True, cwd=root,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [*pip, 'install', '--no-deps', '--target', site, wheel], check=True, cwd=root, capture_output=True, timeout=600
+    )
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')}
     env['PYTHONPATH'] = str(site)
     return site, env
@@ -59,8 +66,16 @@ def test_the_wheel_carries_configs_index_and_commands(installed):
     assert shipped == in_tree
     assert (configs / 'metafile.yml').is_file() and (site / 'maformer_mm' / '.mim' / 'model-index.yml').is_file()
     commands = {p.name for p in (site / 'bin').iterdir()}
-    assert {'maformer-train', 'maformer-test', 'maformer-infer', 'maformer-export', 'maformer-flops',
-            'maformer-convert', 'maformer-configs', 'maformer-plot-curve'} <= commands
+    assert {
+        'maformer-train',
+        'maformer-test',
+        'maformer-infer',
+        'maformer-export',
+        'maformer-flops',
+        'maformer-convert',
+        'maformer-configs',
+        'maformer-plot-curve',
+    } <= commands
 
 
 def test_installed_configs_are_listed_inherited_built_and_trained(installed, tmp_path):
@@ -74,10 +89,32 @@ def test_installed_configs_are_listed_inherited_built_and_trained(installed, tmp
     path = _run([sys.executable, '-m', 'maformer_mm.tools.configs', '--path', 'mask_rcnn_maformer_t'], work, env)
     assert path.strip() == str(site / 'maformer_mm' / '.mim' / 'configs' / 'maformer' / 'mask_rcnn_maformer_t.py')
 
-    _run([sys.executable, '-m', 'maformer_mm.tools.demo_data', 'coco', '--out', 'data', '--train', 2, '--val', 1,
-          '--size', 64, 64], work, env)
-    (work / 'my_config.py').write_text(TINY.format(root=str(work / 'data') + '/', widths=widths(MIN_ARCH),
-                                                   backbone=backbone_override(MIN_ARCH, 64, window_size=4)))
+    _run(
+        [
+            sys.executable,
+            '-m',
+            'maformer_mm.tools.demo_data',
+            'coco',
+            '--out',
+            'data',
+            '--train',
+            2,
+            '--val',
+            1,
+            '--size',
+            64,
+            64,
+        ],
+        work,
+        env,
+    )
+    (work / 'my_config.py').write_text(
+        TINY.format(
+            root=str(work / 'data') + '/',
+            widths=widths(MIN_ARCH),
+            backbone=backbone_override(MIN_ARCH, 64, window_size=4),
+        )
+    )
     log = _run([site / 'bin' / 'maformer-train', 'my_config.py', '--work-dir', 'out', '--device', 'cpu'], work, env)
     assert 'Epoch(train) [1][1/1]' in log and 'coco/bbox_mAP' in log
     assert (work / 'out' / 'epoch_1.pth').is_file()

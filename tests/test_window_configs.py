@@ -1,5 +1,6 @@
 """The window-mode dense configs: same model as their global parent except stage-3 attention, which
 uses 14x14 windows in all blocks but a few evenly spaced global ones (the last block among them)."""
+
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ WINDOW_CONFIGS = sorted(CONFIG_DIR.glob('*_win*.py'))
 
 def test_every_dense_config_has_a_window_variant():
     names = {p.stem for p in WINDOW_CONFIGS}
-    assert names == {f'mask_rcnn_maformer_{s}_win' for s in 'tsb'} | \
-        {f'upernet_maformer_{s}_win_512x512_160k_ade20k' for s in 'tsb'}
+    assert names == {f'mask_rcnn_maformer_{s}_win' for s in 'tsb'} | {
+        f'upernet_maformer_{s}_win_512x512_160k_ade20k' for s in 'tsb'
+    }
 
 
 @pytest.mark.parametrize('path', WINDOW_CONFIGS, ids=lambda p: p.stem)
@@ -25,8 +27,9 @@ def test_window_config_differs_from_its_parent_only_in_stage3_windows(path):
     assert backbone.pop('vit_window_size') == 14 and parent.model.backbone.vit_window_size == 0
     global_blocks = backbone.pop('vit_global_blocks')
     assert backbone == {k: v for k, v in parent.model.backbone.items() if k != 'vit_window_size'}
-    assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == \
-        {k: v for k, v in parent.model.items() if k != 'backbone'}
+    assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == {
+        k: v for k, v in parent.model.items() if k != 'backbone'
+    }
     depth = MAFormer.arch_zoo[backbone['arch']]['depths'][2]
     assert global_blocks[-1] == depth - 1 and len(global_blocks) in (3, 4)
     model = MAFormer(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})

@@ -1,6 +1,7 @@
 """The shipped configs by name, and inheriting them with `maformer_mm::`: parsed, and their host types built in
 the host's registries (mmdet's LoadAnnotations for a detection config, mmseg's for a segmentation one), with no
 registry warning."""
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -30,8 +31,11 @@ def test_configs_are_listed_by_name_and_resolved():
     assert config_dir().resolve() == (REPO / 'configs').resolve()  # in a checkout: the link to configs/
     here = str(REPO / 'configs' / 'retinanet_maformer_s.py')
     assert resolve_config(here) == here  # a path wins
-    with pytest.raises(FileNotFoundError, match=r'no config of maformer_mm is named mask_rcnn_maformer_q.py '
-                                                r'\(similar: .*mask_rcnn_maformer_t.py'):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r'no config of maformer_mm is named mask_rcnn_maformer_q.py '
+        r'\(similar: .*mask_rcnn_maformer_t.py',
+    ):
         resolve_config('mask_rcnn_maformer_q')
 
 
@@ -48,9 +52,11 @@ def test_every_config_has_one_model_index_entry(capsys):
 
 def test_model_index_params_are_the_built_models(tmp_path):
     """Params of one config per task, counted on the model its config builds."""
-    from maformer_mm.tools.get_flops import config_complexity  # noqa: F401
     from mmengine.analysis import parameter_count
     from mmengine.registry import MODELS
+
+    from maformer_mm.tools.get_flops import config_complexity  # noqa: F401
+
     index = model_index()
     for name in ('retinanet_maformer_t.py', 'upernet_maformer_t_512x512_160k_ade20k.py', 'maformer_t_in1k.py'):
         cfg = Config.fromfile(resolve_config(name))
@@ -65,10 +71,13 @@ def _inheriting(tmp_path, base: str) -> Config:
     return Config.fromfile(str(path))
 
 
-@pytest.mark.parametrize('base, host, loader', [
-    ('mask_rcnn_maformer_t_demo.py', 'mmdet', 'mmdet.datasets.transforms.loading'),
-    ('upernet_maformer_t_demo.py', 'mmseg', 'mmseg.datasets.transforms.loading'),
-])
+@pytest.mark.parametrize(
+    'base, host, loader',
+    [
+        ('mask_rcnn_maformer_t_demo.py', 'mmdet', 'mmdet.datasets.transforms.loading'),
+        ('upernet_maformer_t_demo.py', 'mmseg', 'mmseg.datasets.transforms.loading'),
+    ],
+)
 def test_inherited_configs_build_their_host_types_without_warnings(tmp_path, mm_log, base, host, loader):
     cfg = _inheriting(tmp_path, base)
     assert cfg.custom_hooks[0]._scope_ == SCOPE  # mmengine marks what the base defines itself with our scope

@@ -5,6 +5,7 @@
 timm-style keys are renamed to this project's; weights already in its naming are copied. `--help` says more.
 The code is maformer_mm/tools/convert_checkpoint.py.
 """
+
 import sys
 
 from maformer_mm.tools.convert_checkpoint import load_source, main, parse_args, read_checkpoint  # noqa: F401

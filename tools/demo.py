@@ -5,6 +5,7 @@
 
 The code is maformer_mm/tools/demo.py.
 """
+
 from maformer_mm.tools.demo import main, parse_args  # noqa: F401
 
 if __name__ == '__main__':

@@ -6,8 +6,8 @@
 
 The code is maformer_mm/tools/demo_data.py.
 """
-from maformer_mm.tools.demo_data import (CLASS_HUES, CLASSES, SHAPES, draw_scene, main, parse_args,  # noqa: F401
-                                         write_ade, write_coco)
+
+from maformer_mm.tools.demo_data import CLASS_HUES, CLASSES, SHAPES, draw_scene, main, parse_args, write_ade, write_coco  # noqa: F401
 
 if __name__ == '__main__':
     main()

@@ -4,6 +4,7 @@
 
 The code is maformer_mm/tools/plot_curve.py.
 """
+
 from maformer_mm.tools.plot_curve import main, parse_args, plot_curve, read_curve  # noqa: F401
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@
 The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root` and `--device`
 (`--help` lists them). The code is maformer_mm/tools/train.py.
 """
+
 from maformer_mm.tools.train import build_config, main, parse_args  # noqa: F401
 
 if __name__ == '__main__':

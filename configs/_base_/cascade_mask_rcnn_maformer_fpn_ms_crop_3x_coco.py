@@ -18,7 +18,8 @@ train_pipeline = [
                 dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
                 dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True),
             ],
-        ]),
+        ],
+    ),
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

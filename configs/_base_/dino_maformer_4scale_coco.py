@@ -19,8 +19,13 @@ custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or model.backbone.init_cfg=None to start from scratch.
 pretrained = 'checkpoints/maformer_s_in1k.pth'
 model = dict(
-    backbone=dict(_base_.maformer_backbone, _delete_=True, out_indices=(1, 2, 3),
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512]))
+    backbone=dict(
+        _base_.maformer_backbone,
+        _delete_=True,
+        out_indices=(1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[128, 256, 512]),
+)
 # Stop on a NaN/inf loss before a checkpoint with broken weights is written.
 custom_hooks = [dict(type='InvalidLossHook')]

@@ -10,4 +10,5 @@ maformer_backbone = dict(
     out_indices=(0, 1, 2, 3),  # every output gets its own LayerNorm (norm0..norm3): list only the levels a head reads
     vit_window_size=0,  # global attention in stages 3-4, as the paper and ImageNet pretraining
     with_cp=False,
-    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/maformer_s_in1k.pth'))
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/maformer_s_in1k.pth'),
+)

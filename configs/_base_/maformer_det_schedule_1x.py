@@ -17,11 +17,14 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'gld.fc.bias': dict(decay_mult=0.),  # one learned offset per global-token position
-    }))
+    paramwise_cfg=dict(
+        custom_keys={
+            'norm': dict(decay_mult=0.0),
+            'relative_position_bias_table': dict(decay_mult=0.0),
+            'gld.fc.bias': dict(decay_mult=0.0),  # one learned offset per global-token position
+        }
+    ),
+)
 # Stop on a NaN/inf loss before a checkpoint with broken weights is written.
 custom_hooks = [dict(type='InvalidLossHook')]
 # 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` rescales the lr to the batch actually used.

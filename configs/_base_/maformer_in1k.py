@@ -22,17 +22,20 @@ model = dict(
         pretrain_img_size=224,  # sets the GLD reference grids (56x56, 28x28) that dense tasks resize to
         # Only the last stage's norm is built: every parameter gets a gradient (no unused parameters under DDP).
         # Detection/segmentation backbones add norm0..norm2, which start from their init.
-        out_indices=(3, )),
+        out_indices=(3,),
+    ),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',
         num_classes=1000,
         in_channels=512,
-        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0),
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        cal_acc=False),
+        cal_acc=False,
+    ),
     # One of the two per batch (equal odds), as timm's mixup 0.8 / cutmix 1.0 with switch probability 0.5.
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+)
 
 # The base dataset config already has the recipe's train pipeline: RandomResizedCrop 224 (bicubic), flip,
 # RandAugment (2 ops, magnitude 9, std 0.5, timm's 'increasing' policies), RandomErasing p=0.25; and a
@@ -49,9 +52,11 @@ optim_wrapper = dict(
         _delete_=True,
         norm_decay_mult=0.0,  # every LayerNorm (blocks, patch embedding, patch merging, output norm)
         custom_keys={
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'gld.fc.bias': dict(decay_mult=0.),  # one learned offset per global-token position
-        }))
+            'relative_position_bias_table': dict(decay_mult=0.0),
+            'gld.fc.bias': dict(decay_mult=0.0),  # one learned offset per global-token position
+        },
+    ),
+)
 
 # Warm-up over 20 epochs (per iteration) from lr x 1e-3, then cosine to 1e-5 at epoch 300 (from the base).
 param_scheduler = [

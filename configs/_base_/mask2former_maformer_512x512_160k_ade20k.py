@@ -21,9 +21,14 @@ custom_imports = dict(imports=['maformer_mm', 'mmdet.models'], allow_failed_impo
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or model.backbone.init_cfg=None to start from scratch.
 pretrained = 'checkpoints/maformer_s_in1k.pth'
 model = dict(
-    backbone=dict(_base_.maformer_backbone, _delete_=True, drop_path_rate=0.4,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 256, 512]))
+    backbone=dict(
+        _base_.maformer_backbone,
+        _delete_=True,
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    decode_head=dict(in_channels=[64, 128, 256, 512]),
+)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.maformer_mask2former_custom_keys, norm_decay_mult=0.0))
 # Stop on a NaN/inf loss before a checkpoint with broken weights is written.
 custom_hooks = [dict(type='InvalidLossHook')]

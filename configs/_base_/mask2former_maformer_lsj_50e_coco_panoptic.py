@@ -18,7 +18,8 @@ custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
 pretrained = 'checkpoints/maformer_s_in1k.pth'
 model = dict(
     backbone=dict(_base_.maformer_backbone, _delete_=True, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    panoptic_head=dict(in_channels=[64, 128, 256, 512]))
+    panoptic_head=dict(in_channels=[64, 128, 256, 512]),
+)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.maformer_mask2former_custom_keys, norm_decay_mult=0.0))
 # Stop on a NaN/inf loss before a checkpoint with broken weights is written.
 custom_hooks = [dict(type='InvalidLossHook')]

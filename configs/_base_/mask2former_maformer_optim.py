@@ -14,7 +14,10 @@ maformer_mask2former_custom_keys = {
     'query_embed': dict(lr_mult=1.0, decay_mult=0.0),
     'query_feat': dict(lr_mult=1.0, decay_mult=0.0),
     'level_embed': dict(lr_mult=1.0, decay_mult=0.0),
-    **{f'backbone.stages.{stage}.blocks.{block}.norm': dict(lr_mult=0.1, decay_mult=0.0)  # norm1/norm_q/norm_kv/norm2
-       for stage, depth in enumerate((2, 4, 32, 2)) for block in range(depth)},
+    **{
+        f'backbone.stages.{stage}.blocks.{block}.norm': dict(lr_mult=0.1, decay_mult=0.0)  # norm1/norm_q/norm_kv/norm2
+        for stage, depth in enumerate((2, 4, 32, 2))
+        for block in range(depth)
+    },
     **{f'backbone.stages.{stage}.downsample.norm': dict(lr_mult=0.1, decay_mult=0.0) for stage in (1, 2, 3)},
 }

@@ -23,6 +23,7 @@ model = dict(
         # FLOPs (README, "Dense-task cost").
         vit_window_size=0,
         with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 256, 512]))
-
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+)

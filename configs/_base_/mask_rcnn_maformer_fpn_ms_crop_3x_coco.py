@@ -4,7 +4,17 @@ _base_ = ['./mask_rcnn_maformer_fpn_1x_coco.py']
 
 # (long side, short side): short side 480..800 in steps of 32
 multi_scales = [
-    (1333, 480), (1333, 512), (1333, 544), (1333, 576), (1333, 608), (1333, 640), (1333, 672), (1333, 704), (1333, 736), (1333, 768), (1333, 800)
+    (1333, 480),
+    (1333, 512),
+    (1333, 544),
+    (1333, 576),
+    (1333, 608),
+    (1333, 640),
+    (1333, 672),
+    (1333, 704),
+    (1333, 736),
+    (1333, 768),
+    (1333, 800),
 ]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
@@ -13,15 +23,14 @@ train_pipeline = [
     dict(
         type='RandomChoice',
         transforms=[
-            [dict(type='RandomChoiceResize',
-                  scales=multi_scales,
-                  keep_ratio=True)],
+            [dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True)],
             [
                 dict(type='RandomChoiceResize', scales=[(4200, 400), (4200, 500), (4200, 600)], keep_ratio=True),
                 dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
                 dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True),
             ],
-        ]),
+        ],
+    ),
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -23,5 +23,7 @@ model = dict(
         out_indices=(1, 2, 3),
         vit_window_size=0,  # global attention in stages 3-4, as the paper and ImageNet pretraining
         with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5),
+)

@@ -30,9 +30,11 @@ model = dict(
         # FLOPs (README, "Dense-task cost").
         vit_window_size=0,
         with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
     decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
-    auxiliary_head=dict(in_channels=256, num_classes=150))
+    auxiliary_head=dict(in_channels=256, num_classes=150),
+)
 
 max_iters = 160000
 warmup_iters = 1500
@@ -44,11 +46,14 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'gld.fc.bias': dict(decay_mult=0.),  # one learned offset per global-token position
-    }))
+    paramwise_cfg=dict(
+        custom_keys={
+            'norm': dict(decay_mult=0.0),
+            'relative_position_bias_table': dict(decay_mult=0.0),
+            'gld.fc.bias': dict(decay_mult=0.0),  # one learned offset per global-token position
+        }
+    ),
+)
 # Stop on a NaN/inf loss before a checkpoint with broken weights is written.
 custom_hooks = [dict(type='InvalidLossHook')]
 # 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` rescales the lr to the batch actually used.

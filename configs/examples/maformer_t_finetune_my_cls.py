@@ -6,15 +6,16 @@
 _base_ = ['../maformer_t_in1k.py']
 
 num_classes = 3
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='checkpoints/maformer_t_in1k.pth',
-                                         prefix='backbone.')),
-             head=dict(num_classes=num_classes))
+model = dict(
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='checkpoints/maformer_t_in1k.pth', prefix='backbone.')),
+    head=dict(num_classes=num_classes),
+)
 data_preprocessor = dict(num_classes=num_classes)
 dataset = dict(_delete_=True, type='CustomDataset', data_root='data/my_cls')
 train_dataloader = dict(batch_size=32, dataset=dict(**dataset, data_prefix='train', pipeline={{_base_.train_pipeline}}))
 val_dataloader = dict(batch_size=32, dataset=dict(**dataset, data_prefix='val', pipeline={{_base_.test_pipeline}}))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))  # top-5 only means something with more than 5 classes
+val_evaluator = dict(type='Accuracy', topk=(1,))  # top-5 only means something with more than 5 classes
 test_evaluator = val_evaluator
 
 # 30 epochs at lr 1e-4 for batch 32 (8x less data per step than pretraining): 2 warm-up epochs, then cosine.

@@ -11,14 +11,21 @@ nothing else, and no template syntax anywhere. `defuse_config_texts` replaces ea
 text this module writes from those values (`config_as_text`, nothing but reprs of plain data), or removes it; what
 mmengine then parses was written here. The checkpoint file is never changed.
 """
+
 import ast
 import math
 import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ['ConfigTextError', 'CONFIG_TEXTS', 'read_config_text', 'config_as_text', 'unimported_modules',
-           'defuse_config_texts']
+__all__ = [
+    'ConfigTextError',
+    'CONFIG_TEXTS',
+    'read_config_text',
+    'config_as_text',
+    'unimported_modules',
+    'defuse_config_texts',
+]
 
 # Where checkpoints keep config texts that mmengine parses.
 RESUME_CONFIG = ('meta', 'config')
@@ -63,8 +70,12 @@ class _Literal:
             return {self.value(e) for e in node.elts}
         elif isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
             return {self.value(k): self.value(v) for k, v in zip(node.keys, node.values)}
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ('dict', 'range')
-              and all(k.arg is not None for k in node.keywords)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ('dict', 'range')
+            and all(k.arg is not None for k in node.keywords)
+        ):
             args = [self.value(a) for a in node.args]
             kwargs = {k.arg: self.value(k.value) for k in node.keywords}
             if node.func.id == 'dict' and len(args) <= 1 and all(type(a) is dict for a in args):
@@ -92,18 +103,24 @@ def read_config_text(text: Any) -> Dict[str, Any]:
     template = _TEMPLATE.search(text)
     if template:
         line = text.count('\n', 0, template.start()) + 1
-        raise ConfigTextError(f'line {line} holds template syntax ({template.group()}), which mmengine substitutes '
-                              'before it parses the text')
+        raise ConfigTextError(
+            f'line {line} holds template syntax ({template.group()}), which mmengine substitutes '
+            'before it parses the text'
+        )
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        raise ConfigTextError(f'it is not valid Python ({type(error).__name__}: {getattr(error, "msg", error)})') \
-            from None
+        raise ConfigTextError(
+            f'it is not valid Python ({type(error).__name__}: {getattr(error, "msg", error)})'
+        ) from None
     literal = _Literal(text)
     values: Dict[str, Any] = {}
     for statement in tree.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)):
+        if not (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
             raise literal.fail(statement, f'is {type(statement).__name__.lower()} code, not an assignment of data')
         name = statement.targets[0].id
         if name == '_base_':

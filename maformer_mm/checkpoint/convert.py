@@ -23,6 +23,7 @@ C channels (input index k * C + c, k = 2 * col + row); mmcv's `PatchMerging` unf
 4 * c + 2 * row + col). The merge norm's 4C parameters and the reduction's 4C input columns are permuted so
 the converted layer computes exactly what the timm one did.
 """
+
 import re
 from typing import Dict, List, Mapping, Optional
 
@@ -79,7 +80,7 @@ def convert_timm(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
     """
     ours = [k for k in state_dict if _OURS.search(k)]
     if ours:
-        raise ValueError(f'the state dict is already in this project\'s naming ({ours[0]!r}); load it directly')
+        raise ValueError(f"the state dict is already in this project's naming ({ours[0]!r}); load it directly")
     converted: Dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         new_key = map_timm_key(key)

@@ -16,6 +16,7 @@ Runner saves); and a tensor whose shape still differs from the model's is an err
 a warning. mmpretrain's ImageClassificationInferencer has its own base class and never reads a saved config;
 tools/infer.py fits its heads the same way (`fit_heads`, `check_fits`).
 """
+
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Optional, Sequence, Tuple
@@ -24,15 +25,20 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import nn
 
+from ..utils.classes import (
+    check_checkpoint_fits,
+    checkpoint_classes,
+    dataset_classes,
+    leaf_datasets,
+    num_classes_fields,
+    set_num_classes,
+    shown,
+)
 from .config_text import ConfigTextError, config_as_text, defuse_config_texts, read_config_text, unimported_modules
 from .remote import read_checkpoint
 from .safe_load import DOCS
 
-from ..utils.classes import (check_checkpoint_fits, checkpoint_classes, dataset_classes, leaf_datasets,
-                             num_classes_fields, set_num_classes, shown)
-
-__all__ = ['saved_config', 'fit_heads', 'check_fits', 'preloaded_checkpoint',
-           'install_inferencer_checks']
+__all__ = ['saved_config', 'fit_heads', 'check_fits', 'preloaded_checkpoint', 'install_inferencer_checks']
 
 # Where mmengine's inferencer looks for a saved config, in its order.
 _SAVED_CONFIGS = (('message_hub', 'runtime_info', 'cfg'), ('meta', 'cfg'))
@@ -51,8 +57,7 @@ def saved_config(checkpoint: Any, source: str) -> Config:
         ValueError: there is none, it is not plain data (templates, code, `_base_`), or its `custom_imports` name
             modules not imported in this process; the message says which and what to give instead.
     """
-    found = next(((keys, _at(checkpoint, keys)) for keys in _SAVED_CONFIGS if _at(checkpoint, keys) is not None),
-                 None)
+    found = next(((keys, _at(checkpoint, keys)) for keys in _SAVED_CONFIGS if _at(checkpoint, keys) is not None), None)
     give = 'Give the config file the checkpoint was trained with (e.g. DetInferencer(model=CONFIG, weights=CKPT))'
     if found is None:
         raise ValueError(f'{source} holds no saved config (message_hub.runtime_info.cfg or meta.cfg). {give}')
@@ -61,12 +66,16 @@ def saved_config(checkpoint: Any, source: str) -> Config:
     try:
         values = read_config_text(text)
     except ConfigTextError as error:
-        raise ValueError(f'{source}: its saved config ({where}) was not used: {error}. A saved config is read only '
-                         f'as plain data, since mmengine would run it as Python. {give} (see {DOCS})') from None
+        raise ValueError(
+            f'{source}: its saved config ({where}) was not used: {error}. A saved config is read only '
+            f'as plain data, since mmengine would run it as Python. {give} (see {DOCS})'
+        ) from None
     missing = unimported_modules(values)
     if missing:
-        raise ValueError(f'{source}: its saved config ({where}) imports {missing} (custom_imports), which this '
-                         f'process has not imported. Import them yourself if you trust them, or: {give}')
+        raise ValueError(
+            f'{source}: its saved config ({where}) imports {missing} (custom_imports), which this '
+            f'process has not imported. Import them yourself if you trust them, or: {give}'
+        )
     if not isinstance(values.get('model'), dict):
         raise ValueError(f'{source}: its saved config ({where}) has no model. {give}')
     return Config(values, cfg_text=config_as_text(values))
@@ -90,9 +99,11 @@ def fit_heads(cfg: Config, checkpoint: Any, source: str) -> None:
         return
     changed = set_num_classes(cfg.model, len(trained))
     before = ', '.join(f'{field} = {value}' for field, value in heads)
-    print_log(f'{source} was trained for {len(trained)} classes ({shown(trained)}; its meta.dataset_meta), the '
-              f'config\'s heads for others ({before}): set {", ".join(changed)} to {len(trained)}',
-              logger='current')
+    print_log(
+        f'{source} was trained for {len(trained)} classes ({shown(trained)}; its meta.dataset_meta), the '
+        f"config's heads for others ({before}): set {', '.join(changed)} to {len(trained)}",
+        logger='current',
+    )
 
 
 def check_fits(model: nn.Module, checkpoint: Any, source: str, cfg: Config) -> None:
@@ -110,7 +121,8 @@ def check_fits(model: nn.Module, checkpoint: Any, source: str, cfg: Config) -> N
             + (f'{len(trained)} classes ({shown(trained)})' if trained else 'no classes (no meta.dataset_meta)')
             + f'; the config has {heads}'
             + (f' and {len(declared)} classes ({shown(declared)})' if declared else '')
-            + '. Give the config the checkpoint was trained with; nothing was loaded') from None
+            + '. Give the config the checkpoint was trained with; nothing was loaded'
+        ) from None
 
 
 _PRELOADED: ContextVar[Optional[Tuple[str, Any]]] = ContextVar('maformer_mm_preloaded_checkpoint', default=None)
@@ -131,6 +143,7 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
     """mmengine's `BaseInferencer._init_model` with the checkpoint read as data, a saved config only as data,
     heads fitted to the checkpoint's classes and a strict shape check before the weights are loaded."""
     from mmengine.registry import MODELS
+
     held = _PRELOADED.get()
     if held is not None and weights is not None and held[0] == str(weights):
         checkpoint = held[1]
@@ -158,5 +171,5 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
 def install_inferencer_checks() -> None:
     """Makes mmengine's BaseInferencer (DetInferencer, MMSegInferencer) build its model with `_init_model` above."""
     from mmengine.infer import BaseInferencer
-    BaseInferencer._init_model = _init_model
 
+    BaseInferencer._init_model = _init_model

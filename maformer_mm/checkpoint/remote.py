@@ -19,6 +19,7 @@ torch hub and OpenMMLab convention), read and checked, and only then moved into 
 is read the same way, hash and checks included. What mmengine's callers get has its config texts defused
 (`config_text.defuse_config_texts`): no text from a file reaches `Config.fromstring`.
 """
+
 import hashlib
 import logging
 import os
@@ -62,9 +63,10 @@ def _check_hash(path: str, shown: str, expected: Optional[str]) -> None:
     actual = _sha256(path)
     if not actual.startswith(expected):
         raise UnsafeCheckpointError(
-            f'{shown} was refused: its SHA-256 is {actual[:len(expected)]}..., but its name says {expected}... (the '
+            f'{shown} was refused: its SHA-256 is {actual[: len(expected)]}..., but its name says {expected}... (the '
             'file is corrupt, incomplete or not the one its name gives). It was not loaded; fetch it from its '
-            f'publisher again (see {DOCS} in maformer_mm)')
+            f'publisher again (see {DOCS} in maformer_mm)'
+        )
 
 
 def _cache_dir(model_dir: Optional[str]) -> str:
@@ -76,18 +78,22 @@ def _cache_dir(model_dir: Optional[str]) -> str:
 def _file_name(url: str) -> str:
     name = osp.basename(urlparse(url).path)
     if not name or name.startswith('.'):
-        raise ValueError(f'{url}: the URL names no file (torch hub caches a download under the last part of the '
-                         'URL\'s path)')
+        raise ValueError(
+            f"{url}: the URL names no file (torch hub caches a download under the last part of the URL's path)"
+        )
     return name
 
 
 def _refused_download(error: UnsafeCheckpointError, part: str, url: str) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(str(error).replace(part, url).replace(' was refused', ' (downloaded) was refused', 1)
-                                 + '; the download was deleted and not cached')
+    return UnsafeCheckpointError(
+        str(error).replace(part, url).replace(' was refused', ' (downloaded) was refused', 1)
+        + '; the download was deleted and not cached'
+    )
 
 
-def fetch_url(url: str, map_location: Any = None, model_dir: Optional[str] = None,
-              progress: Optional[bool] = None) -> Any:
+def fetch_url(
+    url: str, map_location: Any = None, model_dir: Optional[str] = None, progress: Optional[bool] = None
+) -> Any:
     """The checkpoint at `url`, from torch hub's cache or downloaded into it, read as data.
 
     Raises:
@@ -99,12 +105,13 @@ def fetch_url(url: str, map_location: Any = None, model_dir: Optional[str] = Non
     cached = osp.join(folder, name)
     expected = hash_prefix(name)
     if osp.isfile(cached):
-        _check_hash(cached, f'{cached} (torch hub\'s cache of {url})', expected)
+        _check_hash(cached, f"{cached} (torch hub's cache of {url})", expected)
         try:
             return load_mmengine_checkpoint(cached, map_location)
         except UnsafeCheckpointError as error:
-            raise UnsafeCheckpointError(f'{error}. It is torch hub\'s cached copy of {url}: delete it to download '
-                                        'the file again') from None
+            raise UnsafeCheckpointError(
+                f"{error}. It is torch hub's cached copy of {url}: delete it to download the file again"
+            ) from None
     private = tempfile.mkdtemp(prefix=f'.{name}.', suffix='.download', dir=folder)  # mode 0700, same file system
     part = osp.join(private, name)
     try:
@@ -130,15 +137,19 @@ def read_local(filename: str, map_location: Any = None) -> Any:
     """A local file (mmengine's '' scheme, which also gets every path whose prefix no loader claims)."""
     path = osp.expanduser(filename)
     if not osp.isfile(path) and re.match(r'^[A-Za-z][\w+.-]*://', filename):
-        raise FileNotFoundError(f'{filename}: no checkpoint loader is registered for its prefix (mmengine knows '
-                                f'{_schemes_text()}); give a local path or a URL')
+        raise FileNotFoundError(
+            f'{filename}: no checkpoint loader is registered for its prefix (mmengine knows '
+            f'{_schemes_text()}); give a local path or a URL'
+        )
     return load_mmengine_checkpoint(path, map_location)
 
 
-def read_http(filename: str, map_location: Any = None, model_dir: Optional[str] = None,
-              progress: Optional[bool] = None) -> Any:
+def read_http(
+    filename: str, map_location: Any = None, model_dir: Optional[str] = None, progress: Optional[bool] = None
+) -> Any:
     """A URL, through torch hub's cache; in a distributed run rank 0 downloads first, as mmengine does."""
     from mmengine.dist import get_dist_info
+
     rank, world_size = get_dist_info()
     if rank == 0:
         checkpoint = fetch_url(filename, map_location, model_dir, progress)
@@ -151,16 +162,20 @@ def read_http(filename: str, map_location: Any = None, model_dir: Optional[str] 
 
 def _model_url(table: Dict[str, str], name: str, filename: str) -> str:
     if name not in table:
-        raise KeyError(f'{filename}: {name!r} is not in mmengine\'s model table for this prefix')
+        raise KeyError(f"{filename}: {name!r} is not in mmengine's model table for this prefix")
     return table[name]
 
 
 def read_torchvision(filename: str, map_location: Any = None) -> Any:
     """`torchvision://NAME` (and the deprecated `modelzoo://NAME`): torchvision's model URLs, as mmengine maps them."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
+
     if filename.startswith('modelzoo://'):
-        print_log('The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
-                  logger='current', level=logging.WARNING)
+        print_log(
+            'The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
+            logger='current',
+            level=logging.WARNING,
+        )
     name = filename.split('://', 1)[1]
     return read_http(_model_url(mmengine_checkpoint.get_torchvision_models(), name, filename), map_location)
 
@@ -169,11 +184,15 @@ def read_openmmlab(filename: str, map_location: Any = None) -> Any:
     """`open-mmlab://NAME` / `openmmlab://NAME`: mmengine's table (and MMENGINE_HOME/open_mmlab.json), a URL or a
     file under mmengine's home."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
+
     prefix, name = filename.split('://', 1)
     deprecated = mmengine_checkpoint.get_deprecated_model_names()
     if name in deprecated:
-        print_log(f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}', logger='current',
-                  level=logging.WARNING)
+        print_log(
+            f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}',
+            logger='current',
+            level=logging.WARNING,
+        )
         name = deprecated[name]
     url = _model_url(mmengine_checkpoint.get_external_models(), name, filename)
     if url.startswith(('http://', 'https://')):
@@ -184,7 +203,8 @@ def read_openmmlab(filename: str, map_location: Any = None) -> Any:
 def read_mmcls(filename: str, map_location: Any = None) -> Any:
     """`mmcls://NAME`: mmcls' model table; the backbone's keys, as mmengine returns them."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
-    url = _model_url(mmengine_checkpoint.get_mmcls_models(), filename[len('mmcls://'):], filename)
+
+    url = _model_url(mmengine_checkpoint.get_mmcls_models(), filename[len('mmcls://') :], filename)
     return mmengine_checkpoint._process_mmcls_checkpoint(read_http(url, map_location))
 
 
@@ -206,7 +226,7 @@ def read_pavi(filename: str, map_location: Any = None) -> Any:
         from pavi import modelcloud
     except ImportError:
         raise ImportError('Please install pavi to load checkpoint from modelcloud.') from None
-    model = modelcloud.get(filename[len('pavi://'):])
+    model = modelcloud.get(filename[len('pavi://') :])
     with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
         path = osp.join(folder, model.name)
         model.download(path)
@@ -217,6 +237,7 @@ def read_pavi(filename: str, map_location: Any = None) -> Any:
 def read_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
     """`s3://` and `petrel://` paths: fetched by mmengine's file backend, as mmengine does."""
     from mmengine.fileio import get_file_backend
+
     data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
     return _read_bytes(data, osp.basename(filename), filename, map_location)
 
@@ -224,12 +245,16 @@ def read_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') 
 # mmengine 0.10.7's prefixes (regular expressions, matched at the start) and the loader of this module for each.
 SCHEMES: Dict[str, Reader] = {
     '': read_local,
-    'http://': read_http, 'https://': read_http,
-    'modelzoo://': read_torchvision, 'torchvision://': read_torchvision,
-    'open-mmlab://': read_openmmlab, 'openmmlab://': read_openmmlab,
+    'http://': read_http,
+    'https://': read_http,
+    'modelzoo://': read_torchvision,
+    'torchvision://': read_torchvision,
+    'open-mmlab://': read_openmmlab,
+    'openmmlab://': read_openmmlab,
     'mmcls://': read_mmcls,
     'pavi://': read_pavi,
-    r'(\S+\:)?s3://': read_ceph, r'(\S+\:)?petrel://': read_ceph,
+    r'(\S+\:)?s3://': read_ceph,
+    r'(\S+\:)?petrel://': read_ceph,
 }
 
 
@@ -237,6 +262,7 @@ def read_checkpoint(filename: str, map_location: Any = None) -> Any:
     """The checkpoint at any path mmengine accepts, read as data by the loader mmengine has for its prefix, with its
     config texts as saved (nothing parses them here); a loader registered by someone else is called as it is."""
     from mmengine.runner import CheckpointLoader
+
     loader = CheckpointLoader._get_checkpoint_loader(str(filename))
     return getattr(loader, 'reader', loader)(str(filename), map_location)
 
@@ -247,7 +273,7 @@ def _for_mmengine(reader: Reader) -> Callable[..., Any]:
     def load(filename: str, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
         return defuse_config_texts(reader(filename, map_location, *args, **kwargs))
 
-    load.__name__ = f'load_from_{reader.__name__[len("read_"):]}'  # mmengine logs `loader.__name__[10:]`
+    load.__name__ = f'load_from_{reader.__name__[len("read_") :]}'  # mmengine logs `loader.__name__[10:]`
     load.__qualname__ = load.__name__
     load.__doc__ = reader.__doc__
     load.reader = reader  # read_checkpoint's loader, for callers that need the texts as saved
@@ -257,5 +283,6 @@ def _for_mmengine(reader: Reader) -> Callable[..., Any]:
 def install_mmengine_loaders() -> None:
     """Makes mmengine's `CheckpointLoader` read every prefix of `SCHEMES` through this module (idempotent)."""
     from mmengine.runner import CheckpointLoader
+
     for prefix, reader in SCHEMES.items():
         CheckpointLoader.register_scheme(prefixes=prefix, loader=_for_mmengine(reader), force=True)

@@ -24,6 +24,7 @@ anywhere, instance attributes on containers and tensors, a HistoryBuffer with ot
 arrays of other dtypes or with dtype metadata. Errors name the file, what was found where, and what to do.
 Config texts inside checkpoints are data here; `config_text` keeps mmengine from parsing them.
 """
+
 import os
 import os.path as osp
 import pickle
@@ -37,8 +38,15 @@ from mmengine.logging import HistoryBuffer
 
 from .unpickle import Admitted, torch_detail, unpickle
 
-__all__ = ['UnsafeCheckpointError', 'load_weights', 'load_mmengine_checkpoint', 'check_checkpoint',
-           'MMENGINE_GLOBAL_NAMES', 'ADMITTED_DTYPES', 'DOCS']
+__all__ = [
+    'UnsafeCheckpointError',
+    'load_weights',
+    'load_mmengine_checkpoint',
+    'check_checkpoint',
+    'MMENGINE_GLOBAL_NAMES',
+    'ADMITTED_DTYPES',
+    'DOCS',
+]
 
 DOCS = 'docs/checkpoints_and_safety.md'
 _README = f'see {DOCS} in maformer_mm'
@@ -76,6 +84,7 @@ def _describe(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Stand-ins bound to the names mmengine checkpoints use, admitted for mmengine checkpoint loads only.
 
+
 class _HistoryBufferState(HistoryBuffer):
     """mmengine's HistoryBuffer while a checkpoint loads: takes a checked state, never touches the class."""
 
@@ -88,12 +97,15 @@ class _HistoryBufferState(HistoryBuffer):
         methods = state.get('statistics_methods', {})
         unexpected = sorted(map(str, set(state) - _HISTORY_STATE - {'statistics_methods'}))
         if unexpected or type(methods) is not dict:
-            raise pickle.UnpicklingError('HistoryBuffer state with unexpected entries '
-                                         f'{unexpected or "statistics_methods"}')
+            raise pickle.UnpicklingError(
+                f'HistoryBuffer state with unexpected entries {unexpected or "statistics_methods"}'
+            )
         for name, method in methods.items():
             if name not in _STATISTICS or method is not getattr(HistoryBuffer, name):
-                raise pickle.UnpicklingError(f'HistoryBuffer statistics method {_describe(name)} bound to '
-                                             f'{_describe(method)}; only HistoryBuffer.{{{",".join(_STATISTICS)}}}')
+                raise pickle.UnpicklingError(
+                    f'HistoryBuffer statistics method {_describe(name)} bound to '
+                    f'{_describe(method)}; only HistoryBuffer.{{{",".join(_STATISTICS)}}}'
+                )
         self.__dict__.update({k: v for k, v in state.items() if k != 'statistics_methods'})
 
 
@@ -102,8 +114,10 @@ def _history_buffer_method(*args: Any) -> Callable:
     if len(args) == 2 and args[0] is _HistoryBufferState and args[1] in _STATISTICS:
         return getattr(HistoryBuffer, args[1])
     shown = ', '.join(_describe(a) for a in args)
-    raise pickle.UnpicklingError(f'the checkpoint calls getattr({shown}); the only attribute lookups allowed are '
-                                 f'HistoryBuffer.{{{",".join(_STATISTICS)}}}')
+    raise pickle.UnpicklingError(
+        f'the checkpoint calls getattr({shown}); the only attribute lookups allowed are '
+        f'HistoryBuffer.{{{",".join(_STATISTICS)}}}'
+    )
 
 
 def _multiarray() -> types.ModuleType:
@@ -113,23 +127,37 @@ def _multiarray() -> types.ModuleType:
 def _admitted_dtype(dtype: Any) -> bool:
     """One of ADMITTED_DTYPES exactly: no fields, no sub-array, no object, no metadata (a dtype's state may carry a
     metadata dict holding anything, and dtype equality ignores it)."""
-    return (isinstance(dtype, np.dtype) and dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
-            and dtype.metadata is None and dtype in ADMITTED_DTYPES)
+    return (
+        isinstance(dtype, np.dtype)
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and not dtype.hasobject
+        and dtype.metadata is None
+        and dtype in ADMITTED_DTYPES
+    )
 
 
 def _numpy_dtype(*args: Any) -> np.dtype:
     """Bound to `numpy.dtype`: numpy pickles a dtype as `dtype('f8', False, True)` plus its state."""
     specs = {d.str[1:] for d in ADMITTED_DTYPES}
     if not (1 <= len(args) <= 3 and type(args[0]) is str and args[0] in specs and all(a is False for a in args[1:2])):
-        raise pickle.UnpicklingError(f'the checkpoint builds numpy.dtype({", ".join(_describe(a) for a in args)}); '
-                                     f'admitted: {", ".join(d.name for d in ADMITTED_DTYPES)}')
+        raise pickle.UnpicklingError(
+            f'the checkpoint builds numpy.dtype({", ".join(_describe(a) for a in args)}); '
+            f'admitted: {", ".join(d.name for d in ADMITTED_DTYPES)}'
+        )
     return np.dtype(args[0], align=False, copy=True)  # a copy: its state is set next, never on numpy's own
 
 
 def _numpy_reconstruct(*args: Any) -> np.ndarray:
     """Bound to numpy's `_reconstruct(ndarray, (0,), b'b')`, the empty array that the array's state fills."""
-    if (len(args) != 3 or args[0] is not np.ndarray or type(args[1]) is not tuple or args[1] != (0,)
-            or type(args[2]) is not bytes or args[2] != b'b'):
+    if (
+        len(args) != 3
+        or args[0] is not np.ndarray
+        or type(args[1]) is not tuple
+        or args[1] != (0,)
+        or type(args[2]) is not bytes
+        or args[2] != b'b'
+    ):
         raise pickle.UnpicklingError(f'the checkpoint calls numpy _reconstruct({", ".join(map(_describe, args))})')
     return _multiarray()._reconstruct(np.ndarray, (0,), b'b')
 
@@ -143,9 +171,12 @@ def _numpy_scalar(*args: Any) -> np.generic:
 
 def _mmengine_globals() -> List[Tuple[Any, str]]:
     """(object, pickled name) pairs admitted for mmengine checkpoints."""
-    entries = [(_HistoryBufferState, f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname__}'),
-               (_history_buffer_method, 'builtins.getattr'), (_numpy_dtype, 'numpy.dtype'),
-               (np.ndarray, 'numpy.ndarray')]
+    entries = [
+        (_HistoryBufferState, f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname__}'),
+        (_history_buffer_method, 'builtins.getattr'),
+        (_numpy_dtype, 'numpy.dtype'),
+        (np.ndarray, 'numpy.ndarray'),
+    ]
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):  # numpy 2 / numpy 1 names
         entries += [(_numpy_reconstruct, f'{module}._reconstruct'), (_numpy_scalar, f'{module}.scalar')]
     for dtype in ADMITTED_DTYPES:  # the dtype's class must be admitted for its state to be set
@@ -157,16 +188,21 @@ def _mmengine_globals() -> List[Tuple[Any, str]]:
 MMENGINE_GLOBAL_NAMES = frozenset(name for _, name in _mmengine_globals())
 _WEIGHTS = Admitted({})  # torch's own list, nothing added
 _MMENGINE = Admitted({name: obj for obj, name in _mmengine_globals()})
-_WHAT_TO_DO = ('It was not loaded. Use a checkpoint that holds tensors and plain data only: a state dict, a '
-               'training checkpoint of mmengine, mmdet, mmseg or mmpretrain, or a .safetensors file')
+_WHAT_TO_DO = (
+    'It was not loaded. Use a checkpoint that holds tensors and plain data only: a state dict, a '
+    'training checkpoint of mmengine, mmdet, mmseg or mmpretrain, or a .safetensors file'
+)
 # timm's train.py saves its argparse arguments in its checkpoints: the converter can read such a file you trust.
-_CONVERTER_HINT = ('This looks like a checkpoint of timm\'s train.py, which stores its arguments: if you trust its '
-                   'source, write its weights once with `python tools/convert_checkpoint.py {source} '
-                   'OUT.safetensors --trust`')
+_CONVERTER_HINT = (
+    "This looks like a checkpoint of timm's train.py, which stores its arguments: if you trust its "
+    'source, write its weights once with `python tools/convert_checkpoint.py {source} '
+    'OUT.safetensors --trust`'
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The check after every load.
+
 
 class _Attr(str):
     """An attribute name in a path (printed as `.name`, not `['name']`)."""
@@ -252,8 +288,10 @@ def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> No
             if mmengine is False and (kind is np.ndarray or kind in _NUMPY_SCALARS or kind is _HistoryBufferState):
                 problem += ' (mmengine training state; backbone weights are tensors and plain containers)'
         if problem:
-            raise UnsafeCheckpointError(f'{source} was refused: it holds {problem} at {_path_text(path)}, which is '
-                                        f'not plain data. {_WHAT_TO_DO} ({_README})')
+            raise UnsafeCheckpointError(
+                f'{source} was refused: it holds {problem} at {_path_text(path)}, which is '
+                f'not plain data. {_WHAT_TO_DO} ({_README})'
+            )
     for buffer in buffers:
         buffer.__class__ = HistoryBuffer
 
@@ -261,36 +299,44 @@ def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> No
 # ---------------------------------------------------------------------------------------------------------
 # Loaders.
 
+
 def _unpickle_checked(source: str, map_location: Any, admitted: Admitted) -> Any:
     try:
         return unpickle(source, map_location, admitted)
     except RuntimeError as error:  # torch's words for a file that is no torch file (anything else is not ours)
         if 'magic number' not in str(error):
             raise
-        raise UnsafeCheckpointError(f'{source} was refused: it is not a torch checkpoint file ({error}). '
-                                    f'{_WHAT_TO_DO} ({_README})') from None
+        raise UnsafeCheckpointError(
+            f'{source} was refused: it is not a torch checkpoint file ({error}). {_WHAT_TO_DO} ({_README})'
+        ) from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, EOFError) as error:  # a malformed pickle
-        raise UnsafeCheckpointError(f'{source} was refused while unpickling: {type(error).__name__}: '
-                                    f'{torch_detail(str(error))}. {_WHAT_TO_DO} ({_README})') from None
+        raise UnsafeCheckpointError(
+            f'{source} was refused while unpickling: {type(error).__name__}: '
+            f'{torch_detail(str(error))}. {_WHAT_TO_DO} ({_README})'
+        ) from None
     except pickle.UnpicklingError as error:
         detail = torch_detail(str(error))
         hint = _CONVERTER_HINT.format(source=source) if 'GLOBAL argparse.Namespace ' in detail else _WHAT_TO_DO
-        raise UnsafeCheckpointError(f'{source} was refused while unpickling: {detail.rstrip(".")}. {hint} '
-                                    f'({_README})') from None
+        raise UnsafeCheckpointError(
+            f'{source} was refused while unpickling: {detail.rstrip(".")}. {hint} ({_README})'
+        ) from None
 
 
 def _load_safetensors(source: str, map_location: Any) -> Dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError as error:
-        raise ImportError(f'{source}: reading .safetensors files needs the safetensors package '
-                          '(pip install safetensors)') from error
+        raise ImportError(
+            f'{source}: reading .safetensors files needs the safetensors package (pip install safetensors)'
+        ) from error
     device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
     try:
         return load_file(source, device=device)
     except Exception as error:  # safetensors raises its own error types for malformed headers
-        raise UnsafeCheckpointError(f'{source} was refused: it is not a valid .safetensors file '
-                                    f'({type(error).__name__}: {error}). {_WHAT_TO_DO} ({_README})') from None
+        raise UnsafeCheckpointError(
+            f'{source} was refused: it is not a valid .safetensors file '
+            f'({type(error).__name__}: {error}). {_WHAT_TO_DO} ({_README})'
+        ) from None
 
 
 def load_weights(filename: Union[str, os.PathLike], map_location: Any = 'cpu') -> Any:

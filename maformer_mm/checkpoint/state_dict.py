@@ -3,12 +3,12 @@
 Pure functions, no I/O. Every reader of weights (the backbone loader, tools/convert_checkpoint.py, the class
 check of tools/test.py) unwraps through `model_state_dict`, so they all accept the same forms.
 """
+
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ['STATE_DICT_KEYS', 'EMA_KEYS', 'WRAPPER_PREFIXES', 'model_state_dict', 'strip_prefix',
-           'backbone_state_dict']
+__all__ = ['STATE_DICT_KEYS', 'EMA_KEYS', 'WRAPPER_PREFIXES', 'model_state_dict', 'strip_prefix', 'backbone_state_dict']
 
 # Where trainers keep the weights, in the order they are looked for (mmengine, timm/DeiT, timm EMA).
 STATE_DICT_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
@@ -19,7 +19,7 @@ WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
     """The entries whose key starts with `prefix`, without it."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def model_state_dict(checkpoint: Mapping, ema: bool = False) -> Dict[str, torch.Tensor]:

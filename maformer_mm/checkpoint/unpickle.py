@@ -12,6 +12,7 @@ The file formats are torch's: the zip format through `torch.serialization._load`
 `_legacy_load`; TorchScript archives and the legacy tar format are refused (torch's weights-only load refuses them
 too). Refusals never carry torch's advice to allow-list a name or to load with `weights_only=False`.
 """
+
 import pickle
 import re
 import tarfile
@@ -55,20 +56,26 @@ def unpickle(path: str, map_location: Any, admitted: Admitted) -> Any:
         if serialization._is_zipfile(opened):
             with serialization._open_zipfile_reader(opened) as archive:
                 if serialization._is_torchscript_zip(archive):
-                    raise pickle.UnpicklingError('it is a TorchScript archive (torch.jit.save), which holds code; '
-                                                 'load it with torch.jit.load if you trust it')
+                    raise pickle.UnpicklingError(
+                        'it is a TorchScript archive (torch.jit.save), which holds code; '
+                        'load it with torch.jit.load if you trust it'
+                    )
                 return serialization._load(archive, map_location, admitted.module, encoding='utf-8')
         if tarfile.is_tarfile(path):
-            raise pickle.UnpicklingError('it is in torch\'s legacy tar format, which torch reads only by full '
-                                         'unpickling')
+            raise pickle.UnpicklingError(
+                "it is in torch's legacy tar format, which torch reads only by full unpickling"
+            )
         opened.seek(0)
         return serialization._legacy_load(opened, map_location, admitted.module, encoding='utf-8')
 
 
 # torch's texts that advise widening the allow-list or unpickling fully; none of them is passed on.
-_ADVICE = re.compile(r'(Please use `torch\.serialization|Check the documentation|In PyTorch 2\.6|Re-running `torch'
-                     r'|Weights only load failed|This file can still be loaded|Please file an issue'
-                     r'|\(1\)|\(2\)|if you trust this class)', re.IGNORECASE)
+_ADVICE = re.compile(
+    r'(Please use `torch\.serialization|Check the documentation|In PyTorch 2\.6|Re-running `torch'
+    r'|Weights only load failed|This file can still be loaded|Please file an issue'
+    r'|\(1\)|\(2\)|if you trust this class)',
+    re.IGNORECASE,
+)
 
 
 def torch_detail(message: str) -> str:
@@ -81,9 +88,11 @@ def torch_detail(message: str) -> str:
     text = text.split('WeightsUnpickler error:', 1)[-1]
     found = _ADVICE.search(text)
     if found and found.start() > 0:
-        text = text[:found.start()]
+        text = text[: found.start()]
     sentences = re.split(r'(?<=[.!?])\s+', ' '.join(text.split()))
-    kept = [s for s in sentences
-            if s and not _ADVICE.search(s) and not re.search(r'weights_only|safe_globals|allowlist', s, re.IGNORECASE)]
-    return ' '.join(kept).strip() or 'torch\'s weights-only unpickler refused it'
-
+    kept = [
+        s
+        for s in sentences
+        if s and not _ADVICE.search(s) and not re.search(r'weights_only|safe_globals|allowlist', s, re.IGNORECASE)
+    ]
+    return ' '.join(kept).strip() or "torch's weights-only unpickler refused it"

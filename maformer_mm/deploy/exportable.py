@@ -1,4 +1,5 @@
 """Stand-ins for host-library modules that an ONNX export at dynamic sizes cannot take as they are."""
+
 from typing import List
 
 import torch

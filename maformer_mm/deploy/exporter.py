@@ -6,6 +6,7 @@ torch.export, then ONNX through onnxscript) is used: the legacy TorchScript expo
 its trace freezes a size-dependent Python decision with a mere warning, where torch.export reasons about
 sizes symbolically. The legacy exporter (`exporter='legacy'`) is about 5x faster to export.
 """
+
 import re
 import warnings
 from typing import Dict, List, Optional, Tuple
@@ -16,8 +17,14 @@ from torch import nn
 from ..layers import ViTBlock
 from .targets import ExportTarget
 
-__all__ = ['export_onnx', 'dynamic_blockers', 'default_exporter', 'deformable_attention_modules', 'EXPORTERS',
-           'MSDA_REASON']
+__all__ = [
+    'export_onnx',
+    'dynamic_blockers',
+    'default_exporter',
+    'deformable_attention_modules',
+    'EXPORTERS',
+    'MSDA_REASON',
+]
 
 EXPORTERS = ('dynamo', 'legacy')
 INPUT_NAME = 'images'
@@ -27,13 +34,15 @@ INPUT_NAME = 'images'
 # export with the legacy exporter at a fixed size only.
 MSDA_REASON = (
     "mmcv's MultiScaleDeformableAttention (here in its PyTorch form, grid_sample) splits its input by level sizes "
-    "held in a tensor, which mmdet builds with torch._shape_as_tensor: torch.export (the dynamo exporter) fails on "
-    'that op, and the legacy exporter traces the sizes as constants, so the graph holds for the export size only.')
+    'held in a tensor, which mmdet builds with torch._shape_as_tensor: torch.export (the dynamo exporter) fails on '
+    'that op, and the legacy exporter traces the sizes as constants, so the graph holds for the export size only.'
+)
 
 
 def deformable_attention_modules(module: nn.Module) -> List[str]:
     """Names of the mmcv MultiScaleDeformableAttention modules inside `module`."""
     from mmcv.ops import MultiScaleDeformableAttention
+
     return [name for name, m in module.named_modules() if isinstance(m, MultiScaleDeformableAttention)]
 
 
@@ -45,16 +54,26 @@ def default_exporter(module: nn.Module) -> str:
 def _export_dynamo(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
     deformable = deformable_attention_modules(target.module)
     if deformable:
-        raise ValueError(f'the dynamo exporter cannot export this model ({len(deformable)} multi-scale deformable '
-                         f'attention modules, e.g. {deformable[0]}): {MSDA_REASON} Use the legacy exporter '
-                         "(--exporter legacy), at a fixed size.")
+        raise ValueError(
+            f'the dynamo exporter cannot export this model ({len(deformable)} multi-scale deformable '
+            f'attention modules, e.g. {deformable[0]}): {MSDA_REASON} Use the legacy exporter '
+            '(--exporter legacy), at a fixed size.'
+        )
     dynamic_shapes = None
     if dynamic:
         hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-        dynamic_shapes = (hw, )
-    program = torch.onnx.export(target.module, (images, ), dynamo=True, input_names=[INPUT_NAME],
-                                output_names=list(target.output_names), opset_version=opset,
-                                dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+        dynamic_shapes = (hw,)
+    program = torch.onnx.export(
+        target.module,
+        (images,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=list(target.output_names),
+        opset_version=opset,
+        dynamic_shapes=dynamic_shapes,
+        optimize=True,
+        verbose=False,
+    )
     program.save(path)
 
 
@@ -62,12 +81,21 @@ def _export_legacy(target: ExportTarget, images: torch.Tensor, path: str, dynami
     dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
     if dynamic:
         dynamic_axes = {INPUT_NAME: {2: 'height', 3: 'width'}}
-        dynamic_axes.update({name: {2: f'{name}_height', 3: f'{name}_width'} for name in target.output_names
-                             if name != 'logits'})
+        dynamic_axes.update(
+            {name: {2: f'{name}_height', 3: f'{name}_width'} for name in target.output_names if name != 'logits'}
+        )
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the legacy exporter is deprecated in torch 2.9+ and says so
-        torch.onnx.export(target.module, (images, ), path, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=list(target.output_names), opset_version=opset, dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            target.module,
+            (images,),
+            path,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(target.output_names),
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
+        )
 
 
 def dynamic_blockers(module: nn.Module) -> List[str]:
@@ -79,11 +107,13 @@ def dynamic_blockers(module: nn.Module) -> List[str]:
             f'{len(windowed)} ViT blocks attend in windows (vit_window_size > 0, e.g. {windowed[0]}). Such a block '
             'attends globally when its map fits in one window and in padded windows otherwise: a choice made by '
             'the map size, which a graph traced at one size would freeze. torch.export can express it only as '
-            'torch.cond, which fails on the padded window branch in torch 2.13.')
+            'torch.cond, which fails on the padded window branch in torch 2.13.'
+        )
     deformable = deformable_attention_modules(module)
     if deformable:
-        reasons.append(f'{len(deformable)} multi-scale deformable attention modules (e.g. {deformable[0]}): '
-                       + MSDA_REASON)
+        reasons.append(
+            f'{len(deformable)} multi-scale deformable attention modules (e.g. {deformable[0]}): ' + MSDA_REASON
+        )
     return reasons
 
 
@@ -91,6 +121,7 @@ def _add_metadata(path: str, metadata: Dict[str, str]) -> None:
     """Stores `metadata` in the file and names the input's dynamic dimensions 'height' and 'width' (also
     inside the output shapes' expressions)."""
     import onnx
+
     model = onnx.load(path)
     for key, value in metadata.items():
         entry = model.metadata_props.add()
@@ -106,8 +137,15 @@ def _add_metadata(path: str, metadata: Dict[str, str]) -> None:
     onnx.save(model, path)
 
 
-def export_onnx(target: ExportTarget, path: str, size: Tuple[int, int], dynamic: bool = False, opset: int = 18,
-                exporter: str = 'dynamo', batch: int = 1) -> None:
+def export_onnx(
+    target: ExportTarget,
+    path: str,
+    size: Tuple[int, int],
+    dynamic: bool = False,
+    opset: int = 18,
+    exporter: str = 'dynamo',
+    batch: int = 1,
+) -> None:
     """Writes `target.module` as ONNX to `path`, traced on a (batch, C, H, W) input.
 
     Args:
@@ -122,5 +160,7 @@ def export_onnx(target: ExportTarget, path: str, size: Tuple[int, int], dynamic:
     target.module.eval()
     with torch.no_grad():
         (_export_dynamo if exporter == 'dynamo' else _export_legacy)(target, images, path, dynamic, opset)
-    _add_metadata(path, dict(target.metadata, exporter=exporter, dynamic_hw=str(dynamic).lower(),
-                             export_size=f'{size[0]}x{size[1]}'))
+    _add_metadata(
+        path,
+        dict(target.metadata, exporter=exporter, dynamic_hw=str(dynamic).lower(), export_size=f'{size[0]}x{size[1]}'),
+    )

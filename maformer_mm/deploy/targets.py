@@ -20,6 +20,7 @@ scores, top-k over queries x classes, boxes as normalised cx, cy, w, h; Mask2For
 class and mask scores). Their multi-scale deformable attention (mmcv's PyTorch path, `grid_sample`) exports with the
 legacy exporter at a fixed size only (`exporter.MSDA_REASON`).
 """
+
 import copy
 import inspect
 import json
@@ -53,6 +54,7 @@ class ExportTarget:
         in_channels: Image channels C.
         metadata: Strings stored in the ONNX file (config, kind, the data preprocessor's normalisation).
     """
+
     module: nn.Module
     kind: str
     output_names: List[str]
@@ -68,7 +70,7 @@ class ClassifierLogits(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
-        return (self.model(images, mode='tensor'), )
+        return (self.model(images, mode='tensor'),)
 
 
 class SegmentorLogits(nn.Module):
@@ -80,7 +82,7 @@ class SegmentorLogits(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
-        return (self.model(images, None, mode='tensor'), )
+        return (self.model(images, None, mode='tensor'),)
 
 
 class QuerySegmentorScores(nn.Module):
@@ -96,10 +98,11 @@ class QuerySegmentorScores(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
         from mmseg.structures import SegDataSample
+
         samples = [SegDataSample() for _ in range(images.shape[0])]  # the heads only count them
         cls_logits, mask_logits = self.model.decode_head(self.model.extract_feat(images), samples)
         scores = torch.einsum('bqc,bqhw->bchw', cls_logits[-1].softmax(-1)[..., :-1], mask_logits[-1].sigmoid())
-        return (scores, )
+        return (scores,)
 
 
 class QueryDetectorOutputs(nn.Module):
@@ -112,11 +115,14 @@ class QueryDetectorOutputs(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         from mmdet.structures import DetDataSample
+
         h, w = images.shape[-2:]
-        meta = dict(img_shape=(h, w), batch_input_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
-                    scale_factor=(1., 1.))
-        cls_logits, second = self.model(images, [DetDataSample(metainfo=meta) for _ in range(images.shape[0])],
-                                        mode='tensor')
+        meta = dict(
+            img_shape=(h, w), batch_input_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)
+        )
+        cls_logits, second = self.model(
+            images, [DetDataSample(metainfo=meta) for _ in range(images.shape[0])], mode='tensor'
+        )
         return cls_logits[-1], second[-1]
 
 
@@ -174,6 +180,7 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     if checkpoint:
         from mmengine.runner import load_checkpoint
+
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     else:
         logger = MMLogger.get_current_instance()
@@ -194,8 +201,9 @@ def _preprocess_metadata(model: nn.Module) -> Dict[str, str]:
         meta['mean'] = json.dumps([float(f'{v:.7g}') for v in pre.mean.flatten().tolist()])  # float32 digits
         meta['std'] = json.dumps([float(f'{v:.7g}') for v in pre.std.flatten().tolist()])
     if pre is not None:  # mmengine/mmdet, mmseg and mmpretrain name the BGR -> RGB switch differently
-        flips = [getattr(pre, name) for name in ('_channel_conversion', 'channel_conversion', 'to_rgb')
-                 if hasattr(pre, name)]
+        flips = [
+            getattr(pre, name) for name in ('_channel_conversion', 'channel_conversion', 'to_rgb') if hasattr(pre, name)
+        ]
         meta['bgr_to_rgb'] = json.dumps(bool(flips and flips[0]))
     return meta
 
@@ -205,8 +213,10 @@ def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: b
     scope = cfg.get('default_scope')
     kind = 'backbone' if backbone_only else TASK_KINDS.get(scope)
     if kind is None:
-        raise ValueError(f"cannot tell what to export from default_scope={scope!r} in {cfg.filename}: expected "
-                         f"one of {sorted(TASK_KINDS)}, or use --backbone-only")
+        raise ValueError(
+            f'cannot tell what to export from default_scope={scope!r} in {cfg.filename}: expected '
+            f'one of {sorted(TASK_KINDS)}, or use --backbone-only'
+        )
     model = build_model(cfg, checkpoint)
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
@@ -234,6 +244,10 @@ def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: b
             count = len(module(torch.zeros(1, in_channels, 64, 64)))
         names = [f'fpn{i}' if kind == 'detection' else f'out{i}' for i in range(count)]
     make_exportable(module)
-    metadata = dict(config=str(cfg.filename), kind=kind, checkpoint=str(checkpoint or 'none (random init)'),
-                    **_preprocess_metadata(model))
+    metadata = dict(
+        config=str(cfg.filename),
+        kind=kind,
+        checkpoint=str(checkpoint or 'none (random init)'),
+        **_preprocess_metadata(model),
+    )
     return ExportTarget(module.eval(), kind, names, in_channels, metadata)

@@ -1,4 +1,5 @@
 """Checks an exported ONNX file against the PyTorch module it came from, in ONNX Runtime on the CPU."""
+
 from dataclasses import dataclass
 from typing import Callable, List, Sequence, Tuple
 
@@ -17,6 +18,7 @@ class OnnxVerificationError(RuntimeError):
 class Comparison:
     """One output at one input size: the largest absolute difference, the output's scale (its largest
     absolute value in PyTorch) and whether the difference is within `rtol` times that scale."""
+
     size: Tuple[int, int]
     name: str
     shape: Tuple[int, ...]
@@ -26,8 +28,10 @@ class Comparison:
 
     def line(self, rtol: float) -> str:
         verdict = 'ok' if self.ok else f'FAILED (limit {rtol:g} x scale = {rtol * self.scale:.2e})'
-        return (f'{self.size[0]}x{self.size[1]} {self.name} {tuple(self.shape)}: max |onnx - torch| = '
-                f'{self.max_abs_diff:.2e}, scale {self.scale:.3g}, {verdict}')
+        return (
+            f'{self.size[0]}x{self.size[1]} {self.name} {tuple(self.shape)}: max |onnx - torch| = '
+            f'{self.max_abs_diff:.2e}, scale {self.scale:.3g}, {verdict}'
+        )
 
 
 def other_sizes(size: Tuple[int, int]) -> List[Tuple[int, int]]:
@@ -39,15 +43,23 @@ def other_sizes(size: Tuple[int, int]) -> List[Tuple[int, int]]:
 
 def _session(path: str):
     import onnxruntime as ort
+
     try:
         return ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid graphs
         raise OnnxVerificationError(f'ONNX Runtime cannot load {path}: {e}') from e
 
 
-def verify_onnx(path: str, module: nn.Module, output_names: Sequence[str], sizes: Sequence[Tuple[int, int]],
-                in_channels: int = 3, batch: int = 1, rtol: float = 1e-4,
-                log: Callable[[str], None] = print) -> List[Comparison]:
+def verify_onnx(
+    path: str,
+    module: nn.Module,
+    output_names: Sequence[str],
+    sizes: Sequence[Tuple[int, int]],
+    in_channels: int = 3,
+    batch: int = 1,
+    rtol: float = 1e-4,
+    log: Callable[[str], None] = print,
+) -> List[Comparison]:
     """Runs the ONNX file in ONNX Runtime (CPU) and `module` in PyTorch on the same random inputs at each
     size, logs the largest absolute difference of every output, and raises `OnnxVerificationError` when one
     exceeds `rtol` times the output's scale, or when shapes or the number of outputs differ.
@@ -68,14 +80,15 @@ def verify_onnx(path: str, module: nn.Module, output_names: Sequence[str], sizes
         except Exception as e:
             raise OnnxVerificationError(f'ONNX Runtime failed to run {path} at {size[0]}x{size[1]}: {e}') from e
         if len(got) != len(expected):
-            raise OnnxVerificationError(f'{path} gives {len(got)} outputs at {size[0]}x{size[1]}, PyTorch '
-                                        f'{len(expected)}')
+            raise OnnxVerificationError(
+                f'{path} gives {len(got)} outputs at {size[0]}x{size[1]}, PyTorch {len(expected)}'
+            )
         for name, ref, out in zip(output_names, expected, got):
             if ref.shape != out.shape:
                 problems.append(f'{size[0]}x{size[1]} {name}: ONNX shape {out.shape}, PyTorch {ref.shape}')
                 continue
-            diff = float(np.abs(out.astype(np.float64) - ref).max()) if ref.size else 0.
-            scale = float(np.abs(ref).max()) if ref.size else 0.
+            diff = float(np.abs(out.astype(np.float64) - ref).max()) if ref.size else 0.0
+            scale = float(np.abs(ref).max()) if ref.size else 0.0
             ok = bool(np.isfinite(diff)) and diff <= rtol * max(scale, 1e-12)
             result = Comparison(tuple(size), name, tuple(ref.shape), diff, scale, ok)
             log(result.line(rtol))

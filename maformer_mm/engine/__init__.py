@@ -1,4 +1,5 @@
 """Training-loop pieces registered in mmengine's root registries (found from mmdet, mmseg, mmpretrain)."""
+
 from .checkpointing import SafeCheckpointHook, use_safe_checkpoints
 from .hooks import InvalidLossHook
 from .optim import BF16OptimWrapper

@@ -7,6 +7,7 @@ float only), so the autocast can be limited to the backbone (`scope='backbone'`)
 the neck and heads as float32. `tools/train.py --amp` picks this wrapper with `scope='backbone'` on the CPU,
 and mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) on CUDA.
 """
+
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
 
@@ -28,12 +29,19 @@ def _bf16_unsafe_types(device_type: str) -> Tuple[type, ...]:
         from mmcv import ops
     except ImportError:  # mmcv without its compiled ops: no model can hold them
         return ()
-    types = [ops.RoIAlign, ops.RoIPool, ops.DeformConv2d, ops.ModulatedDeformConv2d, ops.SigmoidFocalLoss,
-             ops.SoftmaxFocalLoss]
+    types = [
+        ops.RoIAlign,
+        ops.RoIPool,
+        ops.DeformConv2d,
+        ops.ModulatedDeformConv2d,
+        ops.SigmoidFocalLoss,
+        ops.SoftmaxFocalLoss,
+    ]
     if device_type == 'cuda':
         types.append(ops.MultiScaleDeformableAttention)
         try:
             from mmdet.models.losses import FocalLoss
+
             types.append(FocalLoss)
         except ImportError:  # mmdet is optional
             pass
@@ -43,8 +51,11 @@ def _bf16_unsafe_types(device_type: str) -> Tuple[type, ...]:
 def bf16_unsafe_modules(model: nn.Module, device_type: str) -> List[str]:
     """'name (Type)' of each submodule of `model` that would pass bf16 tensors to an mmcv kernel lacking bf16."""
     types = _bf16_unsafe_types(device_type)
-    return [f'{name} ({type(module).__name__})' for name, module in model.named_modules()
-            if isinstance(module, types) and getattr(module, 'use_sigmoid', True)]
+    return [
+        f'{name} ({type(module).__name__})'
+        for name, module in model.named_modules()
+        if isinstance(module, types) and getattr(module, 'use_sigmoid', True)
+    ]
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -86,7 +97,9 @@ class BF16OptimWrapper(OptimWrapper):
             raise ValueError(
                 f"BF16OptimWrapper(scope='model') would run bfloat16 through mmcv ops without a bfloat16 {device_type} "
                 f"kernel: {', '.join(unsafe)}. Use scope='backbone' (as tools/train.py --amp does on the CPU)"
-                + (", or AmpOptimWrapper (fp16) on CUDA" if device_type == 'cuda' else '') + '.')
+                + (', or AmpOptimWrapper (fp16) on CUDA' if device_type == 'cuda' else '')
+                + '.'
+            )
         self._checked = id(module)
 
     @contextmanager
@@ -116,8 +129,10 @@ class BF16OptimWrapper(OptimWrapper):
 
             # `always_call`: a backbone forward that raises still leaves its autocast, which would otherwise stay
             # on for the thread; the `finally` covers anything that ends the step between the two hooks.
-            handles = [backbone.register_forward_pre_hook(enter),
-                       backbone.register_forward_hook(leave, always_call=True)]
+            handles = [
+                backbone.register_forward_pre_hook(enter),
+                backbone.register_forward_hook(leave, always_call=True),
+            ]
             try:
                 yield
             finally:

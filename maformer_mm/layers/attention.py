@@ -5,6 +5,7 @@ Every module computes attention through `F.scaled_dot_product_attention` (fused 
 unless its `fused_attn` flag is off; the explicit path beside it has identical semantics (same
 scale, the additive bias added to the logits) and exists so that the two can be compared.
 """
+
 import os
 from typing import Optional
 
@@ -34,20 +35,21 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> nn.Module:
 class _AttentionCore(nn.Module):
     """Shared head bookkeeping and the attention kernel (SDPA or explicit) of all variants."""
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_drop: float = 0.) -> None:
+    def __init__(self, embed_dims: int, num_heads: int, attn_drop: float = 0.0) -> None:
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.attn_drop = attn_drop
         self.fused_attn = use_fused_attn()
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """softmax(q k^T * scale + bias) v for q (B, h, N, d), k and v (B, h, M, d); bias broadcasts to (B, h, N, M)."""
-        drop = self.attn_drop if self.training else 0.
+        drop = self.attn_drop if self.training else 0.0
         if self.fused_attn:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # B, h, N, M
@@ -87,8 +89,9 @@ class Attention(_AttentionCore):
         proj_drop: Dropout after the output projection.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+    def __init__(
+        self, embed_dims: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
         super().__init__(embed_dims, num_heads, attn_drop)
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
@@ -118,19 +121,25 @@ class WindowAttention(Attention):
         Other args: as `Attention`.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0., proj_drop: float = 0.) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        num_heads: int,
+        window_size: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
         super().__init__(embed_dims, num_heads, qkv_bias, attn_drop, proj_drop)
         self.window_size = window_size
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer('bias_index', bias_gather_index(window_size, num_heads), persistent=False)  # h, N, P
         self.register_load_state_dict_pre_hook(WindowAttention._resize_table_hook)
         self.reset_table()
 
     def reset_table(self) -> None:
         """Truncated-normal (std 0.02) initialisation of the relative-position bias table."""
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def get_attn_bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The relative position bias of every (query, key) pair of the window, (1, h, N, N) in `dtype`.
@@ -139,7 +148,7 @@ class WindowAttention(Attention):
         of 8 elements. The cast comes first because `.to()` of the sliced result would copy it into a contiguous
         (unaligned) layout.
         """
-        n = self.window_size ** 2
+        n = self.window_size**2
         table = self.relative_position_bias_table.to(dtype).reshape(-1)  # (2w-1)^2 * h
         return table[self.bias_index][..., :n].unsqueeze(0)  # 1, h, N, N (row stride P)
 
@@ -153,8 +162,12 @@ class WindowAttention(Attention):
             return  # a real mismatch: leave it to load_state_dict to report
         state_dict[key] = resize_rel_pos_table(table, module.window_size)
         from mmengine.logging import print_log
-        print_log(f'Resized {key} from {tuple(table.shape)} to {tuple(state_dict[key].shape)} '
-                  f'(window size {module.window_size})', logger='current')
+
+        print_log(
+            f'Resized {key} from {tuple(table.shape)} to {tuple(state_dict[key].shape)} '
+            f'(window size {module.window_size})',
+            logger='current',
+        )
 
 
 class CrossAttention(_AttentionCore):
@@ -163,8 +176,9 @@ class CrossAttention(_AttentionCore):
     In a MAF block the queries are the local-branch tokens and the context is the GLD global tokens.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+    def __init__(
+        self, embed_dims: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
         super().__init__(embed_dims, num_heads, attn_drop)
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)

@@ -5,7 +5,8 @@ which the local tokens query the global ones, then an MLP. ViTBlock (stages 3-4)
 self-attention and MLP; with `window_size > 0` it attends inside windows instead (ViTDet style),
 with the same parameters, so checkpoints trained with global attention load unchanged.
 """
-from typing import Tuple
+
+from typing import Optional, Tuple
 
 import torch
 from mmcv.cnn import build_norm_layer
@@ -20,11 +21,22 @@ from .window import window_partition, window_unpartition
 __all__ = ['MAFBlock', 'ViTBlock']
 
 
-def _ffn(embed_dims: int, mlp_ratio: float, drop: float, drop_path: float, act_cfg: dict) -> FFN:
+def _norm(norm_cfg: Optional[dict], embed_dims: int) -> nn.Module:
+    """A norm layer from its config, LayerNorm when none is given."""
+    return build_norm_layer(norm_cfg or dict(type='LN'), embed_dims)[1]
+
+
+def _ffn(embed_dims: int, mlp_ratio: float, drop: float, drop_path: float, act_cfg: Optional[dict]) -> FFN:
     """mmcv's two-layer MLP with the residual added inside (call it with `identity=x`)."""
-    return FFN(embed_dims=embed_dims, feedforward_channels=int(embed_dims * mlp_ratio), num_fcs=2,
-               ffn_drop=drop, dropout_layer=dict(type='DropPath', drop_prob=drop_path) if drop_path else None,
-               act_cfg=act_cfg, add_identity=True)
+    return FFN(
+        embed_dims=embed_dims,
+        feedforward_channels=int(embed_dims * mlp_ratio),
+        num_fcs=2,
+        ffn_drop=drop,
+        dropout_layer=dict(type='DropPath', drop_prob=drop_path) if drop_path else None,
+        act_cfg=act_cfg,
+        add_identity=True,
+    )
 
 
 class MAFBlock(nn.Module):
@@ -45,19 +57,30 @@ class MAFBlock(nn.Module):
         act_cfg: MLP activation config.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int, ref_hw: Tuple[int, int],
-                 gld_ratio: float = 0.5, mlp_ratio: float = 4., qkv_bias: bool = True, drop: float = 0.,
-                 attn_drop: float = 0., drop_path: float = 0., norm_cfg: dict = dict(type='LN'),
-                 act_cfg: dict = dict(type='GELU')) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        num_heads: int,
+        window_size: int,
+        ref_hw: Tuple[int, int],
+        gld_ratio: float = 0.5,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_cfg: Optional[dict] = None,
+        act_cfg: Optional[dict] = None,
+    ) -> None:
         super().__init__()
         self.window_size = window_size
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm1 = _norm(norm_cfg, embed_dims)
         self.attn = WindowAttention(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop)
         self.gld = GLD(ref_hw, gld_ratio)
-        self.norm_q = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.norm_kv = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm_q = _norm(norm_cfg, embed_dims)
+        self.norm_kv = _norm(norm_cfg, embed_dims)
         self.cross_attn = CrossAttention(embed_dims, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm2 = _norm(norm_cfg, embed_dims)
         self.ffn = _ffn(embed_dims, mlp_ratio, drop, drop_path, act_cfg)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -83,15 +106,24 @@ class ViTBlock(nn.Module):
         Other args: as `MAFBlock`.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 norm_cfg: dict = dict(type='LN'), act_cfg: dict = dict(type='GELU'),
-                 window_size: int = 0) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_cfg: Optional[dict] = None,
+        act_cfg: Optional[dict] = None,
+        window_size: int = 0,
+    ) -> None:
         super().__init__()
         self.window_size = window_size
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm1 = _norm(norm_cfg, embed_dims)
         self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm2 = _norm(norm_cfg, embed_dims)
         self.ffn = _ffn(embed_dims, mlp_ratio, drop, drop_path, act_cfg)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

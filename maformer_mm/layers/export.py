@@ -5,6 +5,7 @@ resize). While `torch.onnx.export` (either exporter) or `torch.export` traces th
 `export_forms()`, the same steps are written without Python branches on the map size and with ops that
 ONNX has, so that one graph serves every input size. The two forms agree to float rounding (tested).
 """
+
 import contextlib
 from typing import Iterator
 

@@ -10,6 +10,7 @@ The resize is separable. Eagerly it runs as `F.adaptive_avg_pool2d` and `F.inter
 graph (see `export.py`) as two matrix products whose matrices are built from the map size with
 `arange` and comparisons, so that one ONNX graph serves every size.
 """
+
 import math
 from typing import Optional, Tuple, Union
 
@@ -19,8 +20,15 @@ from torch import nn
 
 from .export import is_exporting
 
-__all__ = ['GLD', 'global_grid', 'resize_to_grid', 'resize_weights', 'adaptive_pool_weights', 'bilinear_weights',
-           'resize_gld_fc']
+__all__ = [
+    'GLD',
+    'global_grid',
+    'resize_to_grid',
+    'resize_weights',
+    'adaptive_pool_weights',
+    'bilinear_weights',
+    'resize_gld_fc',
+]
 
 # A size: an int, an exporter's symbolic int, or a traced 0-dim tensor (legacy ONNX exporter).
 _Size = Union[int, torch.SymInt, torch.Tensor]
@@ -100,8 +108,9 @@ def _square_side(n: int, what: str) -> int:
     return side
 
 
-def resize_gld_fc(weight: torch.Tensor, bias: torch.Tensor, ref_hw: Tuple[int, int],
-                  global_hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+def resize_gld_fc(
+    weight: torch.Tensor, bias: torch.Tensor, ref_hw: Tuple[int, int], global_hw: Tuple[int, int]
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Interpolates a GLD FC made for another (square) grid pair to `ref_hw` -> `global_hw`.
 
     The weight (G, H_r * W_r) is treated as a (G_h, G_w, H_r, W_r) kernel and resized bilinearly on
@@ -117,8 +126,9 @@ def resize_gld_fc(weight: torch.Tensor, bias: torch.Tensor, ref_hw: Tuple[int, i
     w = w.reshape(gs, gs, -1).permute(2, 0, 1).unsqueeze(1)  # H_r*W_r, 1, G_h, G_w
     w = F.interpolate(w, size=global_hw, mode='bilinear', align_corners=False)
     w = w.flatten(1).T.contiguous()  # G, H_r*W_r
-    b = F.interpolate(bias.float().reshape(1, 1, gs, gs), size=global_hw, mode='bilinear',
-                      align_corners=False).flatten()
+    b = F.interpolate(
+        bias.float().reshape(1, 1, gs, gs), size=global_hw, mode='bilinear', align_corners=False
+    ).flatten()
     return w.to(dtype), b.to(dtype)
 
 
@@ -152,8 +162,11 @@ class GLD(nn.Module):
         if weight is None or bkey not in state_dict or weight.shape == module.fc.weight.shape:
             return
         old = tuple(weight.shape)
-        state_dict[wkey], state_dict[bkey] = resize_gld_fc(weight, state_dict[bkey], module.ref_hw,
-                                                           module.global_hw)
+        state_dict[wkey], state_dict[bkey] = resize_gld_fc(weight, state_dict[bkey], module.ref_hw, module.global_hw)
         from mmengine.logging import print_log
-        print_log(f'Resized {wkey} from {old} to {tuple(state_dict[wkey].shape)} '
-                  f'(reference grid {module.ref_hw}, global grid {module.global_hw})', logger='current')
+
+        print_log(
+            f'Resized {wkey} from {old} to {tuple(state_dict[wkey].shape)} '
+            f'(reference grid {module.ref_hw}, global grid {module.global_hw})',
+            logger='current',
+        )

@@ -1,5 +1,6 @@
 """Swin-style relative position bias: the index table, the gather index that lays the bias out for the fused
 attention kernels, and resizing of learned tables."""
+
 import torch
 import torch.nn.functional as F
 
@@ -14,8 +15,9 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     Returns:
         A long tensor of shape (w*w, w*w).
     """
-    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
-                                        indexing='ij')).flatten(1)  # 2, w*w
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')).flatten(
+        1
+    )  # 2, w*w
     rel = coords[:, :, None] - coords[:, None, :]  # 2, w*w, w*w
     rel = rel.permute(1, 2, 0) + (window_size - 1)  # w*w, w*w, 2 in [0, 2w-2]
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]

@@ -3,6 +3,7 @@
 Padding is returned, never stored: `window_partition` gives back the padded size and
 `window_unpartition` crops to the size it is told (the detectron2 ViTDet convention).
 """
+
 from typing import Tuple
 
 import torch
@@ -40,8 +41,9 @@ def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, T
     return windows, (hp, wp)
 
 
-def window_unpartition(windows: torch.Tensor, window_size: int, pad_hw: Tuple[int, int],
-                       hw: Tuple[int, int]) -> torch.Tensor:
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
     """Inverse of `window_partition`: (B * nW, ws * ws, C) windows back to a (B, H, W, C) map."""
     hp, wp = pad_hw
     h, w = hw

@@ -1,5 +1,6 @@
 """What the tools share: finding a config, the argument set of tools/train.py and tools/test.py, the
 config they build from it, and the device a run uses."""
+
 import argparse
 import os
 import os.path as osp
@@ -12,8 +13,17 @@ from mmengine.config import Config, DictAction
 from ..zoo import PREFIX, resolve_config
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
-__all__ = ['load_config', 'default_device', 'parse_device', 'add_device_argument', 'parse_hw', 'on_device',
-           'run_arg_parser', 'parse_run_args', 'config_from_args']
+__all__ = [
+    'load_config',
+    'default_device',
+    'parse_device',
+    'add_device_argument',
+    'parse_hw',
+    'on_device',
+    'run_arg_parser',
+    'parse_run_args',
+    'config_from_args',
+]
 
 
 def load_config(name: str) -> Config:
@@ -22,6 +32,7 @@ def load_config(name: str) -> Config:
     (`mmdet::swin/x.py`, through mmengine's `get_config`)."""
     if '::' in name and not name.startswith(PREFIX):
         from mmengine.hub import get_config
+
         return get_config(name)
     return Config.fromfile(resolve_config(name))
 
@@ -41,8 +52,10 @@ def parse_device(device: str) -> torch.device:
         raise ValueError(f'--device {device!r}: only cpu and cuda devices are supported')
     if parsed.type == 'cuda':
         if not torch.cuda.is_available():
-            raise ValueError(f'--device {device!r}: CUDA is not available on this machine '
-                             '(torch.cuda.is_available() is False); use --device cpu')
+            raise ValueError(
+                f'--device {device!r}: CUDA is not available on this machine '
+                '(torch.cuda.is_available() is False); use --device cpu'
+            )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(f'--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
     return parsed
@@ -57,8 +70,12 @@ def _device_type(value: str) -> torch.device:
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """`--device`, parsed and checked by `parse_device` into a torch.device (the same option in every tool)."""
-    parser.add_argument('--device', type=_device_type, default=default_device(),
-                        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
+    parser.add_argument(
+        '--device',
+        type=_device_type,
+        default=default_device(),
+        help='cpu, cuda or cuda:N (default: cuda when available, else cpu)',
+    )
 
 
 def parse_hw(values: Optional[Sequence[int]], option: str = '--shape') -> Optional[Tuple[int, int]]:
@@ -83,6 +100,7 @@ def on_device(device: torch.device) -> Iterator[None]:
     becomes the current CUDA device, so that mmengine's plain `cuda` means it.
     """
     import mmengine.device.utils as mmengine_device
+
     previous = mmengine_device.DEVICE
     mmengine_device.DEVICE = device.type
     if device.type == 'cuda' and device.index is not None:
@@ -97,19 +115,26 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
     """The arguments tools/train.py and tools/test.py share (those of mmdet's tools, plus `--data-root`
     and `--device`); each tool adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file, or the name of one of maformer_mm\'s configs')
+    parser.add_argument('config', help="config file, or the name of one of maformer_mm's configs")
     if checkpoint:
         parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where logs, metrics and checkpoints go '
-                                           '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--data-root', help="a data set in mmdet's COCO 2017 layout (annotations/instances_"
-                                            "{train,val}2017.json, train2017/, val2017/): sets the data paths, "
-                                            "the classes (from the JSON) and every head's num_classes")
+    parser.add_argument(
+        '--work-dir', help='where logs, metrics and checkpoints go (default: ./work_dirs/<config name>)'
+    )
+    parser.add_argument(
+        '--data-root',
+        help="a data set in mmdet's COCO 2017 layout (annotations/instances_"
+        '{train,val}2017.json, train2017/, val2017/): sets the data paths, '
+        "the classes (from the JSON) and every head's num_classes",
+    )
     add_device_argument(parser)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value (e.g. model.backbone.arch=tiny)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value (e.g. model.backbone.arch=tiny)',
+    )
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser
 
@@ -118,15 +143,18 @@ def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]
     """Parses `argv`, checks `--device` and exports LOCAL_RANK as mmdet's tools do."""
     args = parser.parse_args(argv)
     if args.launcher != 'none' and args.device.type != default_device():
-        parser.error(f'--device {args.device} with --launcher {args.launcher}: distributed runs use the default '
-                     f'device ({default_device()}); hide GPUs with CUDA_VISIBLE_DEVICES= for CPU processes')
+        parser.error(
+            f'--device {args.device} with --launcher {args.launcher}: distributed runs use the default '
+            f'device ({default_device()}); hide GPUs with CUDA_VISIBLE_DEVICES= for CPU processes'
+        )
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def config_from_args(args: argparse.Namespace,
-                     data_splits: Sequence[str] = ('train', 'val', 'test')) -> Tuple[Config, Optional[CocoLayout]]:
+def config_from_args(
+    args: argparse.Namespace, data_splits: Sequence[str] = ('train', 'val', 'test')
+) -> Tuple[Config, Optional[CocoLayout]]:
     """Loads `args.config` and applies, in this order, `--data-root` (for `data_splits`), `--cfg-options`
     (so explicit settings win), `--launcher` and `--work-dir` (default ./work_dirs/<config name>).
 
@@ -136,9 +164,11 @@ def config_from_args(args: argparse.Namespace,
     layout = None
     if getattr(args, 'data_root', None):
         if cfg.get('default_scope') != 'mmdet':
-            raise ValueError(f'--data-root reads COCO-format detection data; {args.config} is an '
-                             f'{cfg.get("default_scope")} config: set its data in a config of your own (README: '
-                             '"Your own data")')
+            raise ValueError(
+                f'--data-root reads COCO-format detection data; {args.config} is an '
+                f'{cfg.get("default_scope")} config: set its data in a config of your own (README: '
+                '"Your own data")'
+            )
         layout = read_coco_layout(args.data_root, data_splits)
         apply_coco_layout(cfg, layout)
     if args.cfg_options is not None:

@@ -8,6 +8,7 @@ The tools take a config by file or by name (`maformer-train mask_rcnn_maformer_t
 inherits one with `_base_ = ['maformer_mm::maformer/mask_rcnn_maformer_t.py']` (docs/get_started.md says
 where that works).
 """
+
 import argparse
 from typing import Dict, List, Optional, Sequence
 
@@ -19,6 +20,7 @@ __all__ = ['model_index', 'parse_args', 'main']
 def model_index() -> Dict[str, dict]:
     """The model index (`metafile.yml` beside the configs) as config name -> entry."""
     from mmengine.fileio import load
+
     models = load(str(config_dir() / 'metafile.yml'))['Models']
     return {m['Config'].split('/', 1)[1]: m for m in models}
 
@@ -28,8 +30,14 @@ def _row(name: str, entry: Optional[dict]) -> List[str]:
         return [name, '', '', '', '', '']
     meta = entry.get('Metadata', {})
     task = ', '.join(r['Task'] for r in entry.get('Results', [])) or meta.get('Task', '')
-    return [name, task, meta.get('Training Data', ''), str(meta.get('Schedule', '')),
-            str(meta.get('Parameters', '')), str(meta.get('FLOPs', ''))]
+    return [
+        name,
+        task,
+        meta.get('Training Data', ''),
+        str(meta.get('Schedule', '')),
+        str(meta.get('Parameters', '')),
+        str(meta.get('FLOPs', '')),
+    ]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ SRC is read as data: plain weights with the strictest setting (tensors and plain
 training checkpoint as `--resume` reads it. `--trust` unpickles SRC fully, which runs any code it carries: only
 for a file from a source you trust that holds other Python objects (timm's train.py saves its arguments).
 """
+
 import argparse
 import os
 import os.path as osp
@@ -33,15 +34,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Write the weights of a MAFormer checkpoint for our loaders')
     parser.add_argument('src', help='checkpoint to convert (a state dict, or one under state_dict/model/...)')
     parser.add_argument('dst', help='where to write the weights (.safetensors: in that format)')
-    parser.add_argument('--ema', action='store_true',
-                        help='take the EMA weights (state_dict_ema / model_ema) rather than the raw ones')
-    parser.add_argument('--keep-head', action='store_true',
-                        help="also write the classifier as mmpretrain's head.fc.* (for tools/test.py)")
-    parser.add_argument('--safetensors', action='store_true',
-                        help='write DST as a .safetensors file (tensors only; the way to publish weights)')
-    parser.add_argument('--trust', action='store_true',
-                        help='unpickle SRC fully, running any code it carries: only for a file from a source you '
-                             'trust that holds other Python objects (timm stores its argparse arguments)')
+    parser.add_argument(
+        '--ema', action='store_true', help='take the EMA weights (state_dict_ema / model_ema) rather than the raw ones'
+    )
+    parser.add_argument(
+        '--keep-head',
+        action='store_true',
+        help="also write the classifier as mmpretrain's head.fc.* (for tools/test.py)",
+    )
+    parser.add_argument(
+        '--safetensors',
+        action='store_true',
+        help='write DST as a .safetensors file (tensors only; the way to publish weights)',
+    )
+    parser.add_argument(
+        '--trust',
+        action='store_true',
+        help='unpickle SRC fully, running any code it carries: only for a file from a source you '
+        'trust that holds other Python objects (timm stores its argparse arguments)',
+    )
     return parser.parse_args(argv)
 
 
@@ -51,8 +62,11 @@ def read_checkpoint(path: str, trust: bool) -> Mapping:
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if trust:
-        print(f'WARNING: --trust: {path} is unpickled fully; any code it carries runs now. Use it only for a file '
-              'from a source you trust.', file=sys.stderr)
+        print(
+            f'WARNING: --trust: {path} is unpickled fully; any code it carries runs now. Use it only for a file '
+            'from a source you trust.',
+            file=sys.stderr,
+        )
         return torch.load(path, map_location='cpu', weights_only=False)
     try:
         return load_weights(path)
@@ -79,6 +93,7 @@ def write_weights(state_dict: Dict[str, torch.Tensor], dst: str, use_safetensors
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     if use_safetensors:
         from safetensors.torch import save_file
+
         # safetensors refuses tensors that share memory (views of one another): each gets its own copy.
         save_file({k: v.detach().clone().contiguous() for k, v in state_dict.items()}, dst, metadata={'format': 'pt'})
     else:
@@ -103,19 +118,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if renamed:
         head = convert_timm_head(source) if args.keep_head else {}
     else:
-        head = {k[len('head.'):]: v for k, v in full.items() if k.startswith('head.')} if args.keep_head else {}
+        head = {k[len('head.') :]: v for k, v in full.items() if k.startswith('head.')} if args.keep_head else {}
     state_dict.update({'head.' + k: v for k, v in head.items()})
     write_weights(state_dict, args.dst, use_safetensors)
     if renamed:
         dropped = dropped_timm_keys(source)
         kept_head = [k for k in dropped if convert_timm_head({k: source[k]})] if head else []
         dropped = [k for k in dropped if k not in kept_head]
-        print(f'mapped {len(converted)} of {len(source)} keys to the backbone'
-              + (f', kept the head ({len(kept_head)} keys)' if kept_head else '')
-              + f'; dropped {len(dropped)}: {dropped}')
+        print(
+            f'mapped {len(converted)} of {len(source)} keys to the backbone'
+            + (f', kept the head ({len(kept_head)} keys)' if kept_head else '')
+            + f'; dropped {len(dropped)}: {dropped}'
+        )
     else:
-        print(f'{args.src} is in this project\'s naming: copied {len(converted)} backbone tensors'
-              + (f' and the head ({len(head)} keys)' if head else ''))
+        print(
+            f"{args.src} is in this project's naming: copied {len(converted)} backbone tensors"
+            + (f' and the head ({len(head)} keys)' if head else '')
+        )
     print(f'wrote {args.dst}' + (' (safetensors)' if use_safetensors else ''))
 
 

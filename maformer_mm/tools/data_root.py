@@ -10,6 +10,7 @@ files, the image folders and the metainfo of every dataloader, the evaluator's a
 head's `num_classes` (Mask R-CNN's box and mask heads, each stage of a cascade...); a missed one trains
 with COCO's 80 classes or drops annotations whose category names do not match.
 """
+
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
@@ -27,12 +28,13 @@ SPLITS: Dict[str, Tuple[str, str]] = {
     'val': ('val2017', 'annotations/instances_val2017.json'),
     'test': ('val2017', 'annotations/instances_val2017.json'),
 }
-_LAYOUT = ('annotations/instances_train2017.json, annotations/instances_val2017.json, train2017/, val2017/')
+_LAYOUT = 'annotations/instances_train2017.json, annotations/instances_val2017.json, train2017/, val2017/'
 
 
 @dataclass
 class CocoLayout:
     """A data root in the COCO 2017 layout: its classes and the config splits it serves."""
+
     root: str
     classes: Tuple[str, ...]
     splits: Tuple[str, ...]
@@ -44,8 +46,10 @@ class CocoLayout:
     def summary(self) -> str:
         """One log line: where the classes came from, what they are and which settings they changed."""
         files = sorted({self.ann_file(s) for s in self.splits})
-        text = (f'--data-root {self.root}: {len(self.classes)} classes from {" and ".join(files)} '
-                f'(category-id order): {", ".join(self.classes)}')
+        text = (
+            f'--data-root {self.root}: {len(self.classes)} classes from {" and ".join(files)} '
+            f'(category-id order): {", ".join(self.classes)}'
+        )
         if self.num_classes_fields:
             text += f'; set {", ".join(self.num_classes_fields)} to {len(self.classes)}'
         return text
@@ -58,8 +62,10 @@ def _split_classes(ann_file: str) -> Tuple[str, ...]:
     names = tuple(str(c['name']) for c in sorted(categories, key=lambda c: c['id']))
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f'--data-root: {ann_file} has several categories named {duplicates}; mmdet maps class '
-                         'names to categories, so each name must be unique')
+        raise ValueError(
+            f'--data-root: {ann_file} has several categories named {duplicates}; mmdet maps class '
+            'names to categories, so each name must be unique'
+        )
     return names
 
 
@@ -77,11 +83,13 @@ def read_coco_layout(root: str, splits: Sequence[str] = ('train', 'val', 'test')
         if ann_file in classes:
             continue
         if not osp.isfile(ann_file):
-            raise FileNotFoundError(f'--data-root {root}: annotation file not found: {ann_file} '
-                                    f'(expected the COCO 2017 layout: {_LAYOUT})')
+            raise FileNotFoundError(
+                f'--data-root {root}: annotation file not found: {ann_file} (expected the COCO 2017 layout: {_LAYOUT})'
+            )
         if not osp.isdir(img_dir):
-            raise FileNotFoundError(f'--data-root {root}: image folder not found: {img_dir} '
-                                    f'(expected the COCO 2017 layout: {_LAYOUT})')
+            raise FileNotFoundError(
+                f'--data-root {root}: image folder not found: {img_dir} (expected the COCO 2017 layout: {_LAYOUT})'
+            )
         check_coco_json(ann_file, f'{split} annotation file')
         classes[ann_file] = _split_classes(ann_file)
     (first_file, first), *others = classes.items()
@@ -89,10 +97,15 @@ def read_coco_layout(root: str, splits: Sequence[str] = ('train', 'val', 'test')
         if other != first:
             only_first = [c for c in first if c not in other]
             only_other = [c for c in other if c not in first]
-            detail = (f'only in the first: {only_first or "none"}; only in the second: {only_other or "none"}'
-                      if only_first or only_other else 'same names in another id order')
-            raise ValueError(f'--data-root {root}: the splits\' categories differ: {first_file} has {len(first)} '
-                             f'({shown(first, 8)}), {other_file} has {len(other)} ({shown(other, 8)}); {detail}')
+            detail = (
+                f'only in the first: {only_first or "none"}; only in the second: {only_other or "none"}'
+                if only_first or only_other
+                else 'same names in another id order'
+            )
+            raise ValueError(
+                f"--data-root {root}: the splits' categories differ: {first_file} has {len(first)} "
+                f'({shown(first, 8)}), {other_file} has {len(other)} ({shown(other, 8)}); {detail}'
+            )
     return CocoLayout(root=root, classes=first, splits=tuple(splits))
 
 
@@ -100,6 +113,7 @@ def _palette(num_classes: int) -> List[Tuple[int, int, int]]:
     """COCO's colours for the first 80 classes, fixed random ones beyond."""
     import numpy as np
     from mmdet.datasets import CocoDataset
+
     palette = [tuple(c) for c in CocoDataset.METAINFO['palette']][:num_classes]
     rng = np.random.default_rng(0)
     palette += [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(num_classes - len(palette))]
@@ -117,6 +131,7 @@ def apply_coco_layout(cfg: Config, layout: CocoLayout) -> None:
     `num_classes`. Raises ValueError when a dataset is not COCO-format or no head has `num_classes`."""
     from mmdet.datasets import CocoDataset
     from mmdet.registry import DATASETS
+
     metainfo = dict(classes=layout.classes, palette=_palette(len(layout.classes)))
     for split in layout.splits:
         loader = cfg.get(f'{split}_dataloader')
@@ -126,8 +141,10 @@ def apply_coco_layout(cfg: Config, layout: CocoLayout) -> None:
         for dataset in leaf_datasets(loader.dataset):
             dataset_cls = DATASETS.get(dataset.get('type', ''))
             if dataset_cls is None or not issubclass(dataset_cls, CocoDataset):
-                raise ValueError(f'--data-root reads COCO-format data, but {split}_dataloader of {cfg.filename} '
-                                 f'uses {dataset.get("type")!r} (not CocoDataset or a subclass)')
+                raise ValueError(
+                    f'--data-root reads COCO-format data, but {split}_dataloader of {cfg.filename} '
+                    f'uses {dataset.get("type")!r} (not CocoDataset or a subclass)'
+                )
             dataset.data_root = layout.root
             dataset.ann_file = ann_file
             dataset.data_prefix = dict(dataset.get('data_prefix') or {}, img=img_dir + '/')

@@ -10,6 +10,7 @@
     python tools/demo.py [--work-dir DIR] [--data-root DIR] [--device cpu]
                          [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12]
 """
+
 import argparse
 import glob
 import json
@@ -47,8 +48,9 @@ class DemoResult(NamedTuple):
     curve: str  # the training curve (PNG)
 
 
-def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: int, num_val: int,
-                    image_size: int) -> argparse.ArgumentParser:
+def demo_arg_parser(
+    description: str, work_dir: str, data_root: str, num_train: int, num_val: int, image_size: int
+) -> argparse.ArgumentParser:
     """The arguments both demos take (tools/demo.py, tools/demo_seg.py); each adds its schedule length."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default=work_dir)
@@ -56,9 +58,13 @@ def demo_arg_parser(description: str, work_dir: str, data_root: str, num_train: 
     parser.add_argument('--num-train', type=int, default=num_train, help='training images to generate')
     parser.add_argument('--num-val', type=int, default=num_val, help='validation images to generate')
     parser.add_argument('--image-size', type=int, default=image_size, help='side of the square images')
-    parser.add_argument('--num-vis', type=int, default=4,
-                        help='validation images that tools/infer.py draws and writes predictions of (the demo draws '
-                             'every validation image beside its ground truth besides)')
+    parser.add_argument(
+        '--num-vis',
+        type=int,
+        default=4,
+        help='validation images that tools/infer.py draws and writes predictions of (the demo draws '
+        'every validation image beside its ground truth besides)',
+    )
     add_device_argument(parser)
     return parser
 
@@ -88,14 +94,17 @@ def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable
             json.dump(settings, f)
         return
     if found != settings:
-        raise ValueError(f'{data_root} holds a demo set generated with {found}, not {settings}: pass another '
-                         '--data-root, or delete that folder')
+        raise ValueError(
+            f'{data_root} holds a demo set generated with {found}, not {settings}: pass another '
+            '--data-root, or delete that folder'
+        )
 
 
 def resize_options(config: str, size: int) -> List[str]:
     """`--cfg-options` that set the scale of the Resize steps (by type) of `config`'s train and test pipelines to
     `size` x `size`. mmengine reaches list items by index only, so the indices are looked up here."""
     from mmengine.config import Config
+
     cfg = Config.fromfile(config)
     options = []
     for split in ('train', 'test'):
@@ -107,9 +116,14 @@ def resize_options(config: str, size: int) -> List[str]:
     return options
 
 
-def train_test_draw(config: str, args: argparse.Namespace, options: List[str], val_images: str,
-                    draw: Callable[[Config, str, List[str], str], List[str]],
-                    test_args: Sequence[str] = ()) -> DemoResult:
+def train_test_draw(
+    config: str,
+    args: argparse.Namespace,
+    options: List[str],
+    val_images: str,
+    draw: Callable[[Config, str, List[str], str], List[str]],
+    test_args: Sequence[str] = (),
+) -> DemoResult:
     """Trains `config` with the `--cfg-options` `options` (validating as they say), evaluates the final
     checkpoint with tools/test.py (given `test_args` too), writes predictions of the first `args.num_vis` images
     matching the `val_images` pattern with tools/infer.py, draws every such image beside its prediction with
@@ -118,16 +132,18 @@ def train_test_draw(config: str, args: argparse.Namespace, options: List[str], v
     runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
     with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
-    metrics = test_tool.main([config, checkpoint, '--work-dir', args.work_dir, *device, *test_args,
-                              '--cfg-options', *options])
+    metrics = test_tool.main(
+        [config, checkpoint, '--work-dir', args.work_dir, *device, *test_args, '--cfg-options', *options]
+    )
     images = sorted(glob.glob(val_images))
     out_dir = osp.join(args.work_dir, 'predictions')
     with tempfile.TemporaryDirectory() as folder:
-        for path in images[:args.num_vis]:
+        for path in images[: args.num_vis]:
             shutil.copy(path, folder)
         # the training run's config: the demo's options (image size...) reach the inferencer's pipeline too
-        written = infer_tool.infer(folder, runner.cfg, checkpoint, out_dir, device=args.device,
-                                   batch_size=min(args.num_vis, 4))
+        written = infer_tool.infer(
+            folder, runner.cfg, checkpoint, out_dir, device=args.device, batch_size=min(args.num_vis, 4)
+        )
     pictures = draw(runner.cfg, checkpoint, images, osp.join(args.work_dir, 'pictures'))
     curve = plot_curve(read_curve(args.work_dir), osp.join(args.work_dir, 'curve.png'), osp.basename(config))
     return DemoResult(checkpoint, metrics, written.vis, written.preds, pictures, curve)
@@ -139,11 +155,15 @@ def summary(result: DemoResult, work_dir: str, metrics: Sequence[str], digits: i
     print(f'checkpoint: {result.checkpoint}')
     for key in metrics:
         print(f'{key}: {result.metrics[key]:.{digits}f}')
-    print(f'ground truth beside prediction, every validation image: {osp.join(work_dir, "pictures")} '
-          f'({len(result.pictures)} files)')
+    print(
+        f'ground truth beside prediction, every validation image: {osp.join(work_dir, "pictures")} '
+        f'({len(result.pictures)} files)'
+    )
     print(f'training curve: {result.curve}')
-    print(f'tools/infer.py output: {osp.join(work_dir, "predictions")} ({len(result.vis)} drawn, '
-          f'{len(result.preds)} prediction files)')
+    print(
+        f'tools/infer.py output: {osp.join(work_dir, "predictions")} ({len(result.vis)} drawn, '
+        f'{len(result.preds)} prediction files)'
+    )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -154,26 +174,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     from .demo_data import write_coco
+
     args = parse_args(argv)
     size = args.image_size
     settings = dict(layout='coco', train=args.num_train, val=args.num_val, size=[size, size])
     defaults = dict(layout='coco', train=64, val=16, size=[160, 160])
-    prepare_data(args.data_root, settings, defaults, lambda: write_coco(args.data_root, args.num_train, args.num_val,
-                                                              (size, size)), 'annotations')
+    prepare_data(
+        args.data_root,
+        settings,
+        defaults,
+        lambda: write_coco(args.data_root, args.num_train, args.num_val, (size, size)),
+        'annotations',
+    )
     root = args.data_root.rstrip('/') + '/'
     options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
     options += [f'{split}_evaluator.ann_file={root}annotations/instances_val.json' for split in ('val', 'test')]
     options += resize_options(CONFIG, size)
-    options += [f'train_cfg.max_epochs={args.epochs}', f'default_hooks.checkpoint.interval={args.epochs}',
-                *WEIGHTS_ONLY]
+    options += [
+        f'train_cfg.max_epochs={args.epochs}',
+        f'default_hooks.checkpoint.interval={args.epochs}',
+        *WEIGHTS_ONLY,
+    ]
     # the schedule follows the length: lr x0.1 after 75% and 92% of the epochs (9 and 11 of 12)
     milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
     options += [f'param_scheduler.1.end={args.epochs}', f'param_scheduler.1.milestones={milestones}'.replace(' ', '')]
     options.append(f'train_cfg.val_interval={max(1, args.epochs // 4)}')  # four points on the curve
     ann_file = osp.join(root, 'annotations', 'instances_val.json')
-    result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'val', '*.png'),
-                             lambda cfg, ckpt, images, out: detection_pictures(cfg, ckpt, images, ann_file, out,
-                                                                              str(args.device)))
+    result = train_test_draw(
+        CONFIG,
+        args,
+        options,
+        osp.join(args.data_root, 'val', '*.png'),
+        lambda cfg, ckpt, images, out: detection_pictures(cfg, ckpt, images, ann_file, out, str(args.device)),
+    )
     summary(result, args.work_dir, ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'), 3)
     return result
 

@@ -12,6 +12,7 @@ ADE20K: `images/{training,validation}/*.jpg` + `annotations/.../*.png` where 0 i
 reduce_zero_label) and 1..N are the shape classes. `--classes` names up to five classes (class k is drawn
 as the k-th of circle, square, triangle, pentagon, hexagon).
 """
+
 import argparse
 import colorsys
 import json
@@ -32,9 +33,11 @@ Polygon = List[Tuple[float, float]]
 
 def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> Polygon:
     corners = {'circle': 24, 'square': 4, 'triangle': 3, 'pentagon': 5, 'hexagon': 6}[kind]
-    start = angle + (math.pi / 4 if kind == 'square' else 0.)
-    return [(cx + r * math.cos(start + 2 * math.pi * k / corners), cy + r * math.sin(start + 2 * math.pi * k / corners))
-            for k in range(corners)]
+    start = angle + (math.pi / 4 if kind == 'square' else 0.0)
+    return [
+        (cx + r * math.cos(start + 2 * math.pi * k / corners), cy + r * math.sin(start + 2 * math.pi * k / corners))
+        for k in range(corners)
+    ]
 
 
 def _fill(rng: np.random.Generator, label: int, class_hues: bool) -> Tuple[int, ...]:
@@ -45,8 +48,9 @@ def _fill(rng: np.random.Generator, label: int, class_hues: bool) -> Tuple[int, 
     return tuple(int(255 * c) for c in rgb)
 
 
-def draw_scene(rng: np.random.Generator, size: Tuple[int, int], class_hues: bool = False,
-               num_classes: int = len(CLASSES)) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
+def draw_scene(
+    rng: np.random.Generator, size: Tuple[int, int], class_hues: bool = False, num_classes: int = len(CLASSES)
+) -> Tuple[Image.Image, List[Tuple[int, Polygon]]]:
     """One image and its objects as (class index, polygon) pairs; shapes do not overlap. Fill colours
     are random, or with `class_hues` drawn from a hue band per class (a cue learnable in minutes)."""
     w, h = size
@@ -82,9 +86,16 @@ def _check_classes(classes: Sequence[str]) -> None:
         raise ValueError(f'classes must be 1 to {len(SHAPES)} distinct names, got {list(classes)}')
 
 
-def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
-               seed: int = 0, class_hues: bool = False, classes: Sequence[str] = CLASSES,
-               year: str = '') -> None:
+def write_coco(
+    out: str,
+    num_train: int = 64,
+    num_val: int = 16,
+    size: Tuple[int, int] = (192, 192),
+    seed: int = 0,
+    class_hues: bool = False,
+    classes: Sequence[str] = CLASSES,
+    year: str = '',
+) -> None:
     """Writes a COCO-format instance segmentation set under `out` (`year='2017'`: COCO 2017's names)."""
     _check_classes(classes)
     rng = np.random.default_rng(seed)
@@ -101,18 +112,33 @@ def write_coco(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int
             images.append(dict(id=image_id, file_name=name, width=size[0], height=size[1]))
             for label, polygon in objects:
                 xs, ys = np.array(polygon).T
-                x0, y0 = max(float(xs.min()), 0.), max(float(ys.min()), 0.)
+                x0, y0 = max(float(xs.min()), 0.0), max(float(ys.min()), 0.0)
                 bbox = [x0, y0, min(float(xs.max()), size[0]) - x0, min(float(ys.max()), size[1]) - y0]
-                annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
-                                        segmentation=[[round(v, 2) for xy in polygon for v in xy]],
-                                        area=_polygon_area(polygon), bbox=bbox, iscrowd=0))
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=image_id,
+                        category_id=label + 1,
+                        segmentation=[[round(v, 2) for xy in polygon for v in xy]],
+                        area=_polygon_area(polygon),
+                        bbox=bbox,
+                        iscrowd=0,
+                    )
+                )
         categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
         with open(root / 'annotations' / f'instances_{split}{year}.json', 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
 
 
-def write_ade(out: str, num_train: int = 64, num_val: int = 16, size: Tuple[int, int] = (192, 192),
-              seed: int = 0, class_hues: bool = False, classes: Sequence[str] = CLASSES) -> None:
+def write_ade(
+    out: str,
+    num_train: int = 64,
+    num_val: int = 16,
+    size: Tuple[int, int] = (192, 192),
+    seed: int = 0,
+    class_hues: bool = False,
+    classes: Sequence[str] = CLASSES,
+) -> None:
     """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background, k + 1 = class k)."""
     _check_classes(classes)
     rng = np.random.default_rng(seed)
@@ -139,10 +165,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--val', type=int, default=16, help='validation images')
     parser.add_argument('--size', type=int, nargs=2, default=(192, 192), metavar=('W', 'H'), help='image size')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--class-hues', action='store_true',
-                        help='fill each class from its own hue band instead of random colours')
-    parser.add_argument('--classes', nargs='+', default=list(CLASSES),
-                        help=f'class names, 1 to {len(SHAPES)} (drawn as {", ".join(SHAPES)})')
+    parser.add_argument(
+        '--class-hues', action='store_true', help='fill each class from its own hue band instead of random colours'
+    )
+    parser.add_argument(
+        '--classes',
+        nargs='+',
+        default=list(CLASSES),
+        help=f'class names, 1 to {len(SHAPES)} (drawn as {", ".join(SHAPES)})',
+    )
     return parser.parse_args(argv)
 
 
@@ -151,8 +182,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.layout == 'ade':
         write_ade(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes)
     else:
-        write_coco(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes,
-                   year='2017' if args.layout == 'coco2017' else '')
+        write_coco(
+            args.out,
+            args.train,
+            args.val,
+            tuple(args.size),
+            args.seed,
+            args.class_hues,
+            args.classes,
+            year='2017' if args.layout == 'coco2017' else '',
+        )
     print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
 
 

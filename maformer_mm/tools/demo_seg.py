@@ -12,6 +12,7 @@
     python tools/demo_seg.py [--work-dir DIR] [--data-root DIR] [--device cpu]
                              [--num-train 400] [--num-val 16] [--image-size 80] [--iters 300]
 """
+
 import argparse
 import os.path as osp
 import time
@@ -43,30 +44,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     from .demo_data import write_ade
+
     args = parse_args(argv)
     start = time.time()
     size = args.image_size
     settings = dict(layout='ade', train=args.num_train, val=args.num_val, size=[size, size], class_hues=True)
     defaults = dict(layout='ade', train=400, val=16, size=[80, 80], class_hues=True)
-    prepare_data(args.data_root, settings, defaults,
-                 lambda: write_ade(args.data_root, args.num_train, args.num_val, (size, size), class_hues=True),
-                 osp.join('annotations', 'validation'))
+    prepare_data(
+        args.data_root,
+        settings,
+        defaults,
+        lambda: write_ade(args.data_root, args.num_train, args.num_val, (size, size), class_hues=True),
+        osp.join('annotations', 'validation'),
+    )
     root = args.data_root.rstrip('/') + '/'
     options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
     options += resize_options(CONFIG, size)
-    options += [f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}',
-                *WEIGHTS_ONLY]
+    options += [f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}', *WEIGHTS_ONLY]
     # the schedule follows the length: warm-up over the first 10% (at most 30 iterations), then poly decay
     warmup = min(30, max(1, args.iters // 10))
-    options += [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-                f'param_scheduler.1.end={max(args.iters, warmup + 1)}']  # (one iteration: warm-up only)
+    options += [
+        f'param_scheduler.0.end={warmup}',
+        f'param_scheduler.1.begin={warmup}',
+        f'param_scheduler.1.end={max(args.iters, warmup + 1)}',
+    ]  # (one iteration: warm-up only)
     options += [f'train_cfg.val_interval={max(1, args.iters // 3)}']  # three points on the curve
     label_maps = osp.join(args.work_dir, 'label_maps')
     ground_truth = osp.join(args.data_root, 'annotations', 'validation')
-    result = train_test_draw(CONFIG, args, options, osp.join(args.data_root, 'images', 'validation', '*.jpg'),
-                             lambda cfg, ckpt, images, out: segmentation_pictures(cfg, ckpt, images, ground_truth,
-                                                                                 out, str(args.device)),
-                             test_args=['--out', label_maps])
+    result = train_test_draw(
+        CONFIG,
+        args,
+        options,
+        osp.join(args.data_root, 'images', 'validation', '*.jpg'),
+        lambda cfg, ckpt, images, out: segmentation_pictures(cfg, ckpt, images, ground_truth, out, str(args.device)),
+        test_args=['--out', label_maps],
+    )
     summary(result, args.work_dir, ('aAcc', 'mIoU', 'mAcc'), 2)
     print(f'label maps of the validation images: {label_maps}')
     print(f'wall time: {time.time() - start:.0f} s')

@@ -4,11 +4,22 @@ Each runs a tool's `main()` and exits 0 when it returns; a tool's errors exit no
 script passes `main()`'s return value to `sys.exit`, which would turn a returned Runner or metrics dict into
 exit status 1.)
 """
+
 from importlib import import_module
 from typing import Callable
 
-__all__ = ['train', 'test', 'infer', 'export_onnx', 'get_flops', 'convert_checkpoint', 'configs', 'plot_curve',
-           'demo', 'demo_seg']
+__all__ = [
+    'train',
+    'test',
+    'infer',
+    'export_onnx',
+    'get_flops',
+    'convert_checkpoint',
+    'configs',
+    'plot_curve',
+    'demo',
+    'demo_seg',
+]
 
 
 def _command(tool: str) -> Callable[[], int]:
@@ -17,7 +28,7 @@ def _command(tool: str) -> Callable[[], int]:
         return 0
 
     run.__name__ = run.__qualname__ = tool
-    run.__doc__ = f'Runs `python -m {__package__}.{tool}` with the command line\'s arguments.'
+    run.__doc__ = f"Runs `python -m {__package__}.{tool}` with the command line's arguments."
     return run
 
 

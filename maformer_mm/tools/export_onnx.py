@@ -15,33 +15,50 @@ computed in the graph). `--verify` runs the file in ONNX Runtime on the CPU at t
 `--dynamic`, at two other sizes), prints the largest absolute difference of every output, and exits with
 an error when one exceeds 1e-4 of the output's scale.
 """
+
 import argparse
 import sys
 from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (EXPORTERS, OnnxVerificationError, build_target, default_exporter, dynamic_blockers, export_onnx,
-                      other_sizes, verify_onnx)
+from ..deploy import (
+    EXPORTERS,
+    OnnxVerificationError,
+    build_target,
+    default_exporter,
+    dynamic_blockers,
+    export_onnx,
+    other_sizes,
+    verify_onnx,
+)
 from .cli import load_config, parse_hw
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file (or an installed package\'s config, e.g. mmdet::...)')
+    parser.add_argument('config', help="config file (or an installed package's config, e.g. mmdet::...)")
     parser.add_argument('checkpoint', nargs='?', help='checkpoint of the whole model; without it, random weights')
     parser.add_argument('--shape', type=int, nargs='+', required=True, help='input H W (one value: square)')
     parser.add_argument('--out', required=True, help='the ONNX file to write')
     parser.add_argument('--dynamic', action='store_true', help='H and W of the input become dynamic')
     parser.add_argument('--verify', action='store_true', help='compare ONNX Runtime with PyTorch on the CPU')
-    parser.add_argument('--verify-shapes', type=int, nargs='+', metavar='H W',
-                        help='with --dynamic: the other sizes --verify checks (pairs; default: two odd sizes)')
+    parser.add_argument(
+        '--verify-shapes',
+        type=int,
+        nargs='+',
+        metavar='H W',
+        help='with --dynamic: the other sizes --verify checks (pairs; default: two odd sizes)',
+    )
     parser.add_argument('--opset', type=int, default=18, help='ONNX opset version (default 18)')
-    parser.add_argument('--backbone-only', action='store_true', help='export the backbone\'s feature maps')
-    parser.add_argument('--exporter', choices=EXPORTERS,
-                        help='torch.onnx exporter: dynamo (torch.export; the default) or legacy (TorchScript; the '
-                             'default for models with multi-scale deformable attention: DINO, Mask2Former)')
-    parser.add_argument('--rtol', type=float, default=1e-4, help='verify tolerance, relative to each output\'s scale')
+    parser.add_argument('--backbone-only', action='store_true', help="export the backbone's feature maps")
+    parser.add_argument(
+        '--exporter',
+        choices=EXPORTERS,
+        help='torch.onnx exporter: dynamo (torch.export; the default) or legacy (TorchScript; the '
+        'default for models with multi-scale deformable attention: DINO, Mask2Former)',
+    )
+    parser.add_argument('--rtol', type=float, default=1e-4, help="verify tolerance, relative to each output's scale")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
 
@@ -65,13 +82,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if dynamic:
         blockers = dynamic_blockers(target.module)
         if blockers:
-            print(f'H and W cannot be dynamic for this model, so it is exported at the fixed size '
-                  f'{size[0]}x{size[1]}:\n  ' + '\n  '.join(blockers))
+            print(
+                f'H and W cannot be dynamic for this model, so it is exported at the fixed size '
+                f'{size[0]}x{size[1]}:\n  ' + '\n  '.join(blockers)
+            )
             dynamic = False
     exporter = args.exporter or default_exporter(target.module)
-    print(f'Exporting {target.kind} ({", ".join(target.output_names)}) of {args.config} '
-          f'({"random weights" if not args.checkpoint else args.checkpoint}) at {size[0]}x{size[1]}'
-          f'{", H and W dynamic" if dynamic else ""} with the {exporter} exporter, opset {args.opset}')
+    print(
+        f'Exporting {target.kind} ({", ".join(target.output_names)}) of {args.config} '
+        f'({"random weights" if not args.checkpoint else args.checkpoint}) at {size[0]}x{size[1]}'
+        f'{", H and W dynamic" if dynamic else ""} with the {exporter} exporter, opset {args.opset}'
+    )
     export_onnx(target, args.out, size, dynamic=dynamic, opset=args.opset, exporter=exporter)
     print(f'Wrote {args.out}')
     if args.verify:
@@ -81,8 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except OnnxVerificationError as e:
             print(f'VERIFY FAILED: {e}', file=sys.stderr)
             raise SystemExit(1) from e
-        print(f'Verified in ONNX Runtime (CPU) at {", ".join(f"{h}x{w}" for h, w in sizes)}: every output '
-              f'within {args.rtol:g} of its scale')
+        print(
+            f'Verified in ONNX Runtime (CPU) at {", ".join(f"{h}x{w}" for h, w in sizes)}: every output '
+            f'within {args.rtol:g} of its scale'
+        )
 
 
 if __name__ == '__main__':

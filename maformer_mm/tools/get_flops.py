@@ -1,11 +1,12 @@
 """Params and FLOPs (multiply-adds, attention counted) without a dataset.
 
-    python tools/get_flops.py                                    # backbone variants at 224x224
-    python tools/get_flops.py --arch tiny small --shape 512 512  # some variants at another size
-    python tools/get_flops.py configs/mask_rcnn_maformer_s.py    # a whole model, at its task's default
-    python tools/get_flops.py CONFIG --shape 800 1280            # ... at H W
-    python tools/get_flops.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py   # an installed package's config
+python tools/get_flops.py                                    # backbone variants at 224x224
+python tools/get_flops.py --arch tiny small --shape 512 512  # some variants at another size
+python tools/get_flops.py configs/mask_rcnn_maformer_s.py    # a whole model, at its task's default
+python tools/get_flops.py CONFIG --shape 800 1280            # ... at H W
+python tools/get_flops.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py   # an installed package's config
 """
+
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,8 +26,12 @@ DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='config file; without it the backbone variants are measured')
-    parser.add_argument('--arch', nargs='+', default=['tiny', 'small', 'base', 'large'],
-                        help='backbone variants to measure when no config is given')
+    parser.add_argument(
+        '--arch',
+        nargs='+',
+        default=['tiny', 'small', 'base', 'large'],
+        help='backbone variants to measure when no config is given',
+    )
     parser.add_argument('--shape', type=int, nargs='+', help='input H W (one value: square)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)

@@ -18,6 +18,7 @@ which mmengine's Runner saves). `--data-root DIR` (detection) names the classes 
 take them, and a checkpoint trained for others is refused naming both lists; so is a checkpoint that records no
 classes and whose tensors do not fit the config's model. The checkpoint is read as data, once.
 """
+
 import argparse
 import json
 import logging
@@ -30,10 +31,11 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import maformer_mm  # noqa: F401
+
 from ..checkpoint.inferencers import check_fits, fit_heads, preloaded_checkpoint
 from ..checkpoint.remote import read_checkpoint
-from .cli import add_device_argument, default_device, parse_device
 from ..utils.classes import check_checkpoint_classes, checkpoint_classes, leaf_datasets
+from .cli import add_device_argument, default_device, parse_device
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
 __all__ = ['Written', 'list_images', 'infer', 'parse_args', 'main']
@@ -43,6 +45,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 class Written(NamedTuple):
     """What `infer` wrote: drawn images and prediction files (JSON, or PNG label maps for segmentation)."""
+
     vis: List[str]
     preds: List[str]
 
@@ -54,13 +57,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-dir', default='outputs', help='where drawn images and predictions are written')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
-    parser.add_argument('--pred-score-thr', '--score-thr', dest='pred_score_thr', type=float, default=0.3,
-                        help='detections below this score are not drawn (--score-thr is an alias)')
+    parser.add_argument(
+        '--pred-score-thr',
+        '--score-thr',
+        dest='pred_score_thr',
+        type=float,
+        default=0.3,
+        help='detections below this score are not drawn (--score-thr is an alias)',
+    )
     add_device_argument(parser)
     parser.add_argument('--no-save-pred', action='store_true', help='draw only; write no prediction files')
-    parser.add_argument('--data-root', help="detection: the classes of a data set in mmdet's COCO 2017 layout, as "
-                                            'tools/train.py and tools/test.py take them (default: the classes the '
-                                            'checkpoint records)')
+    parser.add_argument(
+        '--data-root',
+        help="detection: the classes of a data set in mmdet's COCO 2017 layout, as "
+        'tools/train.py and tools/test.py take them (default: the classes the '
+        'checkpoint records)',
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'--batch-size must be at least 1, got {args.batch_size}')
@@ -126,11 +138,20 @@ def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], con
     inferencer.visualizer.dataset_meta = metainfo
 
 
-def _classify(images: List[str], config: Config, checkpoint: str, loaded: Any, out_dir: str, batch_size: int,
-              device: str, save_pred: bool) -> None:
+def _classify(
+    images: List[str],
+    config: Config,
+    checkpoint: str,
+    loaded: Any,
+    out_dir: str,
+    batch_size: int,
+    device: str,
+    save_pred: bool,
+) -> None:
     """mmpretrain's inferencer on a model built here: heads for the checkpoint's classes, weights strictly."""
     from mmengine.runner.checkpoint import _load_checkpoint_to_model
     from mmpretrain.apis import ImageClassificationInferencer, get_model
+
     fit_heads(config, loaded, checkpoint)
     model = get_model(config, pretrained=False)
     check_fits(model, loaded, checkpoint, config)
@@ -144,16 +165,28 @@ def _classify(images: List[str], config: Config, checkpoint: str, loaded: Any, o
     if save_pred:
         os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
         for image, result in zip(images, results):
-            pred = dict(pred_label=int(result['pred_label']), pred_score=float(result['pred_score']),
-                        pred_class=result.get('pred_class'), pred_scores=result['pred_scores'].tolist())
+            pred = dict(
+                pred_label=int(result['pred_label']),
+                pred_score=float(result['pred_score']),
+                pred_class=result.get('pred_class'),
+                pred_scores=result['pred_scores'].tolist(),
+            )
             name = osp.splitext(osp.basename(image))[0] + '.json'
             with open(osp.join(out_dir, 'preds', name), 'w') as f:
                 json.dump(pred, f)
 
 
-def infer(inputs: str, config: Union[str, Config], checkpoint: str, out_dir: str, pred_score_thr: float = 0.3,
-          device: Optional[str] = None, batch_size: int = 1, save_pred: bool = True,
-          data_root: Optional[str] = None) -> Written:
+def infer(
+    inputs: str,
+    config: Union[str, Config],
+    checkpoint: str,
+    out_dir: str,
+    pred_score_thr: float = 0.3,
+    device: Optional[str] = None,
+    batch_size: int = 1,
+    save_pred: bool = True,
+    data_root: Optional[str] = None,
+) -> Written:
     """Runs the inferencer of the config's scope on `inputs` (a file or a folder); returns what it wrote.
     `config` is a file or a loaded Config (e.g. with command-line options applied); `data_root` a detection data
     set in the COCO 2017 layout whose classes the checkpoint must have been trained for."""
@@ -170,8 +203,9 @@ def infer(inputs: str, config: Union[str, Config], checkpoint: str, out_dir: str
     config = Config.fromfile(config) if isinstance(config, str) else config  # parsed once, handed on
     scope = config.get('default_scope', 'mmdet')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
-        raise ValueError(f'{config.filename}: inference supports mmdet, mmseg and mmpretrain configs, not scope '
-                         f'{scope!r}')
+        raise ValueError(
+            f'{config.filename}: inference supports mmdet, mmseg and mmpretrain configs, not scope {scope!r}'
+        )
     layout = None
     if data_root is not None:
         if scope != 'mmdet':
@@ -182,19 +216,23 @@ def infer(inputs: str, config: Union[str, Config], checkpoint: str, out_dir: str
     loaded = _read_for(config, checkpoint, layout)
     if scope == 'mmpretrain':
         _classify(images, config, checkpoint, loaded, out_dir, batch_size, device, save_pred)
-        return Written(vis=_files(osp.join(out_dir, 'vis')), preds=_files(osp.join(out_dir, 'preds')) if save_pred
-                       else [])
+        return Written(
+            vis=_files(osp.join(out_dir, 'vis')), preds=_files(osp.join(out_dir, 'preds')) if save_pred else []
+        )
     with preloaded_checkpoint(checkpoint, loaded), _without_spurious_notices():
         if scope == 'mmdet':
             from mmdet.apis import DetInferencer
+
             inferencer = DetInferencer(model=config, weights=checkpoint, device=device, show_progress=False)
         else:
             from mmseg.apis import MMSegInferencer
+
             inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
     _set_classes(inferencer, loaded, layout, config)
     if scope == 'mmdet':
-        inferencer(images, batch_size=batch_size, out_dir=out_dir, pred_score_thr=pred_score_thr,
-                   no_save_pred=not save_pred)
+        inferencer(
+            images, batch_size=batch_size, out_dir=out_dir, pred_score_thr=pred_score_thr, no_save_pred=not save_pred
+        )
         preds = _files(osp.join(out_dir, 'preds'))
     else:
         inferencer(images, batch_size=batch_size, out_dir=out_dir, pred_out_dir='pred' if save_pred else '')
@@ -204,10 +242,21 @@ def infer(inputs: str, config: Union[str, Config], checkpoint: str, out_dir: str
 
 def main(argv: Optional[Sequence[str]] = None) -> Written:
     args = parse_args(argv)
-    written = infer(args.inputs, args.config, args.checkpoint, args.out_dir, args.pred_score_thr, args.device,
-                    args.batch_size, not args.no_save_pred, args.data_root)
-    print(f'wrote {len(written.vis)} images to {osp.join(args.out_dir, "vis")}'
-          + (f' and {len(written.preds)} predictions' if written.preds else ''))
+    written = infer(
+        args.inputs,
+        args.config,
+        args.checkpoint,
+        args.out_dir,
+        args.pred_score_thr,
+        args.device,
+        args.batch_size,
+        not args.no_save_pred,
+        args.data_root,
+    )
+    print(
+        f'wrote {len(written.vis)} images to {osp.join(args.out_dir, "vis")}'
+        + (f' and {len(written.preds)} predictions' if written.preds else '')
+    )
     return written
 
 

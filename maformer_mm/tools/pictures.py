@@ -5,6 +5,7 @@ mmdet's and mmseg's visualizers draw the two panels (boxes, masks, class names a
 names); this module enlarges the image and the annotations first, so that the labels do not overlap on small
 images, and adds the titles and the legend. The demos draw every validation image this way.
 """
+
 import math
 import os
 import os.path as osp
@@ -34,13 +35,15 @@ def _text_row(width: int, height: int, texts: Sequence[Tuple[int, str, Optional[
         if colour is not None:
             cv2.rectangle(row, (x, height // 4), (x + height // 2, 3 * height // 4), tuple(int(c) for c in colour), -1)
             x += height // 2 + 6
-        cv2.putText(row, text, (x, int(height * 0.68)), _FONT, height / 48, (0, 0, 0), max(1, height // 24),
-                    cv2.LINE_AA)
+        cv2.putText(
+            row, text, (x, int(height * 0.68)), _FONT, height / 48, (0, 0, 0), max(1, height // 24), cv2.LINE_AA
+        )
     return row
 
 
-def framed(panels: np.ndarray, titles: Sequence[str], classes: Sequence[str],
-           palette: Sequence[Sequence[int]]) -> np.ndarray:
+def framed(
+    panels: np.ndarray, titles: Sequence[str], classes: Sequence[str], palette: Sequence[Sequence[int]]
+) -> np.ndarray:
     """`panels` (RGB, equal-width panels side by side) with a title above each panel and a legend below."""
     height, width = panels.shape[:2]
     row = max(28, min(48, height // 12))
@@ -89,6 +92,7 @@ def _coco_ground_truth(ann_file: str, classes: Sequence[str]):
     """file name -> InstanceData (bboxes x1y1x2y2, labels by class name, masks) of a COCO JSON file."""
     from mmengine.structures import InstanceData
     from pycocotools.coco import COCO
+
     coco = COCO(ann_file)
     names = {c['id']: c['name'] for c in coco.loadCats(coco.getCatIds())}
     truth = {}
@@ -104,11 +108,19 @@ def _coco_ground_truth(ann_file: str, classes: Sequence[str]):
     return truth
 
 
-def detection_pictures(config, checkpoint: str, images: Sequence[str], ann_file: str, out_dir: str,
-                       device: str = 'cpu', score_thr: float = 0.3) -> List[str]:
+def detection_pictures(
+    config,
+    checkpoint: str,
+    images: Sequence[str],
+    ann_file: str,
+    out_dir: str,
+    device: str = 'cpu',
+    score_thr: float = 0.3,
+) -> List[str]:
     """Draws ground truth (from the COCO `ann_file`) beside the predictions of `checkpoint` for each image."""
     from mmdet.apis import DetInferencer
     from mmdet.structures import DetDataSample
+
     inferencer = DetInferencer(model=config, weights=checkpoint, device=device, show_progress=False)
     inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta  # the checkpoint's classes and colours
     classes = inferencer.model.dataset_meta['classes']
@@ -133,12 +145,20 @@ def detection_pictures(config, checkpoint: str, images: Sequence[str], ann_file:
     return written
 
 
-def segmentation_pictures(config, checkpoint: str, images: Sequence[str], label_dir: str, out_dir: str,
-                          device: str = 'cpu', reduce_zero_label: bool = True) -> List[str]:
+def segmentation_pictures(
+    config,
+    checkpoint: str,
+    images: Sequence[str],
+    label_dir: str,
+    out_dir: str,
+    device: str = 'cpu',
+    reduce_zero_label: bool = True,
+) -> List[str]:
     """Draws the ground-truth label map (`label_dir/<image name>.png`) beside the prediction of `checkpoint`."""
     from mmengine.structures import PixelData
     from mmseg.apis import MMSegInferencer
     from mmseg.structures import SegDataSample
+
     inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
     inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta  # the checkpoint's classes and colours
     classes = inferencer.model.dataset_meta['classes']
@@ -153,8 +173,9 @@ def segmentation_pictures(config, checkpoint: str, images: Sequence[str], label_
             label = np.where(label == 0, 255, label.astype(np.int64) - 1)
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(data=torch.from_numpy(_enlarged_masks(label[None], factor)))
-        sample.pred_sem_seg = PixelData(data=torch.from_numpy(
-            _enlarged_masks(predicted.pred_sem_seg.data.numpy(), factor)))
+        sample.pred_sem_seg = PixelData(
+            data=torch.from_numpy(_enlarged_masks(predicted.pred_sem_seg.data.numpy(), factor))
+        )
         panels = _drawn(inferencer.visualizer, osp.basename(path), image, sample, with_labels=True)
         written.append(_save(framed(panels, ['ground truth', 'prediction'], classes, palette), out_dir, path))
     return written

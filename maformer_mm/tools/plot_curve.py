@@ -7,6 +7,7 @@ the configs' default runtime keeps that backend). Runs of the same work dir (a r
 order, a later run's records replacing an earlier one's from the iteration where it resumed. Validation records
 of epoch-based runs carry the epoch; they are placed at that epoch's last iteration.
 """
+
 import argparse
 import glob
 import json
@@ -21,6 +22,7 @@ DEFAULT_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP', 'mIoU', 'accuracy/top1', 'c
 
 class Curve(NamedTuple):
     """What is drawn: (iteration, value) points of the loss and of the validation metric."""
+
     loss: List[Tuple[int, float]]
     metric_name: Optional[str]
     metric: List[Tuple[int, float]]
@@ -47,8 +49,10 @@ def read_curve(work_dir: str, metric: Optional[str] = None) -> Curve:
     """
     paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))  # run folders are timestamps
     if not paths:
-        raise FileNotFoundError(f'{work_dir}: no */vis_data/scalars.json (mmengine\'s LocalVisBackend log); '
-                                'is it the work dir of a training run?')
+        raise FileNotFoundError(
+            f"{work_dir}: no */vis_data/scalars.json (mmengine's LocalVisBackend log); "
+            'is it the work dir of a training run?'
+        )
     loss: Dict[int, float] = {}
     values: Dict[int, float] = {}
     names: List[str] = []
@@ -85,6 +89,7 @@ def read_curve(work_dir: str, metric: Optional[str] = None) -> Curve:
 def plot_curve(curve: Curve, out: str, title: str = '') -> str:
     """Writes the curve as a PNG (loss on the left axis, the metric on the right one); returns `out`."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -112,8 +117,10 @@ def plot_curve(curve: Curve, out: str, title: str = '') -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('work_dir', help='the work dir of a training run')
-    parser.add_argument('--metric', help=f'the validation metric to draw (default: the first of '
-                                         f'{", ".join(DEFAULT_METRICS)} that was logged)')
+    parser.add_argument(
+        '--metric',
+        help=f'the validation metric to draw (default: the first of {", ".join(DEFAULT_METRICS)} that was logged)',
+    )
     parser.add_argument('--out', help='the PNG to write (default: WORK_DIR/curve.png)')
     return parser.parse_args(argv)
 
@@ -123,8 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Curve:
     args = parse_args(argv)
     curve = read_curve(args.work_dir, args.metric)
     out = plot_curve(curve, args.out or osp.join(args.work_dir, 'curve.png'), osp.basename(osp.abspath(args.work_dir)))
-    print(f'{out}: {len(curve.loss)} loss points'
-          + (f', {len(curve.metric)} points of {curve.metric_name}' if curve.metric else ', no validation metric'))
+    print(
+        f'{out}: {len(curve.loss)} loss points'
+        + (f', {len(curve.metric)} points of {curve.metric_name}' if curve.metric else ', no validation metric')
+    )
     return curve
 
 

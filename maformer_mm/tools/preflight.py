@@ -9,6 +9,7 @@ annotations are dropped and labels shift silently), and Mixup/CutMix one-hot tar
 caught here too. `tools/train.py` and `tools/test.py` call `check_data` first. (Where configs and checkpoints
 keep their classes is `maformer_mm/utils/classes.py`.)
 """
+
 import json
 import logging
 import mmap
@@ -23,7 +24,7 @@ from ..utils.classes import dataset_class, dataset_classes, leaf_datasets, num_c
 
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
 
-_FULL_PARSE_LIMIT = 64 * 2 ** 20  # larger annotation files are only checked for a JSON object header
+_FULL_PARSE_LIMIT = 64 * 2**20  # larger annotation files are only checked for a JSON object header
 _COCO_KEYS = ('images', 'annotations', 'categories')
 
 
@@ -60,16 +61,17 @@ def read_coco_categories(path: str, what: str = 'annotation file') -> List[dict]
             start = data.find(b'[', key)
             if key < 0 or start < 0:
                 raise ValueError(f'{what} {path} is not COCO JSON: it has no "categories" list')
-            categories, span = None, 2 ** 16
+            categories, span = None, 2**16
             while categories is None:
                 try:
-                    categories = json.JSONDecoder().raw_decode(data[start:start + span].decode('utf-8', 'replace'))[0]
+                    categories = json.JSONDecoder().raw_decode(data[start : start + span].decode('utf-8', 'replace'))[0]
                 except json.JSONDecodeError as error:
                     if start + span >= len(data):
                         raise ValueError(f'{what} {path}: its "categories" list is not valid JSON: {error}') from None
                     span *= 16
-    if not isinstance(categories, list) or not all(isinstance(c, dict) and 'id' in c and 'name' in c
-                                                   for c in categories):
+    if not isinstance(categories, list) or not all(
+        isinstance(c, dict) and 'id' in c and 'name' in c for c in categories
+    ):
         raise ValueError(f'{what} {path}: "categories" must be a list of objects with "id" and "name"')
     return categories
 
@@ -77,6 +79,7 @@ def read_coco_categories(path: str, what: str = 'annotation file') -> List[dict]
 def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
     """Checks the annotation files and class counts of the config's dataloaders for `splits`."""
     from mmengine.registry import init_default_scope
+
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     if 'train' in splits:
         _check_batch_augments(cfg)
@@ -96,8 +99,10 @@ def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) ->
                 _check_category_names(osp.join(root, ann_file), classes, split)
             for field, value in num_classes_fields(cfg.model):
                 if value != len(classes):
-                    raise ValueError(f'{field} is {value} but the {split} dataset ({dataset.type}) has '
-                                     f'{len(classes)} classes ({shown(classes)}); set them equal')
+                    raise ValueError(
+                        f'{field} is {value} but the {split} dataset ({dataset.type}) has '
+                        f'{len(classes)} classes ({shown(classes)}); set them equal'
+                    )
 
 
 def _is_coco_dataset(dataset: ConfigDict) -> bool:
@@ -105,6 +110,7 @@ def _is_coco_dataset(dataset: ConfigDict) -> bool:
     if dataset_cls is None:
         return False
     from mmdet.datasets import CocoDataset
+
     return issubclass(dataset_cls, CocoDataset)
 
 
@@ -114,15 +120,20 @@ def _check_category_names(ann_file: str, classes: Sequence[str], split: str) -> 
     names = [str(c['name']) for c in read_coco_categories(ann_file, f'{split} annotation file')]
     missing = [c for c in classes if c not in names]
     if missing:
-        raise ValueError(f'{split} annotation file {ann_file} has no category named {shown(missing)} '
-                         f'(the config\'s metainfo.classes, {len(classes)} in all); its categories are '
-                         f'{shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
-                         'or train with --data-root, which does both')
+        raise ValueError(
+            f'{split} annotation file {ann_file} has no category named {shown(missing)} '
+            f"(the config's metainfo.classes, {len(classes)} in all); its categories are "
+            f'{shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
+            'or train with --data-root, which does both'
+        )
     ignored = [n for n in names if n not in classes]
     if ignored:
-        print_log(f'{split} annotation file {ann_file}: the annotations of categories {shown(ignored)} are '
-                  'ignored (they are not among the config\'s metainfo.classes)', logger='current',
-                  level=logging.WARNING)
+        print_log(
+            f'{split} annotation file {ann_file}: the annotations of categories {shown(ignored)} are '
+            "ignored (they are not among the config's metainfo.classes)",
+            logger='current',
+            level=logging.WARNING,
+        )
 
 
 def _check_batch_augments(cfg: Config) -> None:
@@ -137,6 +148,8 @@ def _check_batch_augments(cfg: Config) -> None:
         field, value = 'data_preprocessor.num_classes', (cfg.get('data_preprocessor') or {}).get('num_classes')
     head = model.get('head') or {}
     if isinstance(head.get('num_classes'), int) and value != head.num_classes:
-        raise ValueError(f'{field} is {value} but model.head.num_classes is {head.num_classes}: Mixup/CutMix '
-                         f'(model.train_cfg.augments) would make {value}-class one-hot targets for '
-                         f'{head.num_classes}-class scores; set {field} = {head.num_classes} as well')
+        raise ValueError(
+            f'{field} is {value} but model.head.num_classes is {head.num_classes}: Mixup/CutMix '
+            f'(model.train_cfg.augments) would make {value}-class one-hot targets for '
+            f'{head.num_classes}-class scores; set {field} = {head.num_classes} as well'
+        )

@@ -7,6 +7,7 @@
 
 Prints the config's metrics (COCO bbox/segm AP, per-class IoU and mIoU, top-1) and returns them from main().
 """
+
 import argparse
 import os.path as osp
 from typing import Optional, Sequence, Tuple
@@ -28,12 +29,15 @@ __all__ = ['parse_args', 'build_config', 'main']
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = run_arg_parser(__doc__, checkpoint=True)
-    parser.add_argument('--out', help='raw predictions to a .pkl file; for segmentation configs a folder '
-                                      'gets one prediction PNG per image instead (as mmseg\'s tools/test.py)')
+    parser.add_argument(
+        '--out',
+        help='raw predictions to a .pkl file; for segmentation configs a folder '
+        "gets one prediction PNG per image instead (as mmseg's tools/test.py)",
+    )
     parser.add_argument('--show', action='store_true', help='show prediction results in a window')
     parser.add_argument('--show-dir', help='save images with drawn predictions under this dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of --show (s)')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation (the config\'s tta_model)')
+    parser.add_argument('--tta', action='store_true', help="test-time augmentation (the config's tta_model)")
     return parse_run_args(parser, argv)
 
 
@@ -63,8 +67,9 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
     metrics = cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
     iou = [m for m in metrics if m.get('type') in ('IoUMetric', 'CityscapesMetric')]
     if not iou:
-        raise ValueError(f'--out {out_dir}: writing prediction PNGs needs an IoUMetric in test_evaluator of '
-                         f'{cfg.filename}')
+        raise ValueError(
+            f'--out {out_dir}: writing prediction PNGs needs an IoUMetric in test_evaluator of {cfg.filename}'
+        )
     for metric in iou:
         metric['output_dir'] = out_dir
         metric['keep_results'] = True
@@ -73,12 +78,14 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg, layout = config_from_args(args, ('test', ))
+    cfg, layout = config_from_args(args, ('test',))
     cfg.load_from = args.checkpoint
     if args.out and not _is_pickle(args.out):
         if cfg.get('default_scope') != 'mmseg':
-            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out} (a folder of prediction PNGs '
-                             'is for segmentation configs)')
+            raise ValueError(
+                f'--out must be a .pkl or .pickle file, got {args.out} (a folder of prediction PNGs '
+                'is for segmentation configs)'
+            )
         _segmentation_pngs(cfg, args.out)
     if args.show or args.show_dir:
         _enable_visualization(cfg, args)
@@ -98,8 +105,10 @@ def build_config(args: argparse.Namespace) -> Config:
 def _dump_metric(cfg: Config, out: str):
     if cfg.get('default_scope') == 'mmdet':
         from mmdet.evaluation import DumpDetResults
+
         return DumpDetResults(out_file_path=out)
     from mmengine.evaluator import DumpResults
+
     return DumpResults(out_file_path=out)
 
 
@@ -107,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
     cfg, layout = _build(args)
-    check_data(cfg, ('test', ))
+    check_data(cfg, ('test',))
     if layout is not None:
         classes, source = layout.classes, f'--data-root {layout.root}'
     else:

@@ -6,6 +6,7 @@
 
 The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root` and `--device`.
 """
+
 import argparse
 import os.path as osp
 from typing import Optional, Sequence, Tuple
@@ -27,12 +28,21 @@ __all__ = ['parse_args', 'build_config', 'apply_amp', 'main']
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = run_arg_parser(__doc__)
-    parser.add_argument('--amp', action='store_true', default=False,
-                        help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)',
+    )
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr to the actual batch size')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT (a file, URL or hub name), or from the latest checkpoint in the work '
-                             'dir if none is given')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from CKPT (a file, URL or hub name), or from the latest checkpoint in the work '
+        'dir if none is given',
+    )
     return parse_run_args(parser, argv)
 
 

@@ -6,14 +6,25 @@ decode heads; DINO's denoising queries take the box head's) or, in MaskFormer/Ma
 fusion head, as `num_things_classes` + `num_stuff_classes`, with a `loss_cls.class_weight` list of one weight per
 class (+ 1 for "no object" there).
 """
+
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import ConfigDict
 from mmengine.registry import DATASETS
 from torch import nn
 
-__all__ = ['leaf_datasets', 'dataset_class', 'dataset_classes', 'HEAD_PATHS', 'num_classes_fields', 'set_num_classes',
-           'checkpoint_classes', 'check_checkpoint_classes', 'check_checkpoint_fits', 'shown']
+__all__ = [
+    'leaf_datasets',
+    'dataset_class',
+    'dataset_classes',
+    'HEAD_PATHS',
+    'num_classes_fields',
+    'set_num_classes',
+    'checkpoint_classes',
+    'check_checkpoint_classes',
+    'check_checkpoint_fits',
+    'shown',
+]
 
 
 def leaf_datasets(cfg: ConfigDict) -> Iterator[ConfigDict]:
@@ -45,8 +56,16 @@ def dataset_classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
     return getattr(dataset_class(dataset), 'METAINFO', {}).get('classes')
 
 
-HEAD_PATHS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'decode_head', 'auxiliary_head', 'head',
-               'panoptic_head', 'panoptic_fusion_head')
+HEAD_PATHS = (
+    'roi_head.bbox_head',
+    'roi_head.mask_head',
+    'bbox_head',
+    'decode_head',
+    'auxiliary_head',
+    'head',
+    'panoptic_head',
+    'panoptic_fusion_head',
+)
 
 
 def num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
@@ -65,8 +84,12 @@ def num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
             if isinstance(head.get('num_classes'), int):
                 fields.append((f'model.{path}.num_classes', head['num_classes']))
             elif isinstance(head.get('num_things_classes'), int):
-                fields.append((f'model.{path}.num_things_classes + num_stuff_classes',
-                               head['num_things_classes'] + (head.get('num_stuff_classes') or 0)))
+                fields.append(
+                    (
+                        f'model.{path}.num_things_classes + num_stuff_classes',
+                        head['num_things_classes'] + (head.get('num_stuff_classes') or 0),
+                    )
+                )
             loss = head.get('loss_cls')
             weights = loss.get('class_weight') if isinstance(loss, dict) else None
             is_maskformer = str(head.get('type', '')).endswith(('MaskFormerHead', 'Mask2FormerHead'))
@@ -87,13 +110,17 @@ def _refit_class_weight(head: dict, old_count: int, num_classes: int, path: str)
         return None
     field = f'{path}.loss_cls.class_weight'
     if len(weights) not in (old_count, old_count + 1):
-        raise ValueError(f'--data-root: {field} has {len(weights)} entries for {old_count} classes (expected '
-                         f'{old_count}, or {old_count + 1} with the background)')
+        raise ValueError(
+            f'--data-root: {field} has {len(weights)} entries for {old_count} classes (expected '
+            f'{old_count}, or {old_count + 1} with the background)'
+        )
     foreground = set(weights[:old_count])
     if len(foreground) > 1:
-        raise ValueError(f'--data-root: {field} gives the {old_count} classes different weights '
-                         f'({sorted(foreground)}), which cannot be carried over to other classes; set it for your '
-                         'classes with --cfg-options')
+        raise ValueError(
+            f'--data-root: {field} gives the {old_count} classes different weights '
+            f'({sorted(foreground)}), which cannot be carried over to other classes; set it for your '
+            'classes with --cfg-options'
+        )
     background = list(weights[old_count:])
     loss['class_weight'] = [weights[0]] * num_classes + background
     return field + (f' ({num_classes} classes + background)' if background else '')
@@ -122,9 +149,11 @@ def set_num_classes(model: ConfigDict, num_classes: int) -> List[str]:
         elif isinstance(node.get('num_things_classes'), int):
             stuff = node.get('num_stuff_classes') or 0
             if stuff:
-                raise ValueError(f'--data-root reads instance annotations (things only), but {path} has {stuff} stuff '
-                                 'classes (a panoptic model): use an instance-segmentation config, or set panoptic '
-                                 'data and classes in a config of your own (docs/query_heads.md)')
+                raise ValueError(
+                    f'--data-root reads instance annotations (things only), but {path} has {stuff} stuff '
+                    'classes (a panoptic model): use an instance-segmentation config, or set panoptic '
+                    'data and classes in a config of your own (docs/query_heads.md)'
+                )
             old_count = node['num_things_classes']
             node['num_things_classes'] = num_classes
             fields.append(f'{path}.num_things_classes')
@@ -167,27 +196,34 @@ def check_checkpoint_classes(checkpoint: dict, path: str, classes: Optional[Sequ
     `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data)."""
     trained = checkpoint_classes(checkpoint)
     if classes is not None and trained is not None and trained != tuple(map(str, classes)):
-        raise ValueError(f'checkpoint {path} was trained with other classes: {len(trained)} ({shown(trained)}); '
-                         f'{source} has {len(classes)} ({shown(classes)})')
+        raise ValueError(
+            f'checkpoint {path} was trained with other classes: {len(trained)} ({shown(trained)}); '
+            f'{source} has {len(classes)} ({shown(classes)})'
+        )
 
 
-def check_checkpoint_fits(model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]],
-                          source: str) -> None:
+def check_checkpoint_fits(
+    model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]], source: str
+) -> None:
     """Raises ValueError naming the tensors whose shapes differ between the checkpoint and `model` (built for
     `classes` of `source`): a head sized for another class count, which mmengine would skip with a warning and
     then test untrained. This catches checkpoints that record no classes."""
     from mmengine.model import BaseTTAModel, is_model_wrapper
+
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     own = model.state_dict()
     mismatched = []
     state_dict = checkpoint.get('state_dict', checkpoint)
     for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key  # as mmengine's revise_keys does, per key
+        key = key[len('module.') :] if key.startswith('module.') else key  # as mmengine's revise_keys does, per key
         if key in own and hasattr(value, 'shape') and tuple(value.shape) != tuple(own[key].shape):
             mismatched.append(f'{key} is {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} here')
     if mismatched:
         built = f'for the {len(classes)} classes of {source}' if classes is not None else f'for {source}'
-        raise ValueError(f'checkpoint {path} does not fit the model built {built}: ' + '; '.join(mismatched[:4])
-                         + (f'; ... ({len(mismatched)} tensors)' if len(mismatched) > 4 else '')
-                         + '. Was it trained with other classes?')
+        raise ValueError(
+            f'checkpoint {path} does not fit the model built {built}: '
+            + '; '.join(mismatched[:4])
+            + (f'; ... ({len(mismatched)} tensors)' if len(mismatched) > 4 else '')
+            + '. Was it trained with other classes?'
+        )

@@ -4,6 +4,7 @@ mmengine's FlopAnalyzer counts multiply-adds but returns 0 for `aten::scaled_dot
 `sdpa_flop_jit` counts it as the two matrix products it performs, exactly as the explicit path's
 matmuls are counted, so both attention paths give the same total.
 """
+
 import inspect
 from collections import Counter
 from typing import Any, List, Tuple
@@ -66,18 +67,21 @@ class _TensorForward(nn.Module):
 
 
 def _data_samples(scope: str, hw: Tuple[int, int]) -> Any:
-    meta = dict(img_shape=hw, ori_shape=hw, pad_shape=hw, batch_input_shape=hw, scale_factor=(1., 1.))
+    meta = dict(img_shape=hw, ori_shape=hw, pad_shape=hw, batch_input_shape=hw, scale_factor=(1.0, 1.0))
     if scope == 'mmdet':
         from mmdet.structures import DetDataSample
+
         return [DetDataSample(metainfo=meta)]
     if scope == 'mmseg':
         from mmseg.structures import SegDataSample
+
         return [SegDataSample(metainfo=meta)]
     return None
 
 
-def tensor_forward(model: nn.Module, scope: str, hw: Tuple[int, int],
-                   in_channels: int = 3) -> Tuple[nn.Module, torch.Tensor]:
+def tensor_forward(
+    model: nn.Module, scope: str, hw: Tuple[int, int], in_channels: int = 3
+) -> Tuple[nn.Module, torch.Tensor]:
     """A traceable forward of `model` on one synthetic (1, in_channels, H, W) image: whole detectors,
     segmentors and classifiers are wrapped to run in mode='tensor'; a bare backbone is returned as is."""
     inputs = torch.rand(1, in_channels, *hw)
@@ -87,9 +91,8 @@ def tensor_forward(model: nn.Module, scope: str, hw: Tuple[int, int],
     return model, inputs
 
 
-def model_complexity(model: nn.Module, scope: str, hw: Tuple[int, int],
-                     in_channels: int = 3) -> Tuple[int, int]:
+def model_complexity(model: nn.Module, scope: str, hw: Tuple[int, int], in_channels: int = 3) -> Tuple[int, int]:
     """(FLOPs, params) of a whole detector / segmentor / classifier (or a bare backbone) on one
     synthetic (1, in_channels, H, W) image, without a dataset."""
     runnable, inputs = tensor_forward(model, scope, hw, in_channels)
-    return complexity(runnable, (inputs, ))  # a wrapper holds exactly the model's parameters
+    return complexity(runnable, (inputs,))  # a wrapper holds exactly the model's parameters

@@ -5,6 +5,7 @@ Weights are read from a state dict by name, with the layout that the checkpoints
 head h owns channels [h d, (h + 1) d) of each, d = C / heads; a relative-position table row
 (dy + w - 1) (2w - 1) + (dx + w - 1) holds the bias of a key dy rows and dx columns before its query.
 """
+
 import math
 from typing import Callable, Optional, Tuple
 
@@ -13,13 +14,14 @@ import torch
 from .ops import Params, bilinear, gelu, layer_norm, linear, resample, resize_matrix, softmax
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
-                         bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def multi_head_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """softmax(q_h k_h^T / sqrt(d) + bias_h) v_h for each head h, concatenated: q (N, C), k and v (M, C)."""
     d = q.shape[-1] // num_heads
     outs = []
     for h in range(num_heads):
-        q_h, k_h, v_h = (t[:, h * d:(h + 1) * d].contiguous() for t in (q, k, v))
+        q_h, k_h, v_h = (t[:, h * d : (h + 1) * d].contiguous() for t in (q, k, v))
         logits = q_h @ k_h.T / math.sqrt(d)
         if bias is not None:
             logits = logits + bias[h]
@@ -27,17 +29,19 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_
     return torch.cat(outs, dim=-1)
 
 
-def self_attention(tokens: torch.Tensor, params: Params, name: str, num_heads: int,
-                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def self_attention(
+    tokens: torch.Tensor, params: Params, name: str, num_heads: int, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Multi-head self-attention over (N, C) tokens with the `name.qkv` and `name.proj` layers."""
     c = tokens.shape[-1]
     qkv = linear(tokens, params, f'{name}.qkv')
-    q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
+    q, k, v = qkv[:, :c], qkv[:, c : 2 * c], qkv[:, 2 * c :]
     return linear(multi_head_attention(q, k, v, num_heads, bias), params, f'{name}.proj')
 
 
-def cross_attention(queries: torch.Tensor, context: torch.Tensor, params: Params, name: str,
-                    num_heads: int) -> torch.Tensor:
+def cross_attention(
+    queries: torch.Tensor, context: torch.Tensor, params: Params, name: str, num_heads: int
+) -> torch.Tensor:
     """Q = X_L W_Q, K = X_G W_K, V = X_G W_V, softmax(Q K^T / sqrt(d)) V, then the output projection."""
     c = queries.shape[-1]
     q = linear(queries, params, f'{name}.q')
@@ -49,12 +53,12 @@ def relative_position_bias(table: torch.Tensor, window_size: int) -> torch.Tenso
     """(heads, w*w, w*w): the table row of every (query, key) offset inside a w x w window."""
     side = 2 * window_size - 1
     rows = []
-    for query in range(window_size ** 2):
+    for query in range(window_size**2):
         qy, qx = divmod(query, window_size)
-        for key in range(window_size ** 2):
+        for key in range(window_size**2):
             ky, kx = divmod(key, window_size)
             rows.append((qy - ky + window_size - 1) * side + (qx - kx + window_size - 1))
-    n = window_size ** 2
+    n = window_size**2
     return table[torch.tensor(rows)].reshape(n, n, -1).permute(2, 0, 1)
 
 
@@ -67,8 +71,8 @@ def in_windows(x: torch.Tensor, window_size: int, fn: Callable[[torch.Tensor], t
     out = torch.empty_like(padded)
     for top in range(0, hp, window_size):
         for left in range(0, wp, window_size):
-            window = padded[top:top + window_size, left:left + window_size].reshape(-1, c)
-            out[top:top + window_size, left:left + window_size] = fn(window).reshape(window_size, window_size, c)
+            window = padded[top : top + window_size, left : left + window_size].reshape(-1, c)
+            out[top : top + window_size, left : left + window_size] = fn(window).reshape(window_size, window_size, c)
     return out[:h, :w]
 
 
@@ -102,8 +106,9 @@ def mlp(x: torch.Tensor, params: Params, name: str) -> torch.Tensor:
     return linear(gelu(linear(x, params, f'{name}.layers.0.0')), params, f'{name}.layers.1')
 
 
-def maf_block(x: torch.Tensor, params: Params, name: str, num_heads: int, window_size: int,
-              ref_hw: Tuple[int, int], ratio: float) -> torch.Tensor:
+def maf_block(
+    x: torch.Tensor, params: Params, name: str, num_heads: int, window_size: int, ref_hw: Tuple[int, int], ratio: float
+) -> torch.Tensor:
     """h = LN(x); x_l = x + WinAttn(h); g = GLD(h); x = x_l + CrossAttn(LN(x_l), LN(g)); x = x + MLP(LN(x))."""
     h, w, c = x.shape
     y = layer_norm(x, params, f'{name}.norm1')

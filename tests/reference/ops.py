@@ -4,6 +4,7 @@ Nothing here calls a torch.nn.functional layer: linear maps are matrix products,
 are spelled out, and every resampling (area pooling, bilinear, bicubic) is a matrix built entry by entry
 from the sampling rule, applied separably to the two axes of a grid.
 """
+
 import math
 from typing import Mapping
 
@@ -31,7 +32,7 @@ def layer_norm(x: torch.Tensor, params: Params, name: str) -> torch.Tensor:
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """The exact GELU, x * Phi(x)."""
-    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2.)))
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2.0)))
 
 
 def softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,7 @@ def linear_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64) -> 
     """(n_out, n_in) linear interpolation along one axis (the 1-D factor of bilinear resizing)."""
     m = torch.zeros(n_out, n_in, dtype=dtype)
     for i in range(n_out):
-        src = max(_source_coordinate(i, n_in, n_out), 0.)
+        src = max(_source_coordinate(i, n_in, n_out), 0.0)
         lo = int(math.floor(src))
         hi = min(lo + 1, n_in - 1)
         frac = src - lo
@@ -64,7 +65,7 @@ def area_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64) -> to
     for i in range(n_out):
         start = (i * n_in) // n_out
         end = -((-(i + 1) * n_in) // n_out)
-        m[i, start:end] = 1. / (end - start)
+        m[i, start:end] = 1.0 / (end - start)
     return m
 
 
@@ -75,7 +76,7 @@ def _cubic_weight(t: float) -> float:
         return ((a + 2) * t - (a + 3)) * t * t + 1
     if t < 2:
         return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return 0.
+    return 0.0
 
 
 def cubic_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Weights that make every term of the equations visible in the outputs."""
+
 import math
 
 import torch
@@ -16,9 +17,9 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for name, param in module.named_parameters():
             if name.endswith('relative_position_bias_table'):
-                param.normal_(0., 1., generator=gen)
+                param.normal_(0.0, 1.0, generator=gen)
             elif param.dim() == 1:
-                param.normal_(1. if 'norm' in name and name.endswith('weight') else 0., 0.3, generator=gen)
+                param.normal_(1.0 if 'norm' in name and name.endswith('weight') else 0.0, 0.3, generator=gen)
             else:
-                param.normal_(0., 1 / math.sqrt(param[0].numel()), generator=gen)
+                param.normal_(0.0, 1 / math.sqrt(param[0].numel()), generator=gen)
     return module

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.state_dict import backbone_state_dict
+from maformer_mm.models import MAFormer
 
 
 def _source(tiny_cfg):
@@ -36,10 +36,14 @@ FORMS = {
     'backbone_prefix': lambda sd: _prefixed(sd, 'backbone.'),
     'module_prefix': lambda sd: {'model': _prefixed(sd, 'module.')},
     'ddp_detector': lambda sd: {'state_dict': _prefixed(sd, 'module.backbone.')},
-    'whole_detector': lambda sd: {'state_dict': {**_prefixed(sd, 'backbone.'),
-                                                 'neck.lateral_convs.0.conv.weight': torch.ones(4, 16, 1, 1),
-                                                 'rpn_head.rpn_cls.bias': torch.ones(3)},
-                                  'meta': {}},
+    'whole_detector': lambda sd: {
+        'state_dict': {
+            **_prefixed(sd, 'backbone.'),
+            'neck.lateral_convs.0.conv.weight': torch.ones(4, 16, 1, 1),
+            'rpn_head.rpn_cls.bias': torch.ones(3),
+        },
+        'meta': {},
+    },
 }
 
 
@@ -55,8 +59,7 @@ def test_checkpoint_forms_round_trip(tmp_path, tiny_cfg, form):
 
 def test_explicit_prefix(tmp_path, tiny_cfg):
     _, state = _source(tiny_cfg)
-    model = _load(tmp_path, {'state_dict': _prefixed(state, 'student.backbone.')}, tiny_cfg,
-                  prefix='student.backbone')
+    model = _load(tmp_path, {'state_dict': _prefixed(state, 'student.backbone.')}, tiny_cfg, prefix='student.backbone')
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
@@ -101,8 +104,9 @@ def test_window_and_reference_grid_changes_are_interpolated(tmp_path, tiny_cfg, 
     assert block.attn.relative_position_bias_table.shape == (11 * 11, 1)
     assert block.gld.fc.weight.shape == (17 * 17, 24 * 24)
     # everything without a grid is copied as is
-    assert torch.equal(model.state_dict()['stages.2.blocks.0.attn.qkv.weight'],
-                       state['stages.2.blocks.0.attn.qkv.weight'])
+    assert torch.equal(
+        model.state_dict()['stages.2.blocks.0.attn.qkv.weight'], state['stages.2.blocks.0.attn.qkv.weight']
+    )
     assert 'Resized stages.0.blocks.0.gld.fc.weight' in mm_log()
 
 
@@ -126,6 +130,7 @@ def test_state_dict_keys_are_looked_for_in_order(tmp_path, tiny_cfg):
     """With several weight sets in one file, `state_dict` wins over `model`, `model` over `state_dict_ema`,
     `state_dict_ema` over `model_ema`; the order is STATE_DICT_KEYS'."""
     from maformer_mm.checkpoint.state_dict import STATE_DICT_KEYS
+
     assert STATE_DICT_KEYS == ('state_dict', 'model', 'state_dict_ema', 'model_ema')
     states = _distinct_states(tiny_cfg, 4)
     for first in range(4):

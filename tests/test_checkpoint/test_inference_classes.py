@@ -2,6 +2,7 @@
 `--data-root` set the count at training time only), infers with its own 4 classes through tools/infer.py and
 DetInferencer; `--data-root` with other classes, and a checkpoint that records no classes and does not fit, are
 refused naming both sides. Never a head of another shape loaded with a warning, and no spurious warnings."""
+
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.helpers import REPO, memoised_package_config_index, run_tool
 from tests.test_det.test_data_root import ID_ORDER, write_coco2017
 
 # A child of the COCO config (80 classes, no metainfo) with a small backbone and narrow heads, at 64 px.
-CHILD_CONFIG = '''
+CHILD_CONFIG = """
 _base_ = [{base!r}]
 model = dict(
     backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
@@ -33,7 +34,7 @@ train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, d
 test_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=[
     dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
-'''
+"""
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -49,9 +50,22 @@ def trained(tmp_path_factory):
     data = write_coco2017(root / 'data', num_train=2)
     config = root / 'child.py'
     config.write_text(CHILD_CONFIG.format(base=str(REPO / 'configs' / 'mask_rcnn_maformer_t.py')))
-    train_tool.main([str(config), '--data-root', str(data), '--work-dir', str(root / 'work'), '--device', 'cpu',
-                     '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None', 'val_dataloader=None',
-                     'val_evaluator=None'])
+    train_tool.main(
+        [
+            str(config),
+            '--data-root',
+            str(data),
+            '--work-dir',
+            str(root / 'work'),
+            '--device',
+            'cpu',
+            '--cfg-options',
+            'train_cfg.max_epochs=1',
+            'val_cfg=None',
+            'val_dataloader=None',
+            'val_evaluator=None',
+        ]
+    )
     assert Config.fromfile(str(config)).model.roi_head.bbox_head.num_classes == 80
     return root, data, config, root / 'work' / 'epoch_1.pth'
 
@@ -64,12 +78,27 @@ def test_tools_infer_builds_the_heads_the_checkpoint_was_trained_for(trained, tm
     """As a user runs it: the output names the change and carries neither mmengine's "function" registry
     fallback nor the visualiser's missing save_dir."""
     root, data, config, checkpoint = trained
-    proc = run_tool([REPO / 'tools' / 'infer.py', data / 'val2017', config, checkpoint, '--out-dir', tmp_path,
-                     '--device', 'cpu', '--pred-score-thr', '0'], cwd=root)
+    proc = run_tool(
+        [
+            REPO / 'tools' / 'infer.py',
+            data / 'val2017',
+            config,
+            checkpoint,
+            '--out-dir',
+            tmp_path,
+            '--device',
+            'cpu',
+            '--pred-score-thr',
+            '0',
+        ],
+        cwd=root,
+    )
     output = proc.stdout + proc.stderr
-    assert (f'{checkpoint} was trained for 4 classes (box, ring, ball, wedge; its meta.dataset_meta), the config\'s '
-            'heads for others (model.roi_head.bbox_head.num_classes = 80, model.roi_head.mask_head.num_classes = '
-            '80): set model.roi_head.bbox_head.num_classes, model.roi_head.mask_head.num_classes to 4') in output
+    assert (
+        f"{checkpoint} was trained for 4 classes (box, ring, ball, wedge; its meta.dataset_meta), the config's "
+        'heads for others (model.roi_head.bbox_head.num_classes = 80, model.roi_head.mask_head.num_classes = '
+        '80): set model.roi_head.bbox_head.num_classes, model.roi_head.mask_head.num_classes to 4'
+    ) in output
     assert f'wrote 2 images to {tmp_path}/vis and 2 predictions' in output
     assert 'registry tree' not in output and 'save_dir' not in output and 'size mismatch' not in output
     labels = _labels(tmp_path)
@@ -78,6 +107,7 @@ def test_tools_infer_builds_the_heads_the_checkpoint_was_trained_for(trained, tm
 
 def test_det_inferencer_gets_the_checkpoints_classes_and_all_its_weights(trained):
     from mmdet.apis import DetInferencer
+
     root, data, config, checkpoint = trained
     inferencer = DetInferencer(model=str(config), weights=str(checkpoint), device='cpu', show_progress=False)
     state = load_mmengine_checkpoint(checkpoint)['state_dict']
@@ -96,28 +126,38 @@ def test_data_root_names_the_classes_and_other_classes_are_refused(trained, tmp_
     images = str(data / 'val2017')
     infer_tool.infer(images, str(config), str(checkpoint), str(tmp_path / 'same'), 0.0, 'cpu', data_root=str(data))
     assert _labels(tmp_path / 'same') <= {0, 1, 2, 3}
-    other = write_coco2017(tmp_path / 'other', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3),
-                           num_train=1, num_val=1)
-    with pytest.raises(ValueError, match=rf'{checkpoint} was trained with other classes: 4 \(box, ring, ball, wedge\); '
-                                         rf'--data-root {other} has 3 \(ball, box, wedge\)'):
-        infer_tool.infer(images, str(config), str(checkpoint), str(tmp_path / 'other_out'), device='cpu',
-                         data_root=str(other))
+    other = write_coco2017(
+        tmp_path / 'other', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3), num_train=1, num_val=1
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf'{checkpoint} was trained with other classes: 4 \(box, ring, ball, wedge\); '
+        rf'--data-root {other} has 3 \(ball, box, wedge\)',
+    ):
+        infer_tool.infer(
+            images, str(config), str(checkpoint), str(tmp_path / 'other_out'), device='cpu', data_root=str(other)
+        )
 
 
 def test_a_checkpoint_without_classes_that_does_not_fit_is_refused_naming_both(trained, tmp_path):
     """No meta.dataset_meta: nothing says which classes the 4-class heads are for, so the 80-class config's model
     is not loaded with the heads left random; `--data-root` names them."""
     from mmdet.apis import DetInferencer
+
     root, data, config, checkpoint = trained
     bare = tmp_path / 'weights_only.pth'
     torch.save({'state_dict': load_mmengine_checkpoint(checkpoint)['state_dict']}, bare)
-    with pytest.raises(ValueError, match=rf'checkpoint {bare} does not fit the model built for {config}: '
-                                         r'roi_head.bbox_head.fc_cls.weight is \(5, 64\) in the checkpoint, '
-                                         r'\(81, 64\) here.*The checkpoint records no classes \(no '
-                                         r'meta.dataset_meta\); the config has model.roi_head.bbox_head.num_classes '
-                                         r'= 80.* and 80 classes \(person, '
-                                         r'bicycle.*nothing was loaded'):
+    with pytest.raises(
+        ValueError,
+        match=rf'checkpoint {bare} does not fit the model built for {config}: '
+        r'roi_head.bbox_head.fc_cls.weight is \(5, 64\) in the checkpoint, '
+        r'\(81, 64\) here.*The checkpoint records no classes \(no '
+        r'meta.dataset_meta\); the config has model.roi_head.bbox_head.num_classes '
+        r'= 80.* and 80 classes \(person, '
+        r'bicycle.*nothing was loaded',
+    ):
         DetInferencer(model=str(config), weights=str(bare), device='cpu')
-    infer_tool.infer(str(data / 'val2017'), str(config), str(bare), str(tmp_path / 'out'), 0.0, 'cpu',
-                     data_root=str(data))
+    infer_tool.infer(
+        str(data / 'val2017'), str(config), str(bare), str(tmp_path / 'out'), 0.0, 'cpu', data_root=str(data)
+    )
     assert _labels(tmp_path / 'out') <= {0, 1, 2, 3}

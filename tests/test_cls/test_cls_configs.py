@@ -1,6 +1,7 @@
 """ImageNet-1K classification with mmpretrain: the registry finds MAFormer, the four configs encode the spec's
 recipe and build, their optimizer leaves norms and position terms undecayed, and a loss step reaches every
 parameter (nothing unused under DDP)."""
+
 import contextlib
 from pathlib import Path
 from unittest import mock
@@ -34,6 +35,7 @@ def skip_default_init():
 def small_classifier(num_classes: int = 1000):
     """The tiny config's classifier with a shrunk backbone, built from mmpretrain's registry as the Runner does."""
     from mmpretrain.registry import MODELS
+
     cfg = load('t')
     init_default_scope('mmpretrain')
     cfg.model.backbone.arch = MIN_ARCH
@@ -48,6 +50,7 @@ def small_classifier(num_classes: int = 1000):
 
 def test_mmpretrain_registry_builds_maformer(tiny_cfg):
     from mmpretrain.registry import MODELS
+
     model = MODELS.build(dict(type='MAFormer', **tiny_cfg))
     assert type(model) is MAFormer
 
@@ -59,6 +62,7 @@ def test_all_classification_configs_are_found():
 @pytest.mark.parametrize('size', list(SIZES))
 def test_classification_config_encodes_the_recipe_and_builds(size):
     from mmpretrain.registry import MODELS
+
     arch, drop_path, channels = SIZES[size]
     cfg = load(size)
     assert cfg.custom_imports == dict(imports=['maformer_mm'], allow_failed_imports=False)
@@ -67,12 +71,14 @@ def test_classification_config_encodes_the_recipe_and_builds(size):
     assert model_cfg.type == 'ImageClassifier' and model_cfg.neck.type == 'GlobalAveragePooling'
     backbone = model_cfg.backbone
     assert (backbone.type, backbone.arch, backbone.drop_path_rate) == ('MAFormer', arch, drop_path)
-    assert tuple(backbone.out_indices) == (3, ) and backbone.pretrain_img_size == 224
+    assert tuple(backbone.out_indices) == (3,) and backbone.pretrain_img_size == 224
     head = model_cfg.head
     assert (head.type, head.num_classes, head.in_channels) == ('LinearClsHead', 1000, channels)
     assert head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
-    assert [dict(a) for a in model_cfg.train_cfg.augments] == [dict(type='Mixup', alpha=0.8),
-                                                              dict(type='CutMix', alpha=1.0)]
+    assert [dict(a) for a in model_cfg.train_cfg.augments] == [
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0),
+    ]
     # Optimizer and schedule: AdamW 1e-3 for 8 x 128 = 1024, wd 0.05, 20 warm-up epochs, cosine to 300.
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-3, 0.05)
@@ -97,13 +103,14 @@ def test_classification_config_encodes_the_recipe_and_builds(size):
         model = MODELS.build(model_cfg)
     assert isinstance(model.backbone, MAFormer)
     assert model.backbone.arch_settings == MAFormer.arch_zoo[arch]
-    assert model.backbone.out_channels == (channels, ) == (model.head.fc.in_features, )
+    assert model.backbone.out_channels == (channels,) == (model.head.fc.in_features,)
     assert model.head.fc.out_features == 1000
     assert [type(a).__name__ for a in model.data_preprocessor.batch_augments.augments] == ['Mixup', 'CutMix']
 
 
 def test_no_weight_decay_on_norms_and_position_terms():
     from mmengine.optim import build_optim_wrapper
+
     cfg, model = small_classifier()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     assert optim_wrapper.clip_grad_kwargs == dict(max_norm=5.0)
@@ -112,18 +119,21 @@ def test_no_weight_decay_on_norms_and_position_terms():
     assert any('relative_position_bias_table' in n for n in names) and any(n.endswith('gld.fc.bias') for n in names)
     for name, param in model.named_parameters():
         no_decay = 'norm' in name or 'relative_position_bias_table' in name or name.endswith('gld.fc.bias')
-        assert decay[id(param)] == (0. if no_decay else 0.05), name
+        assert decay[id(param)] == (0.0 if no_decay else 0.05), name
 
 
 def test_loss_step_reaches_every_parameter():
     """With out_indices=(3,) the classifier has no unused parameter: DDP needs no find_unused_parameters."""
     from mmpretrain.structures import DataSample
+
     _, model = small_classifier(num_classes=3)
     model.train()
-    data = dict(inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(4)],
-                data_samples=[DataSample().set_gt_label(i % 3) for i in range(4)])
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(4)],
+        data_samples=[DataSample().set_gt_label(i % 3) for i in range(4)],
+    )
     batch = model.data_preprocessor(data, training=True)
-    assert batch['data_samples'][0].gt_score.shape == (3, )  # soft targets of Mixup/CutMix
+    assert batch['data_samples'][0].gt_score.shape == (3,)  # soft targets of Mixup/CutMix
     losses = model(**batch, mode='loss')
     losses['loss'].backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -1,5 +1,6 @@
 """ImageNet-style pretraining with tools/train.py on a generated image-folder set, run as a user runs it, and the
 checkpoint it saves (EMA weights under `state_dict`) initialising a Mask R-CNN MAFormer backbone as it is."""
+
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ CLASSES = ('circle', 'square', 'stripes')
 
 # A user's config outside the repository: inherits the real tiny config by path, shrinks the backbone, points at
 # the generated set and trains 2 epochs of 2 iterations (1 warm-up epoch, then cosine), EMA on as in the recipe.
-USER_CONFIG = '''
+USER_CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
 classes = {classes!r}
@@ -37,21 +38,29 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1),
 ]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
+"""
 # The real pipelines, cropped to 64 instead of 224 (list entries can only be changed from the command line).
-CROP_64 = ['train_dataloader.dataset.pipeline.1.scale=64', 'val_dataloader.dataset.pipeline.1.scale=64',
-           'val_dataloader.dataset.pipeline.2.crop_size=64']
+CROP_64 = [
+    'train_dataloader.dataset.pipeline.1.scale=64',
+    'val_dataloader.dataset.pipeline.1.scale=64',
+    'val_dataloader.dataset.pipeline.2.crop_size=64',
+]
 
 
 def user_cls_config(root: str) -> str:
     """USER_CONFIG over configs/maformer_t_in1k.py for the image folders under `root`."""
-    return USER_CONFIG.format(base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=root, classes=CLASSES,
-                              backbone=backbone_override(MIN_ARCH, 64))
+    return USER_CONFIG.format(
+        base=str(REPO / 'configs' / 'maformer_t_in1k.py'),
+        root=root,
+        classes=CLASSES,
+        backbone=backbone_override(MIN_ARCH, 64),
+    )
 
 
 def write_image_folders(root: Path, per_split: dict) -> None:
     """mmpretrain's ImageNet layout, SPLIT/CLASS/NAME.png: 64x64 images, one colour per class plus noise."""
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split, count in per_split.items():
         for i in range(count):
@@ -88,6 +97,7 @@ def test_pretraining_runs_validates_and_saves_ema_weights(pretrained):
 
 def test_checkpoint_initialises_the_detection_backbone_unchanged(pretrained, mm_log):
     from mmdet.registry import MODELS
+
     work_dir, _ = pretrained
     path = work_dir / 'weights' / 'epoch_2.pth'  # backbone weights are read as plain data: the weights alone
     run_tool([REPO / 'tools' / 'convert_checkpoint.py', work_dir / 'epoch_2.pth', path], cwd=work_dir)
@@ -101,7 +111,7 @@ def test_checkpoint_initialises_the_detection_backbone_unchanged(pretrained, mm_
     detector.init_weights()
 
     state = torch.load(path, map_location='cpu')['state_dict']
-    from_ckpt = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    from_ckpt = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
     loaded = detector.backbone.state_dict()
     assert from_ckpt and set(from_ckpt) <= set(loaded)
     for key, value in from_ckpt.items():

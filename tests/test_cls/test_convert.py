@@ -1,6 +1,7 @@
 """Converting timm-style MAFormer checkpoints: the key mapping round-trips into our model, the reordered patch
 merging computes what timm's does, and tools/convert_checkpoint.py writes checkpoints our loader and mmpretrain
 read, reporting what it dropped."""
+
 import argparse
 import importlib.util
 import re
@@ -11,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import maformer_mm  # noqa: F401  (registers MAFormer)
-from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.backbone import load_backbone_checkpoint
 from maformer_mm.checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys, timm_merge_to_unfold
+from maformer_mm.models import MAFormer
 from tests.helpers import REPO, TINY_ARCH, run_tool
 
 NUM_CLASSES = 5
@@ -22,7 +23,7 @@ BUFFERS = ('stages.0.blocks.0.attn.relative_position_index', 'stages.1.blocks.0.
 
 
 def make_backbone() -> MAFormer:
-    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ), drop_path_rate=0.)
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3,), drop_path_rate=0.0)
     model.init_weights()
     with torch.no_grad():  # no tensor left at a constant, so that any swap or misplaced channel shows
         for param in model.parameters():
@@ -66,14 +67,16 @@ def source():
 def test_every_backbone_key_is_mapped_and_loads_strictly(source):
     ours, timm = source
     converted = convert_timm(timm)
-    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3,))
     model.load_state_dict(converted, strict=True)  # everything but the head, nothing left over
     for key, value in model.state_dict().items():
         assert torch.equal(value, ours[key]), key
     assert dropped_timm_keys(timm) == ['head.fc.weight', 'head.fc.bias', *BUFFERS]
     assert set(convert_timm_head(timm)) == {'fc.weight', 'fc.bias'}
-    assert set(convert_timm_head({'head.weight': torch.zeros(2, 3), 'head.bias': torch.zeros(2)})) == \
-        {'fc.weight', 'fc.bias'}
+    assert set(convert_timm_head({'head.weight': torch.zeros(2, 3), 'head.bias': torch.zeros(2)})) == {
+        'fc.weight',
+        'fc.bias',
+    }
 
 
 def test_converted_patch_merging_computes_what_timm_merging_does():
@@ -83,10 +86,13 @@ def test_converted_patch_merging_computes_what_timm_merging_does():
     # timm (>= 0.9) Swin PatchMerging: neighbours (row, col) as (0,0), (1,0), (0,1), (1,1), then norm, reduction.
     b, h, w, _ = x.shape
     merged = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
-    expected = F.linear(F.layer_norm(merged, (4 * c, ), norm_w, norm_b), reduction)
+    expected = F.linear(F.layer_norm(merged, (4 * c,), norm_w, norm_b), reduction)
 
-    timm = {'stages.1.downsample.norm.weight': norm_w, 'stages.1.downsample.norm.bias': norm_b,
-            'stages.1.downsample.reduction.weight': reduction}
+    timm = {
+        'stages.1.downsample.norm.weight': norm_w,
+        'stages.1.downsample.norm.bias': norm_b,
+        'stages.1.downsample.reduction.weight': reduction,
+    }
     ours = MAFormer(arch=dict(embed_dims=c, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)), pretrain_img_size=32)
     merging = ours.stages[1].downsample
     merging.load_state_dict({k.split('downsample.')[1]: v for k, v in convert_timm(timm).items()})
@@ -119,7 +125,7 @@ def test_cli_writes_a_checkpoint_our_loader_reads_and_reports_drops(source, tmp_
     assert re.search(r"dropped 4: \['head\.fc\.weight', 'head\.fc\.bias', .*relative_position_index", proc.stdout)
     written = torch.load(dst, map_location='cpu')
     assert set(written) == {'state_dict'} and all(k.startswith('backbone.') for k in written['state_dict'])
-    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, ))
+    model = MAFormer(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3,))
     result = load_backbone_checkpoint(model, str(dst))
     assert not result.missing_keys and not result.unexpected_keys
     for key, value in model.state_dict().items():
@@ -130,6 +136,7 @@ def test_cli_takes_ema_weights_and_head_for_mmpretrain(source, tmp_path):
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
+
     ours, timm = source
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in timm.items()}
     src, dst = tmp_path / 'timm_train.pth', tmp_path / 'maformer_ema.pth'
@@ -138,15 +145,19 @@ def test_cli_takes_ema_weights_and_head_for_mmpretrain(source, tmp_path):
     with pytest.raises(SystemExit, match='--trust'):
         _tool().load_source(str(src), ema=False, trust=False)
 
-    proc = run_tool([REPO / 'tools' / 'convert_checkpoint.py', src, dst, '--trust', '--ema', '--keep-head'],
-                    cwd=tmp_path)
+    proc = run_tool(
+        [REPO / 'tools' / 'convert_checkpoint.py', src, dst, '--trust', '--ema', '--keep-head'], cwd=tmp_path
+    )
     assert 'kept the head (2 keys); dropped 2: ' in proc.stdout
     init_default_scope('mmpretrain')
-    classifier = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='MAFormer', arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=128)))
+    classifier = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='MAFormer', arch=TINY_ARCH, pretrain_img_size=64, window_size=4, out_indices=(3,)),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=128),
+        )
+    )
     load_checkpoint(classifier, str(dst), map_location='cpu', strict=True)
     torch.testing.assert_close(classifier.head.fc.weight, ema['head.fc.weight'])
     for key, value in classifier.backbone.state_dict().items():

@@ -2,6 +2,7 @@
 dynamic exports of every kind verified at sizes other than the export size; the fixed-size fallback for window-mode
 blocks; a verify that fails raises, and the tool then exits with an error. Each export costs seconds, so
 each test covers one kind and one more property."""
+
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +14,25 @@ import torch
 from maformer_mm.deploy import OnnxVerificationError, build_model, build_target, verify_onnx
 from maformer_mm.deploy.exportable import ExportableAdaptiveAvgPool2d, make_exportable
 from maformer_mm.layers import export_forms
-from maformer_mm.tools.cli import load_config
 from maformer_mm.tools import export_onnx as tool
+from maformer_mm.tools.cli import load_config
 from tests.helpers import MIN_ARCH, backbone_override, widths
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 ARCH = dict(MIN_ARCH, num_heads=(1, 2, 2, 4))  # several heads: the export handles their split and merge
-TINY_BACKBONE = backbone_override(ARCH, 64, window_size=4, drop_path_rate=0.)
+TINY_BACKBONE = backbone_override(ARCH, 64, window_size=4, drop_path_rate=0.0)
 # Small configs of each kind, inheriting the project's configs by path as a user's config would.
 TINY = {
-    'classification': f'''_base_ = [{str(CONFIGS / "maformer_t_in1k.py")!r}]
+    'classification': f"""_base_ = [{str(CONFIGS / 'maformer_t_in1k.py')!r}]
 model = dict({TINY_BACKBONE}, head=dict(in_channels=128, num_classes=10))
-''',
-    'segmentation': f'''_base_ = [{str(CONFIGS / "upernet_maformer_t_demo.py")!r}]
+""",
+    'segmentation': f"""_base_ = [{str(CONFIGS / 'upernet_maformer_t_demo.py')!r}]
 model = dict({TINY_BACKBONE}, decode_head=dict(in_channels={widths(ARCH)}, channels=16),
              auxiliary_head=dict(in_channels=64, channels=16))
-''',
-    'detection': f'''_base_ = [{str(CONFIGS / "mask_rcnn_maformer_t_demo.py")!r}]
+""",
+    'detection': f"""_base_ = [{str(CONFIGS / 'mask_rcnn_maformer_t_demo.py')!r}]
 model = dict({TINY_BACKBONE}, neck=dict(in_channels={widths(ARCH)}, out_channels=16))
-''',
+""",
 }
 SHAPE = (64, 96)  # the GLD grids are made for 64x64: the width shrinks to them
 
@@ -64,8 +65,18 @@ def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
     model = build_model(cfg)
     ckpt = tmp_path / 'cls.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
-    out = _export(capsys, configs['classification'], ckpt, '--shape', *SHAPE, '--out', tmp_path / 'cls.onnx',
-                  '--verify', '--exporter', 'legacy')
+    out = _export(
+        capsys,
+        configs['classification'],
+        ckpt,
+        '--shape',
+        *SHAPE,
+        '--out',
+        tmp_path / 'cls.onnx',
+        '--verify',
+        '--exporter',
+        'legacy',
+    )
     assert f'{SHAPE[0]}x{SHAPE[1]} logits (1, 10): max |onnx - torch|' in out and 'Verified' in out
     images = torch.randn(1, 3, *SHAPE)
     with torch.no_grad():
@@ -84,16 +95,33 @@ def test_detector_exports_backbone_and_neck(configs, tmp_path, capsys):
     assert 'random weights' in out and out.count(': max |onnx - torch|') == 5
     outputs = _outputs(path, np.random.randn(1, 3, *SHAPE).astype(np.float32))
     assert {name: a.shape for name, a in outputs.items()} == {
-        'fpn0': (1, 16, 16, 24), 'fpn1': (1, 16, 8, 12), 'fpn2': (1, 16, 4, 6), 'fpn3': (1, 16, 2, 3),
-        'fpn4': (1, 16, 1, 2)}
+        'fpn0': (1, 16, 16, 24),
+        'fpn1': (1, 16, 8, 12),
+        'fpn2': (1, 16, 4, 6),
+        'fpn3': (1, 16, 2, 3),
+        'fpn4': (1, 16, 1, 2),
+    }
 
 
 def test_dynamic_segmentor_is_verified_at_other_sizes(configs, tmp_path, capsys):
     """One file for every size: odd sizes that pad windows and merges differently and make the GLD grids
     shrink on one axis and grow on the other; the pyramid pooling of UperNet's head follows the size too."""
     path = tmp_path / 'seg.onnx'
-    out = _export(capsys, configs['segmentation'], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify',
-                  '--verify-shapes', 45, 121, 130, 37)
+    out = _export(
+        capsys,
+        configs['segmentation'],
+        '--shape',
+        *SHAPE,
+        '--out',
+        path,
+        '--dynamic',
+        '--verify',
+        '--verify-shapes',
+        45,
+        121,
+        130,
+        37,
+    )
     for h, w in [SHAPE, (45, 121), (130, 37)]:
         assert f'{h}x{w} seg_logits (1, 3, {(h + 3) // 4}, {(w + 3) // 4}): max |onnx - torch|' in out
     assert 'FAILED' not in out
@@ -105,15 +133,27 @@ def test_backbone_only_and_the_fixed_size_fallback_of_window_mode(configs, tmp_p
     """The backbone's maps; window-mode ViT blocks cannot be dynamic, so the tool says why and exports at
     the fixed size, which it verifies."""
     path = tmp_path / 'backbone.onnx'
-    out = _export(capsys, configs['detection'], '--shape', *SHAPE, '--out', path, '--backbone-only', '--dynamic',
-                  '--verify', '--cfg-options', 'model.backbone.vit_window_size=2')
+    out = _export(
+        capsys,
+        configs['detection'],
+        '--shape',
+        *SHAPE,
+        '--out',
+        path,
+        '--backbone-only',
+        '--dynamic',
+        '--verify',
+        '--cfg-options',
+        'model.backbone.vit_window_size=2',
+    )
     assert 'cannot be dynamic' in out and 'vit_window_size > 0' in out and f'fixed size {SHAPE[0]}x{SHAPE[1]}' in out
     assert out.count(': max |onnx - torch|') == 4 and 'Verified' in out
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, *SHAPE]
     outputs = _outputs(path, np.random.randn(1, 3, *SHAPE).astype(np.float32))
     assert {name: a.shape for name, a in outputs.items()} == {
-        f'stage{i}': (1, 16 * 2 ** i, 16 // 2 ** i, 24 // 2 ** i) for i in range(4)}
+        f'stage{i}': (1, 16 * 2**i, 16 // 2**i, 24 // 2**i) for i in range(4)
+    }
 
 
 def test_verify_fails_on_a_perturbed_model_and_a_corrupted_file(configs, tmp_path, capsys):
@@ -121,6 +161,7 @@ def test_verify_fails_on_a_perturbed_model_and_a_corrupted_file(configs, tmp_pat
     target = build_target(cfg, backbone_only=True)
     path = tmp_path / 'backbone.onnx'
     from maformer_mm.deploy import export_onnx
+
     export_onnx(target, str(path), SHAPE, exporter='legacy')  # the fast exporter: the file only has to be valid
     verify_onnx(str(path), target.module, target.output_names, [SHAPE], log=lambda line: None)
     with torch.no_grad():
@@ -138,8 +179,17 @@ def test_the_tool_exits_with_an_error_when_verify_fails(configs, tmp_path, monke
     """A file that ONNX Runtime cannot run (written here in place of the export) stops the tool loudly."""
     monkeypatch.setattr(tool, 'export_onnx', lambda target, path, *a, **k: Path(path).write_bytes(b'not onnx'))
     with pytest.raises(SystemExit) as exit_info:
-        tool.main([str(configs['detection']), '--shape', '64', '--out', str(tmp_path / 'x.onnx'), '--verify',
-                   '--backbone-only'])
+        tool.main(
+            [
+                str(configs['detection']),
+                '--shape',
+                '64',
+                '--out',
+                str(tmp_path / 'x.onnx'),
+                '--verify',
+                '--backbone-only',
+            ]
+        )
     assert exit_info.value.code == 1
     assert 'VERIFY FAILED' in capsys.readouterr().err
 
@@ -167,15 +217,16 @@ def test_pyramid_pooling_stand_in_is_adaptive_avg_pool(size):
             torch.testing.assert_close(holder(x), reference(x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize('kind, first_output', [('classification', 'logits (1, 10)'),
-                                                ('detection', 'fpn0 (1, 16, 12, 31)')])
-def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, tmp_path, capsys, kind,
-                                                                       first_output):
+@pytest.mark.parametrize(
+    'kind, first_output', [('classification', 'logits (1, 10)'), ('detection', 'fpn0 (1, 16, 12, 31)')]
+)
+def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, tmp_path, capsys, kind, first_output):
     """The other two kinds exported with symbolic H and W, checked in ONNX Runtime at an odd size that pads
     the windows and merges and makes the GLD grid grow on one axis and shrink on the other."""
     path = tmp_path / f'{kind}.onnx'
-    out = _export(capsys, configs[kind], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify',
-                  '--verify-shapes', 45, 121)
+    out = _export(
+        capsys, configs[kind], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify', '--verify-shapes', 45, 121
+    )
     assert f'45x121 {first_output}: max |onnx - torch|' in out and 'Verified' in out and 'FAILED' not in out
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == [1, 3, 'height', 'width']

@@ -1,4 +1,5 @@
 """benchmarks/onnx_benchmark.py measures a tiny backbone end to end (nothing here is timed)."""
+
 from benchmarks import onnx_benchmark
 from maformer_mm.deploy import ExportTarget
 from maformer_mm.deploy.targets import BackboneFeatures

@@ -2,6 +2,7 @@
 --data-root DIR` on a generated set with its own class names, count and category ids; the errors for a broken
 layout, splits that disagree and a checkpoint trained with other classes; every head's num_classes in our
 configs and in mmdet's Cascade/RetinaNet/Faster R-CNN; and the mmdet-standard ten-line config."""
+
 import json
 import math
 import shutil
@@ -15,9 +16,9 @@ import maformer_mm  # noqa: F401
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.tools.cli import load_config
 from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.tools.preflight import check_data
 from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, leaf_datasets
 from tests.helpers import REPO, USER_ARCH, backbone_override, memoised_package_config_index, widths
@@ -30,7 +31,7 @@ IDS = {'ball': 7, 'box': 3, 'wedge': 11, 'ring': 5}
 ID_ORDER = ('box', 'ring', 'ball', 'wedge')
 # A user's config inheriting the demo detector with a small custom backbone, at 64 px (the Resize steps of the
 # pipelines are list entries, so they are set here rather than from the command line).
-SMALL_CONFIG = '''
+SMALL_CONFIG = """
 _base_ = [{base!r}]
 model = dict({backbone}, neck=dict(in_channels={widths}))
 train_dataloader = dict(dataset=dict(pipeline=[
@@ -40,7 +41,7 @@ test_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
-'''
+"""
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -74,20 +75,36 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('data_root')
     data = write_coco2017(root / 'data', num_train=2)
     config = root / 'small.py'
-    config.write_text(SMALL_CONFIG.format(base=DEMO_CONFIG, backbone=backbone_override(img=64),
-                                          widths=widths(USER_ARCH)))
+    config.write_text(
+        SMALL_CONFIG.format(base=DEMO_CONFIG, backbone=backbone_override(img=64), widths=widths(USER_ARCH))
+    )
     work_dir = root / 'work'
-    train_tool.main([str(config), '--data-root', str(data), '--work-dir', str(work_dir), '--device', 'cpu',
-                     '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None', 'val_dataloader=None',
-                     'val_evaluator=None'])
+    train_tool.main(
+        [
+            str(config),
+            '--data-root',
+            str(data),
+            '--work-dir',
+            str(work_dir),
+            '--device',
+            'cpu',
+            '--cfg-options',
+            'train_cfg.max_epochs=1',
+            'val_cfg=None',
+            'val_dataloader=None',
+            'val_evaluator=None',
+        ]
+    )
     return root, data, config, work_dir
 
 
 def test_train_takes_classes_from_the_json_in_id_order(trained):
     _, data, _, work_dir = trained
     log = _log_text(work_dir)
-    assert (f'--data-root {data}: 4 classes from {data}/annotations/instances_train2017.json and '
-            f'{data}/annotations/instances_val2017.json (category-id order): box, ring, ball, wedge') in log
+    assert (
+        f'--data-root {data}: 4 classes from {data}/annotations/instances_train2017.json and '
+        f'{data}/annotations/instances_val2017.json (category-id order): box, ring, ball, wedge'
+    ) in log
     assert 'set model.roi_head.bbox_head.num_classes, model.roi_head.mask_head.num_classes to 4' in log
     ckpt = load_mmengine_checkpoint(work_dir / 'epoch_1.pth', 'cpu')
     assert tuple(ckpt['meta']['dataset_meta']['classes']) == ID_ORDER
@@ -99,10 +116,21 @@ def test_test_tool_evaluates_and_names_the_classes(trained, monkeypatch):
     """Per-class metrics named by the set's classes. mmengine is made to believe it picked CUDA: with
     --device cpu the run must still place the model on the CPU (on this machine a CUDA move would fail)."""
     import mmengine.device.utils as mmengine_device
+
     root, data, config, work_dir = trained
     monkeypatch.setattr(mmengine_device, 'DEVICE', 'cuda')
-    metrics = test_tool.main([str(config), str(work_dir / 'epoch_1.pth'), '--data-root', str(data), '--device', 'cpu',
-                              '--work-dir', str(root / 'test_work')])
+    metrics = test_tool.main(
+        [
+            str(config),
+            str(work_dir / 'epoch_1.pth'),
+            '--data-root',
+            str(data),
+            '--device',
+            'cpu',
+            '--work-dir',
+            str(root / 'test_work'),
+        ]
+    )
     assert mmengine_device.DEVICE == 'cuda'  # restored after the run
     for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
         assert 0 <= metrics[key] <= 1
@@ -120,19 +148,27 @@ def test_checkpoint_trained_with_other_classes_is_refused(trained, tmp_path):
     meta = load_mmengine_checkpoint(work_dir / 'epoch_1.pth', 'cpu')['meta']
     ckpt = tmp_path / 'trained_on_4.pth'
     torch.save({'meta': {'dataset_meta': meta['dataset_meta']}, 'state_dict': {}}, ckpt)
-    other = write_coco2017(tmp_path / 'other', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3),
-                           num_train=1, num_val=1)
-    with pytest.raises(ValueError, match=r'trained_on_4.pth was trained with other classes: 4 \(box, ring, ball, '
-                                         rf'wedge\); --data-root {other} has 3 \(ball, box, wedge\)'):
-        test_tool.main([DEMO_CONFIG, str(ckpt), '--data-root', str(other), '--device', 'cpu',
-                        '--work-dir', str(tmp_path / 'w')])
+    other = write_coco2017(
+        tmp_path / 'other', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3), num_train=1, num_val=1
+    )
+    with pytest.raises(
+        ValueError,
+        match=r'trained_on_4.pth was trained with other classes: 4 \(box, ring, ball, '
+        rf'wedge\); --data-root {other} has 3 \(ball, box, wedge\)',
+    ):
+        test_tool.main(
+            [DEMO_CONFIG, str(ckpt), '--data-root', str(other), '--device', 'cpu', '--work-dir', str(tmp_path / 'w')]
+        )
 
 
 def test_checkpoint_without_classes_is_checked_by_tensor_shapes():
     model = torch.nn.Sequential(torch.nn.Linear(8, 3))
     other = {'state_dict': {'module.0.weight': torch.zeros(5, 8), '0.bias': torch.zeros(5)}}
-    with pytest.raises(ValueError, match=r'other_head.pth does not fit the model built for the 3 classes of the data: '
-                                         r'0.weight is \(5, 8\) in the checkpoint, \(3, 8\) here; 0.bias is \(5,\)'):
+    with pytest.raises(
+        ValueError,
+        match=r'other_head.pth does not fit the model built for the 3 classes of the data: '
+        r'0.weight is \(5, 8\) in the checkpoint, \(3, 8\) here; 0.bias is \(5,\)',
+    ):
         check_checkpoint_fits(model, other, 'other_head.pth', ('a', 'b', 'c'), 'the data')
     same = {'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('a', 'b', 'c')}}}
     check_checkpoint_fits(model, same, 'same.pth', ('a', 'b', 'c'), 'the data')
@@ -148,8 +184,11 @@ def small_set(tmp_path):
 def test_missing_piece_of_the_layout_is_named(small_set, missing):
     path = small_set / missing
     shutil.rmtree(path) if path.is_dir() else path.unlink()
-    with pytest.raises(FileNotFoundError, match=rf'--data-root {small_set}: .* not found: {path} \(expected the '
-                                                r'COCO 2017 layout'):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf'--data-root {small_set}: .* not found: {path} \(expected the '
+        r'COCO 2017 layout',
+    ):
         read_coco_layout(str(small_set))
 
 
@@ -158,18 +197,24 @@ def test_splits_with_other_categories_are_named(small_set):
     data = json.loads(val.read_text())
     data['categories'] = [c for c in data['categories'] if c['name'] != 'ring'] + [dict(id=20, name='cone')]
     val.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"the splits' categories differ: .*instances_train2017.json has 4 "
-                                         r'\(box, ring, ball, wedge\), .*instances_val2017.json has 4 '
-                                         r"\(box, ball, wedge, cone\); only in the first: \['ring'\]; "
-                                         r"only in the second: \['cone'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"the splits' categories differ: .*instances_train2017.json has 4 "
+        r'\(box, ring, ball, wedge\), .*instances_val2017.json has 4 '
+        r"\(box, ball, wedge, cone\); only in the first: \['ring'\]; "
+        r"only in the second: \['cone'\]",
+    ):
         read_coco_layout(str(small_set))
     assert read_coco_layout(str(small_set), ['test']).classes == ('box', 'ball', 'wedge', 'cone')  # val only
 
 
 def test_data_root_is_refused_for_other_tasks(small_set):
     config = str(REPO / 'configs' / 'upernet_maformer_t_demo.py')
-    with pytest.raises(ValueError, match=r'--data-root reads COCO-format detection data; .*upernet_maformer_t_demo.py '
-                                         'is an mmseg config'):
+    with pytest.raises(
+        ValueError,
+        match=r'--data-root reads COCO-format detection data; .*upernet_maformer_t_demo.py '
+        'is an mmseg config',
+    ):
         train_tool.build_config(train_tool.parse_args([config, '--data-root', str(small_set)]))
 
 
@@ -186,17 +231,22 @@ def _num_classes_values(model: dict) -> list:
         elif isinstance(node, (list, tuple)):
             for item in node:
                 visit(item)
+
     visit(model)
     return found
 
 
 # One config of each of our detector families (Mask R-CNN, Cascade Mask R-CNN with its list of box heads, Faster
 # R-CNN, RetinaNet), the demo config, and mmdet's own Cascade (so the list case is covered whatever ships here).
-@pytest.mark.parametrize('config', [
-    *sorted(str(p) for p in (REPO / 'configs').glob('*_maformer_t.py')),
-    str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'),
-    'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
-], ids=lambda c: Path(c).stem)
+@pytest.mark.parametrize(
+    'config',
+    [
+        *sorted(str(p) for p in (REPO / 'configs').glob('*_maformer_t.py')),
+        str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'),
+        'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
+    ],
+    ids=lambda c: Path(c).stem,
+)
 def test_data_root_sets_every_head_and_dataset(small_set, config):
     cfg = load_config(config)
     layout = read_coco_layout(str(small_set))
@@ -218,8 +268,10 @@ def test_mmdet_standard_config_matches_data_root(tmp_path):
     """The documented ten-line config (inherits ours, sets metainfo and num_classes) passes preflight on data
     with those class names, builds, and configures the heads as --data-root does; a wrong name is caught."""
     from mmdet.registry import DATASETS, MODELS
-    data = write_coco2017(tmp_path / 'my_coco', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3),
-                          num_train=2, num_val=1)
+
+    data = write_coco2017(
+        tmp_path / 'my_coco', names=('ball', 'box', 'wedge'), ids=dict(ball=1, box=2, wedge=3), num_train=2, num_val=1
+    )
     cfg = Config.fromfile(EXAMPLE_CONFIG)
     options = {f'{s}_dataloader.dataset.data_root': str(data) for s in ('train', 'val', 'test')}
     cfg.merge_from_dict(dict(options, **{'model.backbone.init_cfg': None}))
@@ -236,7 +288,10 @@ def test_mmdet_standard_config_matches_data_root(tmp_path):
     assert by_root.model.roi_head.mask_head == cfg.model.roi_head.mask_head
 
     cfg.train_dataloader.dataset.metainfo = dict(classes=('ball', 'box', 'cone'))
-    with pytest.raises(ValueError, match=r"train annotation file .*instances_train2017.json has no category named "
-                                         r"cone \(the config's metainfo.classes, 3 in all\); its categories are "
-                                         r'ball, box, wedge'):
-        check_data(cfg, ('train', ))
+    with pytest.raises(
+        ValueError,
+        match=r'train annotation file .*instances_train2017.json has no category named '
+        r"cone \(the config's metainfo.classes, 3 in all\); its categories are "
+        r'ball, box, wedge',
+    ):
+        check_data(cfg, ('train',))

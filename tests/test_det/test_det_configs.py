@@ -1,4 +1,5 @@
 """Every detection config parses and builds; a loss step and a predict step of Mask R-CNN MAFormer-T."""
+
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_all_detection_configs_are_found():
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda c: Path(c).stem)
 def test_detection_config_builds(config):
     from mmdet.registry import MODELS
+
     cfg = Config.fromfile(config)
     assert cfg.custom_imports == dict(imports=['maformer_mm'], allow_failed_imports=False)
     init_default_scope(cfg.default_scope)
@@ -45,10 +47,11 @@ def test_no_weight_decay_on_norms_and_position_terms():
 @pytest.fixture(scope='module')
 def detector():
     from mmdet.registry import MODELS
+
     cfg = Config.fromfile(str(Path(CONFIGS[0]).with_name('mask_rcnn_maformer_t.py')))
     init_default_scope('mmdet')
     cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.drop_path_rate = 0.
+    cfg.model.backbone.drop_path_rate = 0.0
     cfg.model.roi_head.bbox_head.num_classes = 3
     cfg.model.roi_head.mask_head.num_classes = 3
     model = MODELS.build(cfg.model)
@@ -59,6 +62,7 @@ def detector():
 def test_loss_step_and_predict_step(detector):
     from mmdet.testing import demo_mm_inputs
     from mmengine.optim import OptimWrapper
+
     torch.manual_seed(0)
     packed = demo_mm_inputs(2, [[3, 96, 128], [3, 100, 90]], num_items=[2, 1], num_classes=3, with_mask=True)
     detector.train()

@@ -3,6 +3,7 @@ configs with the backbone swapped (compared with them key by key); each full-siz
 the encoder and the decoder reading the same number of levels and the backbone at 0.1x the lr; each config trains
 one iteration of a tiny model and evaluates bbox mAP on generated COCO data; `--data-root` sets the classes of the
 head and of its denoising queries, and the trained model runs in tools/infer.py."""
+
 import json
 from pathlib import Path
 
@@ -46,14 +47,16 @@ def _kind(name: str):
 @pytest.fixture(scope='module')
 def configs() -> dict:
     from maformer_mm.tools.cli import load_config
+
     with memoised_package_config_index():
         ours = {p.stem: Config.fromfile(str(p)) for p in DINO_CONFIGS}
         return dict(ours, **{ref: load_config(ref) for ref in MMDET_OF.values()})
 
 
 def test_the_issues_variants_exist():
-    assert set(NAMES) == {f'dino_4scale_maformer_{s}_{e}' for s in 'tsb' for e in ('12e', '36e')} | \
-        {f'dino_5scale_maformer_{s}_{e}' for s in 'bl' for e in ('12e', '36e')}
+    assert set(NAMES) == {f'dino_4scale_maformer_{s}_{e}' for s in 'tsb' for e in ('12e', '36e')} | {
+        f'dino_5scale_maformer_{s}_{e}' for s in 'bl' for e in ('12e', '36e')
+    }
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -66,8 +69,17 @@ def test_config_is_mmdets_dino_with_a_maformer_backbone(configs, name):
         if key not in ('backbone', 'neck'):
             assert unscoped(cfg.model.get(key)) == unscoped(ref.model.get(key)), key
     assert unscoped(cfg.model.neck) == dict(unscoped(ref.model.neck), in_channels=cfg.model.neck.in_channels)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'optim_wrapper',
-                'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks'):
+    for key in (
+        'train_dataloader',
+        'val_dataloader',
+        'test_dataloader',
+        'val_evaluator',
+        'optim_wrapper',
+        'param_scheduler',
+        'train_cfg',
+        'auto_scale_lr',
+        'default_hooks',
+    ):
         # pipelines, AdamW + clipping + backbone at 0.1x lr, schedule, runtime
         assert unscoped(cfg[key]) == unscoped(ref[key]), key
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys == {'backbone': dict(lr_mult=0.1)}
@@ -77,7 +89,7 @@ def test_config_is_mmdets_dino_with_a_maformer_backbone(configs, name):
     assert backbone.out_indices == ((1, 2, 3) if scales == '4scale' else (0, 1, 2, 3))
     assert backbone.with_cp == (size == 'l')  # as mmdet's Swin-L DINO
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/maformer_{size}_in1k.pth')
-    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2 ** i for i in range(4)]
+    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2**i for i in range(4)]
     assert list(cfg.model.neck.in_channels) == [widths[i] for i in backbone.out_indices]
     assert cfg.custom_hooks == [dict(type='InvalidLossHook')]
 
@@ -87,13 +99,15 @@ def test_full_size_model_reads_every_level_and_learns_the_backbone_at_a_tenth(co
     """Built at the config's real size (the 36-epoch configs hold the same model, checked above against mmdet)."""
     from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
+
     cfg = configs[name]
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     assert isinstance(model.backbone, MAFormer)
     assert model.backbone.arch_settings == MAFormer.arch_zoo[cfg.model.backbone.arch]
-    assert list(model.neck.convs[i].conv.in_channels for i in range(len(model.backbone.out_indices))) == \
-        list(model.backbone.out_channels)
+    assert list(model.neck.convs[i].conv.in_channels for i in range(len(model.backbone.out_indices))) == list(
+        model.backbone.out_channels
+    )
     levels = model.num_feature_levels
     assert levels == len(model.neck.convs) + len(model.neck.extra_convs) == (4 if '4scale' in name else 5)
     assert model.encoder.layers[0].self_attn.num_levels == model.decoder.layers[0].cross_attn.num_levels == levels
@@ -122,12 +136,12 @@ def test_config_trains_one_iteration_and_evaluates(coco_data, tmp_path, name):
         runner, record = run(cfg)
     assert_trained_backbone(record, runner.model)
     assert {'loss_cls', 'loss_bbox', 'loss_iou', 'enc_loss_cls', 'dn_loss_cls', 'dn_loss_bbox'} <= set(record.losses[0])
-    metrics, = record.metrics
+    (metrics,) = record.metrics
     assert 0 <= metrics['coco/bbox_mAP'] <= 1 and 0 <= metrics['coco/bbox_mAP_50'] <= 1
 
 
 # A user's config inheriting ours by path, cut to a tiny model at 64 px (the shrunk settings of the test above).
-SMALL_DINO = '''
+SMALL_DINO = """
 _base_ = [{base!r}]
 model = dict(
     backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
@@ -144,7 +158,7 @@ val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dat
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
 test_dataloader = val_dataloader
-'''
+"""
 OWN_CLASSES = ('ball', 'box', 'wedge', 'ring')
 
 
@@ -152,19 +166,34 @@ OWN_CLASSES = ('ball', 'box', 'wedge', 'ring')
 def trained_on_own_data(tmp_path_factory):
     """tools/train.py --data-root on a COCO-2017-layout set of four own classes: one epoch of one iteration."""
     from maformer_mm.tools import train as train_tool
+
     root = tmp_path_factory.mktemp('dino_own')
     write_coco(str(root / 'data'), 2, 1, (64, 64), classes=OWN_CLASSES, year='2017')
     config = root / 'small_dino.py'
     config.write_text(SMALL_DINO.format(base=str(CONFIG_DIR / 'dino_4scale_maformer_t_12e.py')))
     with unformatted_config_text():
-        train_tool.main([str(config), '--data-root', str(root / 'data'), '--work-dir', str(root / 'work'),
-                         '--device', 'cpu', '--cfg-options', 'train_cfg.max_epochs=1', 'val_cfg=None',
-                         'val_dataloader=None', 'val_evaluator=None'])
+        train_tool.main(
+            [
+                str(config),
+                '--data-root',
+                str(root / 'data'),
+                '--work-dir',
+                str(root / 'work'),
+                '--device',
+                'cpu',
+                '--cfg-options',
+                'train_cfg.max_epochs=1',
+                'val_cfg=None',
+                'val_dataloader=None',
+                'val_evaluator=None',
+            ]
+        )
     return root, config
 
 
 def test_data_root_sets_the_head_and_its_denoising_queries(trained_on_own_data):
     from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
+
     root, _ = trained_on_own_data
     log = '\n'.join(p.read_text() for p in (root / 'work').glob('*/*.log'))
     assert f'4 classes from {root}/data/annotations/instances_train2017.json' in log
@@ -179,13 +208,20 @@ def test_data_root_sets_the_head_and_its_denoising_queries(trained_on_own_data):
 
 def test_infer_tool_draws_and_writes_the_trained_detectors_boxes(trained_on_own_data, tmp_path):
     """tools/infer.py's `infer` with the config fitted to the four classes, as --data-root fitted it for training."""
-    from maformer_mm.utils.classes import set_num_classes
     from maformer_mm.tools.infer import infer
+    from maformer_mm.utils.classes import set_num_classes
+
     root, config = trained_on_own_data
     cfg = Config.fromfile(str(config))
     assert set_num_classes(cfg.model, 4) == ['model.bbox_head.num_classes']
-    written = infer(str(root / 'data' / 'val2017'), cfg, str(root / 'work' / 'epoch_1.pth'), str(tmp_path),
-                    pred_score_thr=0., device='cpu')
+    written = infer(
+        str(root / 'data' / 'val2017'),
+        cfg,
+        str(root / 'work' / 'epoch_1.pth'),
+        str(tmp_path),
+        pred_score_thr=0.0,
+        device='cpu',
+    )
     assert len(written.vis) == len(written.preds) == 1
     pred = json.loads(Path(written.preds[0]).read_text())
     assert len(pred['labels']) == len(pred['scores']) == len(pred['bboxes']) == 30  # max_per_img of the config
@@ -201,6 +237,7 @@ def test_onnx_export_of_the_whole_detector_at_a_fixed_size(trained_on_own_data, 
     import onnx
 
     from maformer_mm.tools import export_onnx as tool
+
     _, config = trained_on_own_data
     out = tmp_path / 'dino.onnx'
     tool.main([str(config), '--shape', '128', '128', '--out', str(out), '--dynamic', '--verify'])
@@ -209,16 +246,31 @@ def test_onnx_export_of_the_whole_detector_at_a_fixed_size(trained_on_own_data, 
     assert 'multi-scale deformable attention modules' in text and 'with the legacy exporter' in text
     assert 'cls_logits (1, 30, 80): ' in text and 'boxes (1, 30, 4): ' in text and 'Verified in ONNX Runtime' in text
     assert [o.name for o in onnx.load(str(out)).graph.output] == ['cls_logits', 'boxes']
-    with pytest.raises(ValueError, match=r'the dynamo exporter cannot export this model .* torch._shape_as_tensor.* '
-                                         r'Use the legacy exporter'):
+    with pytest.raises(
+        ValueError,
+        match=r'the dynamo exporter cannot export this model .* torch._shape_as_tensor.* '
+        r'Use the legacy exporter',
+    ):
         tool.main([str(config), '--shape', '128', '128', '--out', str(tmp_path / 'x.onnx'), '--exporter', 'dynamo'])
 
 
 def test_onnx_export_of_the_backbone_with_dynamic_sizes(trained_on_own_data, tmp_path, capsys):
     from maformer_mm.tools import export_onnx as tool
+
     _, config = trained_on_own_data
-    tool.main([str(config), '--shape', '64', '64', '--out', str(tmp_path / 'backbone.onnx'), '--backbone-only',
-               '--dynamic', '--verify'])
+    tool.main(
+        [
+            str(config),
+            '--shape',
+            '64',
+            '64',
+            '--out',
+            str(tmp_path / 'backbone.onnx'),
+            '--backbone-only',
+            '--dynamic',
+            '--verify',
+        ]
+    )
     text = capsys.readouterr().out
     assert 'H and W dynamic with the dynamo exporter' in text and 'stage3 (1, 128, 2, 2): ' in text
     assert 'Verified in ONNX Runtime (CPU) at 64x64, 45x101, 117x39' in text

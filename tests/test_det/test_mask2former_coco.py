@@ -5,6 +5,7 @@ a tiny model and evaluates on generated data (instance: box and mask AP through 
 the config's pipeline and PQ where `panopticapi` is installed, else the model's own training and panoptic +
 instance prediction on the generated panoptic set, with box and mask AP); `--data-root` sets the thing classes, the
 class weights and the fusion head of the instance configs and refuses the panoptic ones."""
+
 import copy
 import json
 from pathlib import Path
@@ -18,8 +19,8 @@ from PIL import Image
 
 import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.classes import set_num_classes
 from maformer_mm.tools.demo_data import CLASSES, write_coco
+from maformer_mm.utils.classes import set_num_classes
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
     ARCH_OF,
@@ -42,8 +43,10 @@ from tests.query_heads import (
 
 INSTANCE = [p.stem for p in M2F_COCO_CONFIGS]
 PANOPTIC = [p.stem for p in M2F_PANOPTIC_CONFIGS]
-MMDET_OF = {'instance': 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py',
-            'panoptic': 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py'}
+MMDET_OF = {
+    'instance': 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py',
+    'panoptic': 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
+}
 DROP_PATH = {'t': 0.1, 's': 0.3, 'b': 0.5}
 
 
@@ -54,6 +57,7 @@ def _task(name: str) -> str:
 @pytest.fixture(scope='module')
 def configs() -> dict:
     from maformer_mm.tools.cli import load_config
+
     with memoised_package_config_index():
         ours = {p.stem: Config.fromfile(str(p)) for p in M2F_COCO_CONFIGS + M2F_PANOPTIC_CONFIGS}
         return dict(ours, **{ref: load_config(ref) for ref in MMDET_OF.values()})
@@ -75,8 +79,15 @@ def test_config_is_mmdets_mask2former_with_a_maformer_backbone(configs, name):
             assert unscoped(cfg.model.get(key)) == unscoped(ref.model.get(key)), key
     head = cfg.model.panoptic_head
     assert unscoped(head) == dict(unscoped(ref.model.panoptic_head), in_channels=head.in_channels)
-    for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler', 'train_cfg',
-                'auto_scale_lr', 'default_hooks'):
+    for key in (
+        'train_dataloader',
+        'val_dataloader',
+        'val_evaluator',
+        'param_scheduler',
+        'train_cfg',
+        'auto_scale_lr',
+        'default_hooks',
+    ):
         assert unscoped(cfg[key]) == unscoped(ref[key]), key  # LSJ pipeline, 368,750 iterations (50 epochs), evaluators
     # AdamW 1e-4, weight decay 0.05
     assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(ref.optim_wrapper.optimizer)
@@ -85,7 +96,7 @@ def test_config_is_mmdets_mask2former_with_a_maformer_backbone(configs, name):
     assert backbone.type == 'MAFormer' and backbone.arch == ARCH_OF[size] and backbone.out_indices == (0, 1, 2, 3)
     assert backbone.drop_path_rate == DROP_PATH[size] and backbone.vit_window_size == 0
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/maformer_{size}_in1k.pth')
-    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2 ** i for i in range(4)]
+    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2**i for i in range(4)]
     assert list(cfg.model.panoptic_head.in_channels) == widths
     assert cfg.custom_hooks == [dict(type='InvalidLossHook')]
 
@@ -97,6 +108,7 @@ def test_full_size_model_and_the_optimiser_keys(configs, name):
     depth, whose keys the T and B builds cover.)"""
     from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
+
     cfg = configs[name]
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
@@ -113,11 +125,11 @@ def test_full_size_model_and_the_optimiser_keys(configs, name):
     for param_name, param in model.named_parameters():
         lr, decay = group[id(param)]
         if param_name.startswith('backbone.'):
-            short = param_name[len('backbone.'):]
+            short = param_name[len('backbone.') :]
             undecayed = 'norm' in short or 'relative_position_bias_table' in short or short.endswith('gld.fc.bias')
-            assert (lr, decay) == pytest.approx((1e-5, 0. if undecayed else 0.05)), param_name
+            assert (lr, decay) == pytest.approx((1e-5, 0.0 if undecayed else 0.05)), param_name
         elif any(k in param_name for k in ('query_embed', 'query_feat', 'level_embed')):
-            assert (lr, decay) == pytest.approx((1e-4, 0.)), param_name
+            assert (lr, decay) == pytest.approx((1e-4, 0.0)), param_name
         else:
             assert lr == pytest.approx(1e-4), param_name
 
@@ -147,7 +159,7 @@ def test_instance_config_trains_one_iteration_and_evaluates(coco_data, tmp_path,
         runner, record = run(cfg)
     assert_trained_backbone(record, runner.model)
     assert {'loss_cls', 'loss_mask', 'loss_dice', 'd0.loss_cls'} <= set(record.losses[0])
-    metrics, = record.metrics
+    (metrics,) = record.metrics
     assert 0 <= metrics['coco/bbox_mAP'] <= 1 and 0 <= metrics['coco/segm_mAP'] <= 1
 
 
@@ -162,12 +174,13 @@ def _panoptic_samples(root: Path, split: str) -> dict:
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData, PixelData
+
     data = json.loads((root / 'annotations' / f'panoptic_{split}.json').read_text())
     inputs, samples = [], []
     for image, annotation in zip(data['images'], data['annotations']):
         pixels = np.array(Image.open(root / split / image['file_name']).convert('RGB'))[..., ::-1]  # BGR, as mmcv
         rgb = np.array(Image.open(root / 'annotations' / f'panoptic_{split}' / annotation['file_name'])).astype(int)
-        ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 ** 2 * rgb[..., 2]
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
         semantic = np.full(ids.shape, 255, np.int64)
         masks, labels, boxes = [], [], []
         for segment in annotation['segments_info']:
@@ -179,10 +192,12 @@ def _panoptic_samples(root: Path, split: str) -> dict:
                 labels.append(segment['category_id'] - 1)
                 boxes.append([x, y, x + w, y + h])
         h, w = ids.shape
-        sample = DetDataSample(metainfo=dict(img_id=image['id'], img_shape=(h, w), ori_shape=(h, w),
-                                             scale_factor=(1., 1.)))
-        sample.gt_instances = InstanceData(labels=torch.tensor(labels), bboxes=torch.tensor(boxes, dtype=torch.float),
-                                           masks=BitmapMasks(masks, h, w))
+        sample = DetDataSample(
+            metainfo=dict(img_id=image['id'], img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0))
+        )
+        sample.gt_instances = InstanceData(
+            labels=torch.tensor(labels), bboxes=torch.tensor(boxes, dtype=torch.float), masks=BitmapMasks(masks, h, w)
+        )
         sample.gt_sem_seg = PixelData(sem_seg=torch.from_numpy(semantic)[None])
         inputs.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
         samples.append(sample)
@@ -197,6 +212,7 @@ def test_panoptic_model_trains_one_iteration_and_predicts_panoptic_and_instance_
     from mmdet.registry import MODELS
     from mmengine.evaluator import Evaluator
     from mmengine.optim import build_optim_wrapper
+
     cfg = copy.deepcopy(configs[name])
     _tiny(cfg.model, len(CLASSES), len(STUFF))
     cfg.model.data_preprocessor.batch_augments[0].size = (SIZE, SIZE)
@@ -231,8 +247,11 @@ def test_panoptic_model_trains_one_iteration_and_predicts_panoptic_and_instance_
 def test_panoptic_config_trains_and_evaluates_pq_through_its_own_pipeline(panoptic_data, tmp_path):
     """The config's LoadPanopticAnnotations pipeline and CocoPanopticMetric on the generated set. Both import
     `panopticapi`, which mmdet asks to install from its git repository (not on PyPI under that name)."""
-    pytest.importorskip('panopticapi', reason='mmdet\'s panoptic loading and PQ need panopticapi (pip install '
-                                               'git+https://github.com/cocodataset/panopticapi.git)')
+    pytest.importorskip(
+        'panopticapi',
+        reason="mmdet's panoptic loading and PQ need panopticapi (pip install "
+        'git+https://github.com/cocodataset/panopticapi.git)',
+    )
     config = M2F_PANOPTIC_CONFIGS[0]
     with unformatted_config_text():
         cfg = Config.fromfile(str(config))
@@ -240,48 +259,63 @@ def test_panoptic_config_trains_and_evaluates_pq_through_its_own_pipeline(panopt
         for split in ('train', 'val'):
             loader = cfg[f'{split}_dataloader']
             from tests.query_heads import scale_pipeline
+
             scale_pipeline(loader.dataset.pipeline, SIZE / 1024)
             loader.update(batch_size=2 if split == 'train' else 1, num_workers=0, persistent_workers=False)
-            loader.dataset.update(data_root=str(panoptic_data), ann_file=f'annotations/panoptic_{split}.json',
-                                  data_prefix=dict(img=f'{split}/', seg=f'annotations/panoptic_{split}/'),
-                                  metainfo=metainfo)
+            loader.dataset.update(
+                data_root=str(panoptic_data),
+                ann_file=f'annotations/panoptic_{split}.json',
+                data_prefix=dict(img=f'{split}/', seg=f'annotations/panoptic_{split}/'),
+                metainfo=metainfo,
+            )
         cfg.test_dataloader = cfg.val_dataloader
-        cfg.val_evaluator[0].update(ann_file=str(panoptic_data / 'annotations' / 'panoptic_val.json'),
-                                    seg_prefix=str(panoptic_data / 'annotations' / 'panoptic_val'))
+        cfg.val_evaluator[0].update(
+            ann_file=str(panoptic_data / 'annotations' / 'panoptic_val.json'),
+            seg_prefix=str(panoptic_data / 'annotations' / 'panoptic_val'),
+        )
         cfg.val_evaluator[1].ann_file = str(panoptic_data / 'annotations' / 'instances_val.json')
         cfg.test_evaluator = cfg.val_evaluator
         cfg.model.data_preprocessor.batch_augments[0].size = (SIZE, SIZE)
         _tiny(cfg.model, len(CLASSES), len(STUFF))
         from tests.query_heads import _one_iteration
+
         runner, record = run(_one_iteration(cfg, tmp_path))
     assert_trained_backbone(record, runner.model)
-    metrics, = record.metrics
+    (metrics,) = record.metrics
     assert 0 <= metrics['coco_panoptic/PQ'] <= 100 and 0 <= metrics['coco/segm_mAP'] <= 1
 
 
 def test_data_root_fits_the_instance_config_and_refuses_the_panoptic_one(configs):
     cfg = copy.deepcopy(configs[INSTANCE[0]])
     fields = set_num_classes(cfg.model, 4)
-    assert fields == ['model.panoptic_head.num_things_classes',
-                      'model.panoptic_head.loss_cls.class_weight (4 classes + background)',
-                      'model.panoptic_fusion_head.num_things_classes']
+    assert fields == [
+        'model.panoptic_head.num_things_classes',
+        'model.panoptic_head.loss_cls.class_weight (4 classes + background)',
+        'model.panoptic_fusion_head.num_things_classes',
+    ]
     assert cfg.model.panoptic_head.loss_cls.class_weight == [1.0] * 4 + [0.1]
     assert cfg.model.panoptic_fusion_head.num_stuff_classes == cfg.model.panoptic_head.num_stuff_classes == 0
-    with pytest.raises(ValueError, match=r'--data-root reads instance annotations \(things only\), but '
-                                         r'model.panoptic_head has 53 stuff classes'):
+    with pytest.raises(
+        ValueError,
+        match=r'--data-root reads instance annotations \(things only\), but '
+        r'model.panoptic_head has 53 stuff classes',
+    ):
         set_num_classes(copy.deepcopy(configs[PANOPTIC[0]]).model, 4)
 
 
 def test_data_root_refuses_per_class_weights_it_cannot_carry_over(configs):
     cfg = copy.deepcopy(configs[INSTANCE[0]])
     cfg.model.panoptic_head.loss_cls.class_weight = [1.0] * 79 + [2.0, 0.1]
-    with pytest.raises(ValueError, match=r'model.panoptic_head.loss_cls.class_weight gives the 80 classes different '
-                                         r'weights \(\[1.0, 2.0\]\)'):
+    with pytest.raises(
+        ValueError,
+        match=r'model.panoptic_head.loss_cls.class_weight gives the 80 classes different '
+        r'weights \(\[1.0, 2.0\]\)',
+    ):
         set_num_classes(cfg.model, 4)
 
 
 # A user's config inheriting ours by path, cut to a tiny model at 64 px.
-SMALL_M2F = '''
+SMALL_M2F = """
 _base_ = [{base!r}]
 image_size = (64, 64)
 model = dict(
@@ -303,24 +337,42 @@ model = dict(
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(pipeline=[
     dict(type='LoadImageFromFile', to_float32=True), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=image_size, keep_ratio=True), dict(type='PackDetInputs')]))
-'''
+"""
 
 
 def test_train_tool_with_data_root_trains_own_classes(tmp_path):
     from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
     from maformer_mm.tools import train as train_tool
+
     names = ('ball', 'box', 'wedge', 'ring')
     write_coco(str(tmp_path / 'data'), 2, 1, (64, 64), classes=names, year='2017')
     config = tmp_path / 'small_m2f.py'
     config.write_text(SMALL_M2F.format(base=str(M2F_COCO_CONFIGS[0])))
     with unformatted_config_text():
-        train_tool.main([str(config), '--data-root', str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'work'),
-                         '--device', 'cpu', '--cfg-options', 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
-                         'train_cfg.dynamic_intervals=None', 'val_cfg=None', 'val_dataloader=None',
-                         'val_evaluator=None', 'default_hooks.checkpoint.interval=1'])
+        train_tool.main(
+            [
+                str(config),
+                '--data-root',
+                str(tmp_path / 'data'),
+                '--work-dir',
+                str(tmp_path / 'work'),
+                '--device',
+                'cpu',
+                '--cfg-options',
+                'train_cfg.max_iters=1',
+                'train_cfg.val_interval=1',
+                'train_cfg.dynamic_intervals=None',
+                'val_cfg=None',
+                'val_dataloader=None',
+                'val_evaluator=None',
+                'default_hooks.checkpoint.interval=1',
+            ]
+        )
     log = '\n'.join(p.read_text() for p in (tmp_path / 'work').glob('*/*.log'))
-    assert ('set model.panoptic_head.num_things_classes, model.panoptic_head.loss_cls.class_weight (4 classes + '
-            'background), model.panoptic_fusion_head.num_things_classes to 4') in log
+    assert (
+        'set model.panoptic_head.num_things_classes, model.panoptic_head.loss_cls.class_weight (4 classes + '
+        'background), model.panoptic_fusion_head.num_things_classes to 4'
+    ) in log
     ckpt = load_mmengine_checkpoint(tmp_path / 'work' / 'iter_1.pth', 'cpu')
     assert tuple(ckpt['meta']['dataset_meta']['classes']) == names
     assert ckpt['state_dict']['panoptic_head.cls_embed.weight'].shape[0] == 5  # 4 classes + "no object"
@@ -329,6 +381,7 @@ def test_train_tool_with_data_root_trains_own_classes(tmp_path):
 def test_onnx_export_of_the_instance_model(tmp_path, capsys):
     """Class logits (with "no object") and mask logits (stride 4) of the last decoder layer, checked in ONNX Runtime."""
     from maformer_mm.tools import export_onnx as tool
+
     config = tmp_path / 'small_m2f.py'
     config.write_text(SMALL_M2F.format(base=str(M2F_COCO_CONFIGS[0])))
     tool.main([str(config), '--shape', '64', '96', '--out', str(tmp_path / 'm2f.onnx'), '--verify'])

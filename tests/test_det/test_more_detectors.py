@@ -1,6 +1,7 @@
 """Cascade Mask R-CNN (1x, 3x), Faster R-CNN and RetinaNet with MAFormer: every config parses, names its backbone
 and shares the Mask R-CNN recipe; each family, built from its real config with a tiny backbone and narrow heads,
 trains one iteration on generated images and predicts."""
+
 import copy
 
 import pytest
@@ -41,8 +42,12 @@ def configs() -> dict:
 
 def test_every_family_comes_in_t_s_b():
     names = {p.stem for p in CONFIGS}
-    expected = {f'{family}_maformer_{size}{schedule}' for family in FAMILIES for size in 'tsb'
-                for schedule in (('', '_3x') if family == 'cascade_mask_rcnn' else ('', ))}
+    expected = {
+        f'{family}_maformer_{size}{schedule}'
+        for family in FAMILIES
+        for size in 'tsb'
+        for schedule in (('', '_3x') if family == 'cascade_mask_rcnn' else ('',))
+    }
     assert names == expected
 
 
@@ -55,7 +60,7 @@ def test_config_names_its_detector_backbone_and_weights(configs, name):
     assert backbone.type == 'MAFormer' and backbone.arch == ARCH_OF[size]
     assert backbone.drop_path_rate == DROP_PATH_OF[size] and backbone.vit_window_size == 0
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/maformer_{size}_in1k.pth')
-    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2 ** i for i in range(4)]
+    widths = [MAFormer.arch_zoo[backbone.arch]['embed_dims'] * 2**i for i in range(4)]
     assert list(cfg.model.neck.in_channels) == [widths[i] for i in backbone.out_indices]
     reference = configs['mask_rcnn_maformer_t_3x' if name.endswith('_3x') else 'mask_rcnn_maformer_t']
     for key in RECIPE_KEYS:
@@ -73,8 +78,11 @@ def test_cascade_3x_is_the_1x_model_with_the_mask_rcnn_3x_pipeline(configs):
 def test_cascade_uses_the_swin_and_convnext_box_heads(configs):
     heads = configs['cascade_mask_rcnn_maformer_s'].model.roi_head.bbox_head
     assert len(heads) == 3
-    assert [h.bbox_coder.target_stds for h in heads] == [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
-                                                         [0.033, 0.033, 0.067, 0.067]]
+    assert [h.bbox_coder.target_stds for h in heads] == [
+        [0.1, 0.1, 0.2, 0.2],
+        [0.05, 0.05, 0.1, 0.1],
+        [0.033, 0.033, 0.067, 0.067],
+    ]
     for head in heads:
         assert (head.type, head.num_shared_convs, head.num_shared_fcs) == ('ConvFCBBoxHead', 4, 1)
         assert head.loss_bbox.type == 'GIoULoss' and head.reg_decoded_bbox
@@ -92,6 +100,7 @@ def test_retinanet_backbone_feeds_stages_2_to_4_into_a_five_level_fpn(configs):
     """As mmdet's RetinaNet Swin config: the backbone returns only what the FPN uses (each output has its own norm,
     an unused one would get no gradient), the FPN starts at its first input and adds P6/P7 from stage 4."""
     from mmdet.registry import MODELS
+
     cfg = configs['retinanet_maformer_t']
     init_default_scope('mmdet')
     backbone = MODELS.build(cfg.model.backbone)
@@ -108,12 +117,13 @@ WIDTH = 32  # FPN and head channels (256 in the real configs)
 def _shrink(cfg: Config) -> dict:
     """The config's model with a tiny MAFormer, narrow FPN and heads, 3 classes and few sampled RoIs."""
     model = cfg.model
-    model.backbone.update(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0., init_cfg=None)
-    model.neck.update(in_channels=[TINY_ARCH['embed_dims'] * 2 ** i for i in model.backbone.out_indices],
-                      out_channels=WIDTH)
+    model.backbone.update(arch=TINY_ARCH, pretrain_img_size=64, window_size=4, drop_path_rate=0.0, init_cfg=None)
+    model.neck.update(
+        in_channels=[TINY_ARCH['embed_dims'] * 2**i for i in model.backbone.out_indices], out_channels=WIDTH
+    )
     if 'bbox_head' in model:  # one-stage
         model.bbox_head.update(in_channels=WIDTH, feat_channels=WIDTH, num_classes=3)
-        model.test_cfg.score_thr = 0.  # untrained scores are low: keep every box
+        model.test_cfg.score_thr = 0.0  # untrained scores are low: keep every box
         return model
     model.rpn_head.update(in_channels=WIDTH, feat_channels=WIDTH)
     roi = model.roi_head
@@ -125,13 +135,13 @@ def _shrink(cfg: Config) -> dict:
         roi.mask_head.update(in_channels=WIDTH, conv_out_channels=WIDTH, num_classes=3)
     for stage in model.train_cfg.rcnn if isinstance(model.train_cfg.rcnn, list) else [model.train_cfg.rcnn]:
         stage.sampler.num = 64
-    model.test_cfg.rcnn.score_thr = 0.  # untrained scores are low: keep every box
+    model.test_cfg.rcnn.score_thr = 0.0  # untrained scores are low: keep every box
     return model
 
 
 LOSSES = {
-    'cascade_mask_rcnn': {'loss_rpn_cls', 'loss_rpn_bbox'} | {f's{i}.{loss}' for i in range(3)
-                                                             for loss in ('loss_cls', 'loss_bbox', 'loss_mask')},
+    'cascade_mask_rcnn': {'loss_rpn_cls', 'loss_rpn_bbox'}
+    | {f's{i}.{loss}' for i in range(3) for loss in ('loss_cls', 'loss_bbox', 'loss_mask')},
     'faster_rcnn': {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox'},
     'retinanet': {'loss_cls', 'loss_bbox'},
 }
@@ -143,6 +153,7 @@ def test_family_trains_one_iteration_and_predicts(configs, family):
     from mmdet.testing import demo_mm_inputs
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
+
     cfg = copy.deepcopy(configs[f'{family}_maformer_t'])
     with_mask = family == 'cascade_mask_rcnn'
     init_default_scope('mmdet')
@@ -151,7 +162,7 @@ def test_family_trains_one_iteration_and_predicts(configs, family):
     detector = revert_sync_batchnorm(detector)  # what the Runner does without distributed training
     optim = build_optim_wrapper(detector, cfg.optim_wrapper)  # the config's AdamW with its no-decay keys
     decay = {id(p): g['weight_decay'] for g in optim.optimizer.param_groups for p in g['params']}
-    assert all(decay[id(p)] == 0. for n, p in detector.backbone.named_parameters() if 'norm' in n)
+    assert all(decay[id(p)] == 0.0 for n, p in detector.backbone.named_parameters() if 'norm' in n)
 
     torch.manual_seed(0)
     batch = demo_mm_inputs(2, [[3, 96, 128], [3, 100, 90]], num_items=[2, 1], num_classes=3, with_mask=with_mask)

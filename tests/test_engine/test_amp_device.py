@@ -14,8 +14,7 @@ from maformer_mm.engine import BF16OptimWrapper
 from maformer_mm.engine.optim import bf16_unsafe_modules
 from maformer_mm.models import MAFormer
 from maformer_mm.tools import train
-from tests.helpers import TINY_CFG
-from tests.helpers import DEMO_DET_CONFIG
+from tests.helpers import DEMO_DET_CONFIG, TINY_CFG
 
 
 class _Detector(nn.Module):

@@ -1,4 +1,5 @@
 """BF16OptimWrapper's backbone-scoped autocast ends with the backbone call, also when it raises."""
+
 from contextlib import nullcontext
 
 import pytest
@@ -31,8 +32,7 @@ class _Detector(nn.Module):
 
 
 def _wrapper(model: nn.Module) -> BF16OptimWrapper:
-    return BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device_type='cpu',
-                            scope='backbone')
+    return BF16OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device_type='cpu', scope='backbone')
 
 
 @pytest.mark.parametrize('fail', [False, True], ids=['ok', 'backbone_raises'])

@@ -1,4 +1,5 @@
 """InvalidLossHook names the last good checkpoint and leaves no file open."""
+
 import gc
 import warnings
 from types import SimpleNamespace

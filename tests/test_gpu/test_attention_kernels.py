@@ -1,5 +1,6 @@
 """Which SDPA kernel each MAFormer attention runs, and that selective `with_cp` keeps those kernels'
 outputs instead of running them again (the math fallback is recomputed, as the other ops are)."""
+
 from collections import Counter
 
 import pytest
@@ -15,8 +16,11 @@ from tests.helpers import TINY_CFG
 from tests.test_gpu import requires_cuda
 from tests.test_gpu.test_backbone_precision import probe_loss
 
-FUSED_ON_CUDA = {'_scaled_dot_product_flash_attention', '_scaled_dot_product_efficient_attention',
-                 '_scaled_dot_product_cudnn_attention'}
+FUSED_ON_CUDA = {
+    '_scaled_dot_product_flash_attention',
+    '_scaled_dot_product_efficient_attention',
+    '_scaled_dot_product_cudnn_attention',
+}
 # CUDA flash attention takes no attention mask: the window attention's float bias (with its gradient)
 # needs the memory-efficient kernel (or cuDNN's).
 BIAS_ON_CUDA = {'_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention'}
@@ -89,7 +93,7 @@ def test_with_cp_recomputes_the_math_fallback(path):
 @requires_cuda
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_kernels(dtype):
-    model = MAFormer(arch='tiny', drop_path_rate=0.).cuda().train()
+    model = MAFormer(arch='tiny', drop_path_rate=0.0).cuda().train()
     with torch.autocast('cuda', dtype=dtype, enabled=dtype is not torch.float32):
         kernels = attention_kernels(model, torch.randn(2, 3, 224, 224, device='cuda'))
     assert set(kernels) == {'window', 'cross', 'global'}

@@ -2,6 +2,7 @@
 odd detection size: every output and gradient finite, and the SDPA path equal to the explicit path
 within the precision's tolerance. On CUDA with MAFormer-T; the CPU stand-in runs the same check on a tiny
 variant."""
+
 from contextlib import nullcontext
 from typing import Dict, List, Tuple
 
@@ -16,12 +17,17 @@ from tests.test_gpu import requires_cuda
 # Relative error (norm of the difference over the norm) allowed between the SDPA and explicit paths:
 # under autocast the explicit path rounds its logits to 16 bits, the fused kernels accumulate in fp32.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 3e-2, torch.bfloat16: 1e-1}
-CHECKED_GRADS = ('patch_embed.projection.weight', 'stages.0.blocks.0.attn.relative_position_bias_table',
-                 'stages.0.blocks.0.gld.fc.weight', 'stages.2.blocks.0.attn.qkv.weight')
+CHECKED_GRADS = (
+    'patch_embed.projection.weight',
+    'stages.0.blocks.0.attn.relative_position_bias_table',
+    'stages.0.blocks.0.gld.fc.weight',
+    'stages.2.blocks.0.attn.qkv.weight',
+)
 
 
-def forward_backward(model: MAFormer, x: torch.Tensor,
-                     dtype: torch.dtype) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+def forward_backward(
+    model: MAFormer, x: torch.Tensor, dtype: torch.dtype
+) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
     """Outputs and gradients (as float32) of one training step under autocast to `dtype` (none for fp32)."""
     model.zero_grad(set_to_none=True)
     amp = nullcontext() if dtype is torch.float32 else torch.autocast(x.device.type, dtype=dtype)
@@ -60,7 +66,7 @@ def check_paths_agree(model: MAFormer, x: torch.Tensor, dtype: torch.dtype) -> N
 @pytest.mark.parametrize('hw', [(224, 224), (511, 673)])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_maformer_t_on_cuda(hw, dtype):
-    model = MAFormer(arch='tiny', drop_path_rate=0.).cuda().train()
+    model = MAFormer(arch='tiny', drop_path_rate=0.0).cuda().train()
     model.init_weights()
     check_paths_agree(model, torch.randn(2, 3, *hw, device='cuda'), dtype)
 

@@ -1,5 +1,6 @@
 """benchmarks/cuda_benchmark.py: its code paths at tiny sizes on CPU (AMP is bf16 there, memory is not
 measured), and a short real run on CUDA. Nothing is timed: structure and machine-independent values."""
+
 import json
 import math
 
@@ -25,7 +26,8 @@ def run(tmp_path, device: str, *args: str) -> dict:
 def check_rows(res: dict, sizes, precisions, detectors, det_size) -> None:
     rows = res['backbones']
     assert [(r['model'], r['size'], r['batch'], r['precision']) for r in rows] == [
-        (m, [h, w], b, p) for h, w, b in sizes for p in precisions for m in ('MAFormer-T', 'Swin-T')]
+        (m, [h, w], b, p) for h, w, b in sizes for p in precisions for m in ('MAFormer-T', 'Swin-T')
+    ]
     for r in rows:
         assert r['infer_ips'] > 0 and r['train_ips'] > 0
         if r['model'] == 'Swin-T':  # its own reference
@@ -43,15 +45,31 @@ def test_code_paths_on_cpu(tmp_path, monkeypatch):
     # one Mask R-CNN iteration without its Swin reference (the ratios then stay empty)
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
     rng = torch.get_rng_state()
-    res = run(tmp_path, 'cpu', '--backbone-sizes', '32x48:2', '--detectors', 'MAFormer-T (window)', '--det-size',
-              '64x96', '--precisions', 'fp32', '--warmup', '0', '--repeats', '1')
+    res = run(
+        tmp_path,
+        'cpu',
+        '--backbone-sizes',
+        '32x48:2',
+        '--detectors',
+        'MAFormer-T (window)',
+        '--det-size',
+        '64x96',
+        '--precisions',
+        'fp32',
+        '--warmup',
+        '0',
+        '--repeats',
+        '1',
+    )
     # the run leaves the pytest process as it found it
     assert torch.backends.cudnn.benchmark is False and torch.equal(torch.get_rng_state(), rng)
     check_rows(res, [(32, 48, 2)], ['fp32'], ['MAFormer-T (window)'], (64, 96))
     assert all(r['train_peak_mib'] is None for r in res['backbones'])  # CUDA only
     # in training CPU flash attention gives the window attention's bias no gradient: math fallback
-    assert res['kernels'] == {'fp32 inference': {'window': FLASH_CPU, 'cross': FLASH_CPU, 'global': FLASH_CPU},
-                              'fp32 training': {'window': ['math'], 'cross': FLASH_CPU, 'global': FLASH_CPU}}
+    assert res['kernels'] == {
+        'fp32 inference': {'window': FLASH_CPU, 'cross': FLASH_CPU, 'global': FLASH_CPU},
+        'fp32 training': {'window': ['math'], 'cross': FLASH_CPU, 'global': FLASH_CPU},
+    }
     text = res['text']
     assert text.startswith('# CUDA benchmark: ') and '| fp32 training | math |' in text
     assert '| MAFormer-T | 32x48 | 2 | fp32 |' in text and '## Mask R-CNN training iteration (96x64, batch 2)' in text
@@ -68,10 +86,12 @@ def test_amp_calls_and_optimizer_wrappers():
     train['tiny']()
     assert model.training and dtypes[1] == torch.bfloat16 and all(p.grad is None for p in model.parameters())
     base = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
-    assert cuda_benchmark.optim_wrapper_cfg(base, 'amp', 'cuda') == dict(base, type='AmpOptimWrapper',
-                                                                         loss_scale='dynamic')
-    assert cuda_benchmark.optim_wrapper_cfg(base, 'amp', 'cpu') == dict(base, type='BF16OptimWrapper',
-                                                                        scope='backbone', device_type='cpu')
+    assert cuda_benchmark.optim_wrapper_cfg(base, 'amp', 'cuda') == dict(
+        base, type='AmpOptimWrapper', loss_scale='dynamic'
+    )
+    assert cuda_benchmark.optim_wrapper_cfg(base, 'amp', 'cpu') == dict(
+        base, type='BF16OptimWrapper', scope='backbone', device_type='cpu'
+    )
     assert cuda_benchmark.optim_wrapper_cfg(base, 'fp32', 'cuda') == base
 
 
@@ -97,12 +117,25 @@ def test_refuses_cuda_without_a_gpu(tmp_path, monkeypatch):
 
 @requires_cuda
 def test_short_run_on_cuda(tmp_path):
-    res = run(tmp_path, 'cuda', '--backbone-sizes', '224:8', '--detectors', 'MAFormer-T (window)', 'Swin-T',
-              '--det-size', '320x480', '--warmup', '1', '--repeats', '2')
+    res = run(
+        tmp_path,
+        'cuda',
+        '--backbone-sizes',
+        '224:8',
+        '--detectors',
+        'MAFormer-T (window)',
+        'Swin-T',
+        '--det-size',
+        '320x480',
+        '--warmup',
+        '1',
+        '--repeats',
+        '2',
+    )
     check_rows(res, [(224, 224, 8)], ['fp32', 'amp'], ['MAFormer-T (window)', 'Swin-T'], (320, 480))
     assert all(r['train_peak_mib'] > 0 for r in res['backbones'])
     assert all(r['peak_mib'] > 0 for r in res['detectors'])
-    assert res['text'].startswith(f"# CUDA benchmark: {cuda_benchmark.torch.cuda.get_device_name()}")
+    assert res['text'].startswith(f'# CUDA benchmark: {cuda_benchmark.torch.cuda.get_device_name()}')
     assert 'AmpOptimWrapper, dynamic loss scale' in res['text']
     for kernels in res['kernels'].values():
         assert 'math' not in sum(kernels.values(), [])  # every attention runs a fused kernel

@@ -1,5 +1,6 @@
 """The set-up that adapts to the machine: `make env` picks the mmcv build (CPU-only or CUDA), and
 tools/env/mmcv_build.py proves which one was made by reading the extension's ELF file."""
+
 import glob
 import importlib.metadata
 import os
@@ -13,9 +14,19 @@ import torch
 import torchvision
 
 from tests.helpers import REPO
-from tools.env.mmcv_build import (check, elf_sections, fatbin_archs, inspect_library, link_cuda_runtime,
-                                  links_and_symbols, merge_tree, mmcv_ext_path, read_section, required_archs,
-                                  toolkit_requirements)
+from tools.env.mmcv_build import (
+    check,
+    elf_sections,
+    fatbin_archs,
+    inspect_library,
+    link_cuda_runtime,
+    links_and_symbols,
+    merge_tree,
+    mmcv_ext_path,
+    read_section,
+    required_archs,
+    toolkit_requirements,
+)
 
 GPU_DRIVER = any(osp.exists(p) for p in ('/dev/nvidiactl', '/dev/dxg'))
 
@@ -57,8 +68,10 @@ def build_fault(info: dict, gpus: Sequence[Tuple[int, int]]) -> Optional[str]:
         ptx = any(a.startswith('compute_') and int(a.split('_')[1]) <= major * 10 + minor for a in archs)
         if not cubin and not ptx:
             built = ', '.join(sorted(archs)) or 'no CUDA kernels (a CPU-only build)'
-            return (f'{info["path"]} has {built}, but torch sees a GPU of compute capability {major}.{minor}: '
-                    f"rebuild mmcv for it with `make env` (TORCH_CUDA_ARCH_LIST='{major}.{minor}', MMCV_CUDA=1)")
+            return (
+                f'{info["path"]} has {built}, but torch sees a GPU of compute capability {major}.{minor}: '
+                f"rebuild mmcv for it with `make env` (TORCH_CUDA_ARCH_LIST='{major}.{minor}', MMCV_CUDA=1)"
+            )
     return None
 
 
@@ -102,26 +115,46 @@ def test_arch_list_and_toolkit_requirements():
     torch_requires = importlib.metadata.requires('torch')
     pinned = [r for r in torch_requires if r.startswith('cuda-toolkit')]
     assert pinned and toolkit_requirements(torch_requires, torch.version.cuda) == [
-        'cuda-toolkit[nvcc,cccl]==' + pinned[0].split('==')[1].split(';')[0].strip()]
+        'cuda-toolkit[nvcc,cccl]==' + pinned[0].split('==')[1].split(';')[0].strip()
+    ]
     # CUDA 12 wheels from PyTorch's index pin per-library packages: nvcc of the same minor version
     assert toolkit_requirements(['nvidia-cuda-runtime-cu12==12.6.77'], '12.6') == [
-        'nvidia-cuda-nvcc-cu12==12.6.*', 'nvidia-cuda-cccl-cu12==12.6.*', 'nvidia-cuda-runtime-cu12==12.6.*']
+        'nvidia-cuda-nvcc-cu12==12.6.*',
+        'nvidia-cuda-cccl-cu12==12.6.*',
+        'nvidia-cuda-runtime-cu12==12.6.*',
+    ]
 
 
 def test_split_toolkit_packages_become_one_cuda_home(tmp_path):
     nvidia = tmp_path / 'nvidia'
-    files = ['cuda_nvcc/bin/nvcc', 'cuda_nvcc/include/crt/host_config.h', 'cuda_nvcc/nvvm/bin/cicc',
-             'cuda_runtime/include/cuda_runtime.h', 'cuda_runtime/lib/libcudart.so.12',
-             'cuda_cccl/include/cub/cub.cuh', 'cublas/include/cublas_v2.h', 'cublas/include/crt/ignored.h']
+    files = [
+        'cuda_nvcc/bin/nvcc',
+        'cuda_nvcc/include/crt/host_config.h',
+        'cuda_nvcc/nvvm/bin/cicc',
+        'cuda_runtime/include/cuda_runtime.h',
+        'cuda_runtime/lib/libcudart.so.12',
+        'cuda_cccl/include/cub/cub.cuh',
+        'cublas/include/cublas_v2.h',
+        'cublas/include/crt/ignored.h',
+    ]
     for i, name in enumerate(files):
         (nvidia / name).parent.mkdir(parents=True, exist_ok=True)
         (nvidia / name).write_text(str(i))
     home = tmp_path / 'cuda'
-    merge_tree([str(nvidia / 'cuda_nvcc'), str(nvidia / 'cublas'), str(nvidia / 'cuda_runtime'),
-                str(nvidia / 'cuda_cccl')], str(home))
+    merge_tree(
+        [str(nvidia / 'cuda_nvcc'), str(nvidia / 'cublas'), str(nvidia / 'cuda_runtime'), str(nvidia / 'cuda_cccl')],
+        str(home),
+    )
     link_cuda_runtime(str(home))
-    for name in ('bin/nvcc', 'nvvm/bin/cicc', 'include/crt/host_config.h', 'include/cuda_runtime.h',
-                 'include/cub/cub.cuh', 'include/cublas_v2.h', 'include/crt/ignored.h'):
+    for name in (
+        'bin/nvcc',
+        'nvvm/bin/cicc',
+        'include/crt/host_config.h',
+        'include/cuda_runtime.h',
+        'include/cub/cub.cuh',
+        'include/cublas_v2.h',
+        'include/crt/ignored.h',
+    ):
         assert (home / name).is_file(), name
     assert (home / 'lib64' / 'libcudart.so').read_text() == str(files.index('cuda_runtime/lib/libcudart.so.12'))
     with pytest.raises(SystemExit, match='no libcudart'):
@@ -149,8 +182,14 @@ def make_dry_run(tmp_path):
             (tmp_path / '.venv' / stamp).touch()
         env = {k: v for k, v in os.environ.items() if k not in ('MMCV_CUDA', 'TORCH_CUDA', 'TORCH_CUDA_ARCH_LIST')}
         env['PATH'] = f'{bin_dir}:/usr/bin:/bin'
-        return subprocess.run(['make', '-n', 'env', *(f'{k}={v}' for k, v in variables.items())], cwd=tmp_path,
-                              env=env, capture_output=True, text=True)
+        return subprocess.run(
+            ['make', '-n', 'env', *(f'{k}={v}' for k, v in variables.items())],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
     return run
 
 
@@ -167,7 +206,7 @@ def test_make_builds_cuda_mmcv_for_the_visible_gpus(make_dry_run):
     assert _build_line(make_dry_run('9.0\\n', MMCV_CUDA=0)).endswith("'mmcv==2.1.0' cpu ''")
     # nvidia-smi that prints an error instead of capabilities (driver not loaded) is no GPU
     if not GPU_DRIVER:
-        assert _build_line(make_dry_run('NVIDIA-SMI has failed\\n')).endswith(' cpu \'\'')
+        assert _build_line(make_dry_run('NVIDIA-SMI has failed\\n')).endswith(" cpu ''")
 
 
 @pytest.mark.skipif(GPU_DRIVER, reason='an NVIDIA driver is present: this machine is no CPU-only machine')
@@ -188,8 +227,10 @@ def test_make_torch_cuda12_variant_and_bad_values(make_dry_run):
     assert '--extra-index-url https://download.pytorch.org/whl/cu126' in install
     assert 'torch==2.13.0+cu126' in install and 'torchvision==0.28.0+cu126' in install and '===' not in install
     assert "grep -vE '^(torch|torchvision)=' requirements.txt > .venv/requirements-cu126.txt" in proc.stdout
-    for variables, message in (({'MMCV_CUDA': 'yes'}, 'MMCV_CUDA must be 1'),
-                               ({'TORCH_CUDA': 'cu130'}, "TORCH_CUDA selects torch's CUDA 12 builds")):
+    for variables, message in (
+        ({'MMCV_CUDA': 'yes'}, 'MMCV_CUDA must be 1'),
+        ({'TORCH_CUDA': 'cu130'}, "TORCH_CUDA selects torch's CUDA 12 builds"),
+    ):
         bad = make_dry_run(**variables)
         assert bad.returncode != 0 and message in bad.stderr
 

@@ -8,6 +8,7 @@ any input size the largest fp16 value GLD can produce is bounded by its weights:
 The CPU stand-in checks that bound for MAFormer-T's initial weights with a wide margin, attains it with
 an adversarial input, and runs GLD at the 1333x800 map sizes in fp16 against fp32. The CUDA test runs
 the whole backbone at 1333x800 under fp16 autocast."""
+
 import math
 
 import torch
@@ -70,12 +71,14 @@ def test_gld_bound_and_fp16_at_1333x800_cpu_stand_in():
 @requires_cuda
 def test_maformer_t_fp16_at_1333x800_on_cuda():
     # no stochastic depth: the fp16 and the fp32 pass would drop different residual branches
-    model = MAFormer(arch='tiny', drop_path_rate=0.).cuda().train()
+    model = MAFormer(arch='tiny', drop_path_rate=0.0).cuda().train()
     model.init_weights()
     outputs = {}
     # the FC's output is the value held in fp16 under autocast (the position term adds in fp32)
-    hooks = [b.gld.fc.register_forward_hook(lambda mod, args, out, i=i: outputs.setdefault(i, []).append(out))
-             for i, b in enumerate(maf_blocks(model))]
+    hooks = [
+        b.gld.fc.register_forward_hook(lambda mod, args, out, i=i: outputs.setdefault(i, []).append(out))
+        for i, b in enumerate(maf_blocks(model))
+    ]
     x = torch.randn(2, 3, H, W, device='cuda')
     with torch.autocast('cuda', dtype=torch.float16):
         feats = model(x)

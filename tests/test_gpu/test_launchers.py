@@ -4,6 +4,7 @@ Before, they ran whatever `python` came first on PATH, which on a fresh machine 
 torch. Each script is copied into a stand-in repository whose `.venv/bin/python`, PATH `python` and
 `srun` only record how they were called, so the tests check the interpreter chosen and the command
 line in milliseconds."""
+
 import os
 import shutil
 import subprocess
@@ -33,30 +34,38 @@ def fake_repo(tmp_path):
     _stub(tmp_path / 'bin' / 'python', NO_TORCH)  # the first python on PATH lacks torch
     _stub(tmp_path / 'bin' / 'srun', '#!/bin/sh\necho "srun $@" >> "%s"\n' % log)
     env = {k: v for k, v in os.environ.items() if k != 'PYTHON'}
-    env['PATH'] = f"{tmp_path / 'bin'}:{env['PATH']}"
+    env['PATH'] = f'{tmp_path / "bin"}:{env["PATH"]}'
     return root, log, env
 
 
 def _run(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(['bash', str(root / 'tools' / args[0]), *args[1:]], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ['bash', str(root / 'tools' / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_scripts_use_the_project_environment(fake_repo):
     root, log, env = fake_repo
     venv_python = root / '.venv' / 'bin' / 'python'
     _stub(venv_python, RECORDER.format(name='venv-python', log=log))
-    for args in (('dist_train.sh', 'cfg.py', '2', '--amp'), ('dist_test.sh', 'cfg.py', 'ckpt.pth', '2'),
-                 ('slurm_train.sh', 'part', 'job', 'cfg.py', 'work')):
+    for args in (
+        ('dist_train.sh', 'cfg.py', '2', '--amp'),
+        ('dist_test.sh', 'cfg.py', 'ckpt.pth', '2'),
+        ('slurm_train.sh', 'part', 'job', 'cfg.py', 'work'),
+    ):
         proc = _run(root, env, *args)
         assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
-    assert calls[0] == (f'venv-python -m torch.distributed.run --nnodes=1 --node_rank=0 --master_addr=127.0.0.1 '
-                        f'--nproc_per_node=2 --master_port=29500 {root}/tools/train.py cfg.py --launcher pytorch --amp')
+    assert calls[0] == (
+        f'venv-python -m torch.distributed.run --nnodes=1 --node_rank=0 --master_addr=127.0.0.1 '
+        f'--nproc_per_node=2 --master_port=29500 {root}/tools/train.py cfg.py --launcher pytorch --amp'
+    )
     assert calls[1].startswith('venv-python -m torch.distributed.run') and calls[1].endswith(
-        f'{root}/tools/test.py cfg.py ckpt.pth --launcher pytorch')
+        f'{root}/tools/test.py cfg.py ckpt.pth --launcher pytorch'
+    )
     assert calls[2].startswith('srun -p part --job-name=job') and calls[2].endswith(
-        f'{venv_python} -u {root}/tools/train.py cfg.py --work-dir=work --launcher slurm')
+        f'{venv_python} -u {root}/tools/train.py cfg.py --work-dir=work --launcher slurm'
+    )
 
 
 def test_scripts_fall_back_to_path_python_and_honour_python(fake_repo, tmp_path):

@@ -6,6 +6,7 @@ The signal is the allocator's accumulated count of allocation requests, which on
 `torch.cuda.reset_accumulated_memory_stats` resets. Peak bytes would not do: mmengine's log processor calls
 `torch.cuda.reset_peak_memory_stats()` on every logged iteration whenever CUDA exists, also in a CPU run, and
 memory freed meanwhile (an earlier runner collected) can make a peak difference negative."""
+
 from typing import Callable, Dict
 
 import pytest
@@ -17,8 +18,11 @@ from tests.test_gpu import requires_cuda
 ALLOCATIONS = 'allocation.all.allocated'  # accumulated: requests served since start (or the last accumulated reset)
 
 
-def cuda_allocations_by(fn: Callable[[], object], stats: Callable[[], Dict[str, int]] = torch.cuda.memory_stats,
-                        synchronize: Callable[[], None] = torch.cuda.synchronize) -> int:
+def cuda_allocations_by(
+    fn: Callable[[], object],
+    stats: Callable[[], Dict[str, int]] = torch.cuda.memory_stats,
+    synchronize: Callable[[], None] = torch.cuda.synchronize,
+) -> int:
     """How many CUDA allocations `fn` made (0: it ran on the CPU alone)."""
     synchronize()
     before = stats().get(ALLOCATIONS, 0)
@@ -80,24 +84,35 @@ def trained(tmp_path_factory):
 @requires_cuda
 def test_test_tool_uses_the_gpu_unless_told(trained):
     from maformer_mm.tools.test import main
+
     config, ckpt, root = trained
     metrics = {}
     assert cuda_allocations_by(lambda: metrics.update(gpu=main([config, ckpt, '--work-dir', str(root / 'g')]))) > 0
-    assert cuda_allocations_by(lambda: metrics.update(
-        cpu=main([config, ckpt, '--work-dir', str(root / 'c'), '--device', 'cpu']))) == 0
+    assert (
+        cuda_allocations_by(
+            lambda: metrics.update(cpu=main([config, ckpt, '--work-dir', str(root / 'c'), '--device', 'cpu']))
+        )
+        == 0
+    )
     assert 'coco/bbox_mAP' in metrics['gpu'] and 'coco/bbox_mAP' in metrics['cpu']
 
 
 @requires_cuda
 def test_infer_tool_uses_the_gpu_unless_told(trained):
     from maformer_mm.tools.infer import main
+
     config, ckpt, root = trained
     images = str(root / 'data' / 'val')
     written = {}
-    assert cuda_allocations_by(lambda: written.update(gpu=main([images, config, ckpt, '--out-dir',
-                                                                str(root / 'ig')]))) > 0
-    assert cuda_allocations_by(lambda: written.update(cpu=main([images, config, ckpt, '--out-dir',
-                                                                str(root / 'ic'), '--device', 'cpu']))) == 0
+    assert (
+        cuda_allocations_by(lambda: written.update(gpu=main([images, config, ckpt, '--out-dir', str(root / 'ig')]))) > 0
+    )
+    assert (
+        cuda_allocations_by(
+            lambda: written.update(cpu=main([images, config, ckpt, '--out-dir', str(root / 'ic'), '--device', 'cpu']))
+        )
+        == 0
+    )
     assert len(written['gpu'].vis) == len(written['cpu'].vis) == 2
 
 
@@ -105,10 +120,15 @@ def test_infer_tool_uses_the_gpu_unless_told(trained):
 @pytest.mark.parametrize('demo, length', [('demo', ['--epochs', '1']), ('demo_seg', ['--iters', '2'])])
 def test_demos_use_the_gpu_unless_told(demo, length, tmp_path):
     import importlib
+
     main = importlib.import_module(f'maformer_mm.tools.{demo}').main
     common = ['--num-train', '8', '--num-val', '2', '--image-size', '96', '--num-vis', '1', *length]
-    gpu = cuda_allocations_by(lambda: main(['--work-dir', str(tmp_path / 'g'), '--data-root',
-                                            str(tmp_path / 'data'), *common]))
-    cpu = cuda_allocations_by(lambda: main(['--work-dir', str(tmp_path / 'c'), '--data-root',
-                                            str(tmp_path / 'data'), *common, '--device', 'cpu']))
+    gpu = cuda_allocations_by(
+        lambda: main(['--work-dir', str(tmp_path / 'g'), '--data-root', str(tmp_path / 'data'), *common])
+    )
+    cpu = cuda_allocations_by(
+        lambda: main(
+            ['--work-dir', str(tmp_path / 'c'), '--data-root', str(tmp_path / 'data'), *common, '--device', 'cpu']
+        )
+    )
     assert gpu > 0 and cpu == 0

@@ -1,5 +1,6 @@
 """`tools/train.py CFG --amp` on CUDA: mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) trains
 Mask R-CNN MAFormer-T for a few iterations with finite losses; the checkpoint holds its loss scaler."""
+
 import json
 import math
 import pickle
@@ -11,7 +12,7 @@ from maformer_mm.checkpoint import load_mmengine_checkpoint
 from tests.helpers import DEMO_DET_CONFIG, REPO, run_tool
 from tests.test_gpu import requires_cuda
 
-CONFIG = '''
+CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
 train_dataloader = dict(dataset=dict(data_root=data_root))
@@ -21,13 +22,27 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=2, val_interval=2)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
+"""
 
 
 @requires_cuda
 def test_train_amp_on_cuda(tmp_path):
-    run_tool([REPO / 'tools' / 'make_demo_data.py', 'coco', '--out', tmp_path / 'data', '--train', 8, '--val', 4,
-              '--size', 160, 160], cwd=REPO)
+    run_tool(
+        [
+            REPO / 'tools' / 'make_demo_data.py',
+            'coco',
+            '--out',
+            tmp_path / 'data',
+            '--train',
+            8,
+            '--val',
+            4,
+            '--size',
+            160,
+            160,
+        ],
+        cwd=REPO,
+    )
     config = tmp_path / 'amp.py'
     config.write_text(CONFIG.format(base=str(DEMO_DET_CONFIG), root=str(tmp_path / 'data') + '/'))
     work = tmp_path / 'work'
@@ -51,8 +66,15 @@ def test_amp_checkpoint_reads_cpu_stand_in(tmp_path):
     hub.update_scalar('train/loss', 1.5)
     scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)
     path = tmp_path / 'epoch_2.pth'
-    torch.save(dict(meta=dict(iter=8), state_dict={}, message_hub=hub.state_dict(),
-                    optimizer=dict(state={}, param_groups=[], loss_scaler=scaler.state_dict())), path)
+    torch.save(
+        dict(
+            meta=dict(iter=8),
+            state_dict={},
+            message_hub=hub.state_dict(),
+            optimizer=dict(state={}, param_groups=[], loss_scaler=scaler.state_dict()),
+        ),
+        path,
+    )
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, map_location='cpu')
     ckpt = load_mmengine_checkpoint(path, map_location='cpu')

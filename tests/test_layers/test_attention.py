@@ -2,8 +2,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from maformer_mm.layers import Attention, CrossAttention, WindowAttention, relative_position_index, \
-    resize_rel_pos_table, set_fused_attn
+from maformer_mm.layers import (
+    Attention,
+    CrossAttention,
+    WindowAttention,
+    relative_position_index,
+    resize_rel_pos_table,
+    set_fused_attn,
+)
 
 
 def _both_paths(module, *inputs):
@@ -17,7 +23,7 @@ def _both_paths(module, *inputs):
 
 def test_window_attention_sdpa_matches_explicit_with_bias():
     attn = WindowAttention(32, 4, window_size=7)
-    torch.nn.init.normal_(attn.relative_position_bias_table, std=1.)  # a bias that matters
+    torch.nn.init.normal_(attn.relative_position_bias_table, std=1.0)  # a bias that matters
     fused, explicit = _both_paths(attn, torch.randn(6, 49, 32))
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
 
@@ -39,12 +45,14 @@ def test_both_paths_use_the_head_scale(fused):
     """A reference computed by hand with 2 heads of width 4: logits are scaled by 4**-0.5 (the head width, not the
     embedding width 8), and divided by it, not multiplied."""
     attn = Attention(8, 2, qkv_bias=False).eval()
-    torch.nn.init.normal_(attn.qkv.weight, std=1.)  # logits of order one: a wrong scale shows
+    torch.nn.init.normal_(attn.qkv.weight, std=1.0)  # logits of order one: a wrong scale shows
     set_fused_attn(attn, fused)
     x = torch.randn(1, 5, 8)
     q, k, v = attn.qkv(x).chunk(3, dim=-1)
-    heads = [torch.softmax(q[..., h:h + 4] @ k[..., h:h + 4].transpose(1, 2) / 4 ** 0.5, dim=-1) @ v[..., h:h + 4]
-             for h in (0, 4)]
+    heads = [
+        torch.softmax(q[..., h : h + 4] @ k[..., h : h + 4].transpose(1, 2) / 4**0.5, dim=-1) @ v[..., h : h + 4]
+        for h in (0, 4)
+    ]
     ref = attn.proj(torch.cat(heads, dim=-1))
     torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-4)
 
@@ -66,12 +74,14 @@ def test_environment_variable_chooses_the_attention_path(monkeypatch, value, fus
     """MAFORMER_FUSED_ATTN=0 makes every attention of a new model take the explicit path (no SDPA kernel runs);
     unset or 1, SDPA. Both give the same maps."""
     from maformer_mm.models import MAFormer
+
     if value is None:
         monkeypatch.delenv('MAFORMER_FUSED_ATTN', raising=False)
     else:
         monkeypatch.setenv('MAFORMER_FUSED_ATTN', value)
-    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2)), window_size=4,
-                     pretrain_img_size=32).eval()
+    model = MAFormer(
+        arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2)), window_size=4, pretrain_img_size=32
+    ).eval()
     x = torch.randn(1, 3, 40, 36)
     with _SDPACounter() as counter, torch.no_grad():
         outs = model(x)

@@ -3,12 +3,23 @@
 Each export form (the branch-free code an exporter traces, run eagerly inside `export_forms()`) is
 compared with the eager form and with the code it replaced, copied here as it was, to 1e-6.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from maformer_mm.layers import (Attention, GLD, WindowAttention, adaptive_pool_weights, bilinear_weights,
-                                export_forms, pad_to_multiple, resize_to_grid, window_partition, window_unpartition)
+from maformer_mm.layers import (
+    GLD,
+    Attention,
+    WindowAttention,
+    adaptive_pool_weights,
+    bilinear_weights,
+    export_forms,
+    pad_to_multiple,
+    resize_to_grid,
+    window_partition,
+    window_unpartition,
+)
 from maformer_mm.layers import attention as attention_module
 from maformer_mm.layers import blocks as blocks_module
 from maformer_mm.models import MAFormer
@@ -73,9 +84,11 @@ def test_bilinear_matrix_has_the_kernels_weights(n_in, n_out):
     assert torch.equal(bilinear_weights(n_in, n_out), kernel)
 
 
-@pytest.mark.parametrize('hw', [(16, 16), (64, 40), (17, 16), (7, 9), (40, 9), (5, 100), (1, 1)],
-                         ids=['same', 'shrink', 'shrink-by-one', 'grow', 'shrink-h-grow-w', 'grow-h-shrink-w',
-                              'one-pixel'])
+@pytest.mark.parametrize(
+    'hw',
+    [(16, 16), (64, 40), (17, 16), (7, 9), (40, 9), (5, 100), (1, 1)],
+    ids=['same', 'shrink', 'shrink-by-one', 'grow', 'shrink-h-grow-w', 'grow-h-shrink-w', 'one-pixel'],
+)
 def test_resize_export_form_matches_pooling_and_interpolation(hw):
     x = torch.randn(2, 8, *hw)
     eager = resize_to_grid(x, (16, 16))

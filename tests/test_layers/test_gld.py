@@ -17,7 +17,7 @@ def test_gld_shapes_for_any_input_size():
 
 
 def test_resize_to_grid_area_pools_when_shrinking_and_skips_same_size():
-    x = torch.arange(16.).view(1, 1, 4, 4)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
     assert resize_to_grid(x, (4, 4)) is x
     torch.testing.assert_close(resize_to_grid(x, (2, 2)), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
     assert resize_to_grid(x, (8, 3)).shape == (1, 1, 8, 3)
@@ -30,7 +30,7 @@ def test_gld_output_does_not_depend_on_window_padding():
     captured = []
     block.gld.register_forward_hook(lambda m, i, o: captured.append((i[0].shape, o)))
     block(x)
-    (in_shape, out), = captured
+    ((in_shape, out),) = captured
     assert in_shape == (1, 10, 12, 16)
     torch.testing.assert_close(out, block.gld(block.norm1(x)))
 
@@ -43,4 +43,4 @@ def test_gld_fc_interpolates_for_another_grid():
     # a uniform averaging FC stays a uniform averaging FC
     w, b = resize_gld_fc(torch.full((121, 256), 1 / 256), torch.zeros(121), (8, 8), (4, 4))
     torch.testing.assert_close(w, torch.full((16, 64), 1 / 64))
-    assert b.shape == (16, )
+    assert b.shape == (16,)

@@ -5,13 +5,25 @@ tables), the inputs are not normalised, attention has several heads, and both at
 explicit) are checked. Comparisons run in float64 to a tolerance far below any change of the maths; one
 float32 case per module checks the 1e-5 agreement at the precision users run.
 """
+
 import contextlib
 
 import pytest
 import torch
 
-from maformer_mm.layers import (GLD, Attention, CrossAttention, MAFBlock, ViTBlock, WindowAttention, global_grid,
-                                resize_gld_fc, resize_rel_pos_table, resize_to_grid, set_fused_attn)
+from maformer_mm.layers import (
+    GLD,
+    Attention,
+    CrossAttention,
+    MAFBlock,
+    ViTBlock,
+    WindowAttention,
+    global_grid,
+    resize_gld_fc,
+    resize_rel_pos_table,
+    resize_to_grid,
+    set_fused_attn,
+)
 from maformer_mm.layers.export import export_forms
 from maformer_mm.models.backbones.maformer import MAFormerStage
 from tests import reference as ref
@@ -21,8 +33,9 @@ F32 = dict(atol=1e-5, rtol=1e-5)
 RESIZE = dict(atol=1e-6, rtol=1e-5)  # the resizing helpers (and the export forms' matrices) are float32
 FUSED = pytest.mark.parametrize('fused', [True, False], ids=['sdpa', 'explicit'])
 # the eager forms on both attention paths, and the branch-free forms of an export graph (`export_forms`)
-FORMS = pytest.mark.parametrize('fused, export', [(True, False), (False, False), (True, True)],
-                                ids=['sdpa', 'explicit', 'export'])
+FORMS = pytest.mark.parametrize(
+    'fused, export', [(True, False), (False, False), (True, True)], ids=['sdpa', 'explicit', 'export']
+)
 
 
 def _prepare(module: torch.nn.Module, fused: bool = True, dtype: torch.dtype = torch.float64) -> dict:
@@ -35,8 +48,9 @@ def _prepare(module: torch.nn.Module, fused: bool = True, dtype: torch.dtype = t
 def _map(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """An input that is far from normalised: a per-channel offset and scale."""
     c = shape[-1]
-    return (torch.randn(*shape, dtype=dtype) * torch.linspace(0.5, 2., c, dtype=dtype)
-            + torch.linspace(-1., 1., c, dtype=dtype))
+    return torch.randn(*shape, dtype=dtype) * torch.linspace(0.5, 2.0, c, dtype=dtype) + torch.linspace(
+        -1.0, 1.0, c, dtype=dtype
+    )
 
 
 @FUSED
@@ -44,7 +58,7 @@ def _map(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 def test_window_attention(fused, window_size, heads):
     attn = WindowAttention(24, heads, window_size)
     params = _prepare(attn, fused)
-    windows = _map(5, window_size ** 2, 24)
+    windows = _map(5, window_size**2, 24)
     bias = ref.relative_position_bias(params['relative_position_bias_table'], window_size)
     expected = torch.stack([_self_attention(w, params, heads, bias) for w in windows])
     torch.testing.assert_close(attn(windows), expected, **F64)
@@ -110,12 +124,13 @@ def test_gld(hw, ref_hw, ratio, export):
 
 def test_global_grid_matches_the_spec():
     for ref_hw in [(56, 56), (28, 28), (8, 6), (7, 7), (64, 48), (3, 2)]:
-        for ratio in (0.5, 0.3, 0.01, 1.):
+        for ratio in (0.5, 0.3, 0.01, 1.0):
             assert global_grid(ref_hw, ratio) == ref.global_grid(ref_hw, ratio)
 
 
-@pytest.mark.parametrize('src, dst', [((4, 4), (4, 4)), ((9, 7), (4, 3)), ((3, 5), (8, 11)), ((9, 3), (4, 8)),
-                                      ((2, 7), (5, 7))])
+@pytest.mark.parametrize(
+    'src, dst', [((4, 4), (4, 4)), ((9, 7), (4, 3)), ((3, 5), (8, 11)), ((9, 3), (4, 8)), ((2, 7), (5, 7))]
+)
 def test_resize_to_grid_is_area_pooling_then_bilinear(src, dst):
     x = torch.randn(2, 3, *src, dtype=torch.float64)
     expected = ref.ops.resample(x, ref.ops.resize_matrix(src[0], dst[0]), ref.ops.resize_matrix(src[1], dst[1]))
@@ -163,20 +178,26 @@ def test_vit_block(fused, export, case):
 @pytest.mark.parametrize('hw', [(6, 8), (7, 5), (1, 1), (3, 2)])
 def test_patch_merging_as_the_stages_use_it(hw):
     from mmcv.cnn.bricks.transformer import PatchMerging
-    stage = MAFormerStage([], PatchMerging(in_channels=6, out_channels=12, norm_cfg=dict(type='LN'),
-                                           padding='corner'))
+
+    stage = MAFormerStage([], PatchMerging(in_channels=6, out_channels=12, norm_cfg=dict(type='LN'), padding='corner'))
     params = _prepare(stage)
     x = _map(2, *hw, 6)
     torch.testing.assert_close(stage(x), ref.batched(ref.patch_merging, x, params, 'downsample'), **F64)
 
 
-@pytest.mark.parametrize('make, inputs', [
-    (lambda: WindowAttention(24, 3, 4), lambda: (_map(3, 16, 24, dtype=torch.float32), )),
-    (lambda: CrossAttention(24, 3), lambda: (_map(2, 30, 24, dtype=torch.float32), _map(2, 7, 24,
-                                                                                       dtype=torch.float32))),
-    (lambda: MAFBlock(24, 3, 4, (8, 8)), lambda: (_map(2, 9, 10, 24, dtype=torch.float32), )),
-    (lambda: ViTBlock(24, 3, window_size=3), lambda: (_map(2, 7, 5, 24, dtype=torch.float32), )),
-], ids=['window', 'cross', 'maf', 'vit-windowed'])
+@pytest.mark.parametrize(
+    'make, inputs',
+    [
+        (lambda: WindowAttention(24, 3, 4), lambda: (_map(3, 16, 24, dtype=torch.float32),)),
+        (
+            lambda: CrossAttention(24, 3),
+            lambda: (_map(2, 30, 24, dtype=torch.float32), _map(2, 7, 24, dtype=torch.float32)),
+        ),
+        (lambda: MAFBlock(24, 3, 4, (8, 8)), lambda: (_map(2, 9, 10, 24, dtype=torch.float32),)),
+        (lambda: ViTBlock(24, 3, window_size=3), lambda: (_map(2, 7, 5, 24, dtype=torch.float32),)),
+    ],
+    ids=['window', 'cross', 'maf', 'vit-windowed'],
+)
 def test_float32_within_1e_5(make, inputs):
     """The float32 modules against the float64 reference of the same weights."""
     module = make()
@@ -198,7 +219,7 @@ def test_relative_position_table_resize_is_bicubic(src, dst):
     written out in the test; loading a checkpoint of another window size gives the same table."""
     side = 2 * src - 1
     y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing='ij')
-    table = torch.stack([torch.sin(3 * x) + y ** 2, x * y - torch.cos(2 * y)], dim=-1).reshape(side * side, 2)
+    table = torch.stack([torch.sin(3 * x) + y**2, x * y - torch.cos(2 * y)], dim=-1).reshape(side * side, 2)
     table = (table + 0.1 * torch.randn(side * side, 2)).double()
     expected = ref.resize_rel_pos_table(table, dst)
     torch.testing.assert_close(resize_rel_pos_table(table, dst), expected, **RESIZE)
@@ -217,8 +238,10 @@ def test_relative_position_table_resize_in_float32_keeps_its_dtype():
     assert resize_rel_pos_table(table, 7) is table  # same window: unchanged
 
 
-@pytest.mark.parametrize('src_ref, src_ratio, dst_ref, dst_ratio', [
-    ((16, 16), 0.5, (8, 8), 0.25), ((8, 8), 0.5, (12, 10), 0.5), ((6, 6), 1., (6, 6), 0.5)])
+@pytest.mark.parametrize(
+    'src_ref, src_ratio, dst_ref, dst_ratio',
+    [((16, 16), 0.5, (8, 8), 0.25), ((8, 8), 0.5, (12, 10), 0.5), ((6, 6), 1.0, (6, 6), 0.5)],
+)
 def test_gld_fc_resize(src_ref, src_ratio, dst_ref, dst_ratio):
     source, target = GLD(src_ref, src_ratio).double(), GLD(dst_ref, dst_ratio).double()
     ref.randomize_(source)
@@ -239,10 +262,15 @@ class _Zero(torch.nn.Module):
         return x * 0
 
 
-@pytest.mark.parametrize('make, shape', [(lambda: MAFBlock(24, 3, 4, (8, 8), drop_path=0.1), (2, 9, 6, 24)),
-                                         (lambda: ViTBlock(24, 3, drop_path=0.1), (2, 5, 4, 24)),
-                                         (lambda: ViTBlock(24, 3, drop_path=0.1, window_size=2), (2, 5, 4, 24))],
-                         ids=['maf', 'vit', 'vit-windowed'])
+@pytest.mark.parametrize(
+    'make, shape',
+    [
+        (lambda: MAFBlock(24, 3, 4, (8, 8), drop_path=0.1), (2, 9, 6, 24)),
+        (lambda: ViTBlock(24, 3, drop_path=0.1), (2, 5, 4, 24)),
+        (lambda: ViTBlock(24, 3, drop_path=0.1, window_size=2), (2, 5, 4, 24)),
+    ],
+    ids=['maf', 'vit', 'vit-windowed'],
+)
 def test_every_residual_branch_goes_through_drop_path(make, shape):
     """With every drop path dropping everything, a block is the identity; with drop path off (eval), it is not."""
     block = make()
@@ -253,13 +281,17 @@ def test_every_residual_branch_goes_through_drop_path(make, shape):
     torch.testing.assert_close(block(x), x, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize('make, inputs', [
-    (lambda **kw: MAFBlock(24, 3, 4, (8, 8), **kw), lambda: (_map(12, 9, 6, 24), )),  # 12 samples: drop path
-    (lambda **kw: ViTBlock(24, 3, **kw), lambda: (_map(12, 5, 4, 24), )),  # keeps them all with odds 2^-12
-    (lambda **kw: Attention(24, 3, **kw), lambda: (_map(2, 7, 24), )),
-    (lambda **kw: CrossAttention(24, 3, **kw), lambda: (_map(2, 7, 24), _map(2, 5, 24))),
-    (lambda **kw: WindowAttention(24, 3, 3, **kw), lambda: (_map(2, 9, 24), )),
-], ids=['maf', 'vit', 'attention', 'cross', 'window'])
+@pytest.mark.parametrize(
+    'make, inputs',
+    [
+        (lambda **kw: MAFBlock(24, 3, 4, (8, 8), **kw), lambda: (_map(12, 9, 6, 24),)),  # 12 samples: drop path
+        (lambda **kw: ViTBlock(24, 3, **kw), lambda: (_map(12, 5, 4, 24),)),  # keeps them all with odds 2^-12
+        (lambda **kw: Attention(24, 3, **kw), lambda: (_map(2, 7, 24),)),
+        (lambda **kw: CrossAttention(24, 3, **kw), lambda: (_map(2, 7, 24), _map(2, 5, 24))),
+        (lambda **kw: WindowAttention(24, 3, 3, **kw), lambda: (_map(2, 9, 24),)),
+    ],
+    ids=['maf', 'vit', 'attention', 'cross', 'window'],
+)
 @pytest.mark.parametrize('fused', [True, False], ids=['sdpa', 'explicit'])
 def test_dropout_and_drop_path_act_in_training_only(make, inputs, fused):
     """By default nothing is random; each rate set > 0 makes training outputs random and leaves eval outputs
@@ -269,8 +301,11 @@ def test_dropout_and_drop_path_act_in_training_only(make, inputs, fused):
     params = _prepare(default, fused)
     default.train()
     torch.testing.assert_close(default(*args), default(*args), atol=0, rtol=0)
-    rates = [dict(attn_drop=0.5), dict(proj_drop=0.5)] if isinstance(default, _ATTENTIONS) else \
-        [dict(attn_drop=0.5), dict(drop=0.5), dict(drop_path=0.5)]
+    rates = (
+        [dict(attn_drop=0.5), dict(proj_drop=0.5)]
+        if isinstance(default, _ATTENTIONS)
+        else [dict(attn_drop=0.5), dict(drop=0.5), dict(drop_path=0.5)]
+    )
     for rate in rates:
         module = make(**rate).double()
         module.load_state_dict(params)
@@ -293,17 +328,31 @@ def test_layer_shapes_follow_the_spec():
     c, heads, window = 24, 3, 4
     maf = {k: tuple(v.shape) for k, v in MAFBlock(c, heads, window, (8, 6), 0.5).state_dict().items()}
     gh, gw = ref.global_grid((8, 6), 0.5)
-    norms = {f'{n}.{p}': (c, ) for n in ('norm1', 'norm_q', 'norm_kv', 'norm2') for p in ('weight', 'bias')}
-    assert maf == {**norms, 'attn.qkv.weight': (3 * c, c), 'attn.qkv.bias': (3 * c, ), 'attn.proj.weight': (c, c),
-                   'attn.proj.bias': (c, ), 'attn.relative_position_bias_table': ((2 * window - 1) ** 2, heads),
-                   'gld.fc.weight': (gh * gw, 8 * 6), 'gld.fc.bias': (gh * gw, ),
-                   'cross_attn.q.weight': (c, c), 'cross_attn.q.bias': (c, ), 'cross_attn.kv.weight': (2 * c, c),
-                   'cross_attn.kv.bias': (2 * c, ), 'cross_attn.proj.weight': (c, c), 'cross_attn.proj.bias': (c, ),
-                   'ffn.layers.0.0.weight': (4 * c, c), 'ffn.layers.0.0.bias': (4 * c, ),
-                   'ffn.layers.1.weight': (c, 4 * c), 'ffn.layers.1.bias': (c, )}
+    norms = {f'{n}.{p}': (c,) for n in ('norm1', 'norm_q', 'norm_kv', 'norm2') for p in ('weight', 'bias')}
+    assert maf == {
+        **norms,
+        'attn.qkv.weight': (3 * c, c),
+        'attn.qkv.bias': (3 * c,),
+        'attn.proj.weight': (c, c),
+        'attn.proj.bias': (c,),
+        'attn.relative_position_bias_table': ((2 * window - 1) ** 2, heads),
+        'gld.fc.weight': (gh * gw, 8 * 6),
+        'gld.fc.bias': (gh * gw,),
+        'cross_attn.q.weight': (c, c),
+        'cross_attn.q.bias': (c,),
+        'cross_attn.kv.weight': (2 * c, c),
+        'cross_attn.kv.bias': (2 * c,),
+        'cross_attn.proj.weight': (c, c),
+        'cross_attn.proj.bias': (c,),
+        'ffn.layers.0.0.weight': (4 * c, c),
+        'ffn.layers.0.0.bias': (4 * c,),
+        'ffn.layers.1.weight': (c, 4 * c),
+        'ffn.layers.1.bias': (c,),
+    }
     vit = {k: tuple(v.shape) for k, v in ViTBlock(c, heads, window_size=3).state_dict().items()}
-    assert vit == {k: v for k, v in maf.items()
-                   if k.split('.')[0] in ('norm1', 'norm2', 'attn', 'ffn') and 'relative' not in k}
+    assert vit == {
+        k: v for k, v in maf.items() if k.split('.')[0] in ('norm1', 'norm2', 'attn', 'ffn') and 'relative' not in k
+    }
     assert ViTBlock(c, heads, qkv_bias=False).attn.qkv.bias is None
     no_bias = MAFBlock(c, heads, window, (8, 8), qkv_bias=False)
     assert no_bias.cross_attn.kv.bias is None and no_bias.cross_attn.q.bias is None and no_bias.attn.qkv.bias is None
@@ -343,6 +392,7 @@ def test_partial_state_dicts_skip_the_resize_hooks():
 def test_export_resize_matrices_match_the_reference_and_the_device(n_in, n_out):
     """The GLD resize matrices of the export forms: the reference's sampling rules, built on the device asked for."""
     from maformer_mm.layers.gld import adaptive_pool_weights, bilinear_weights, resize_weights
+
     if n_out <= n_in:
         torch.testing.assert_close(adaptive_pool_weights(n_in, n_out).double(), ref.area_matrix(n_in, n_out), **F32)
     torch.testing.assert_close(bilinear_weights(n_in, n_out).double(), ref.linear_matrix(n_in, n_out), **F32)
@@ -369,14 +419,19 @@ def test_defaults_are_the_specs():
     tokens, context = _map(2, 16, 24), _map(2, 5, 24)
     window, glob, cross = attentions
     bias = ref.relative_position_bias(_prepare(window)['relative_position_bias_table'], 4)
-    torch.testing.assert_close(window.train()(tokens), torch.stack([_self_attention(t, window.state_dict(), 3, bias)
-                                                                    for t in tokens]), **F64)
+    torch.testing.assert_close(
+        window.train()(tokens), torch.stack([_self_attention(t, window.state_dict(), 3, bias) for t in tokens]), **F64
+    )
     params = _prepare(glob)
-    torch.testing.assert_close(glob.train()(tokens), torch.stack([_self_attention(t, params, 3) for t in tokens]),
-                               **F64)
+    torch.testing.assert_close(
+        glob.train()(tokens), torch.stack([_self_attention(t, params, 3) for t in tokens]), **F64
+    )
     params = {f'c.{k}': v for k, v in _prepare(cross).items()}
-    torch.testing.assert_close(cross.train()(tokens, context), torch.stack(
-        [ref.cross_attention(a, b, params, 'c', 3) for a, b in zip(tokens, context)]), **F64)
+    torch.testing.assert_close(
+        cross.train()(tokens, context),
+        torch.stack([ref.cross_attention(a, b, params, 'c', 3) for a, b in zip(tokens, context)]),
+        **F64,
+    )
 
 
 @pytest.mark.parametrize('rate', ['attn_drop', 'drop'])
@@ -385,8 +440,11 @@ def test_block_rates_reach_every_sublayer(rate):
     MLP."""
     maf = MAFBlock(24, 3, 4, (8, 8), **{rate: 0.5}).train()
     vit = ViTBlock(24, 3, **{rate: 0.5}).train()
-    windows, tokens, context = _map(4, 16, 24, dtype=torch.float32), _map(2, 7, 24, dtype=torch.float32), \
-        _map(2, 5, 24, dtype=torch.float32)
+    windows, tokens, context = (
+        _map(4, 16, 24, dtype=torch.float32),
+        _map(2, 7, 24, dtype=torch.float32),
+        _map(2, 5, 24, dtype=torch.float32),
+    )
     random = lambda f, *args: not torch.equal(f(*args), f(*args))  # noqa: E731
     assert random(maf.attn, windows) and random(maf.cross_attn, tokens, context) and random(vit.attn, tokens)
     assert random(maf.ffn, tokens) == random(vit.ffn, tokens) == (rate == 'drop')

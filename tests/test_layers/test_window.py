@@ -14,10 +14,10 @@ def test_partition_unpartition_is_identity(hw):
 
 
 def test_partition_groups_each_window():
-    x = torch.arange(16.).view(1, 4, 4, 1)
+    x = torch.arange(16.0).view(1, 4, 4, 1)
     windows, _ = window_partition(x, 2)
-    assert windows[0, :, 0].tolist() == [0., 1., 4., 5.]
-    assert windows[1, :, 0].tolist() == [2., 3., 6., 7.]
+    assert windows[0, :, 0].tolist() == [0.0, 1.0, 4.0, 5.0]
+    assert windows[1, :, 0].tolist() == [2.0, 3.0, 6.0, 7.0]
 
 
 def test_pad_to_multiple_pads_bottom_right_with_zeros():

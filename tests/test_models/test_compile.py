@@ -1,4 +1,5 @@
 """`torch.compile` (inductor, CPU) of the backbone gives eager mode's outputs: no graph-breaking state."""
+
 import torch
 
 from maformer_mm.models import MAFormer

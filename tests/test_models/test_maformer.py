@@ -14,7 +14,6 @@ def _expected(hw, dims=(16, 32, 64, 128)):
     h, w = hw
     shapes = []
     for i, c in enumerate(dims):
-        stride = 4 * 2 ** i
         # ceil at every stage: patch embed pads to 4, each merge pads odd sizes
         h, w = (math.ceil(h / 4), math.ceil(w / 4)) if i == 0 else (math.ceil(h / 2), math.ceil(w / 2))
         shapes.append((2, c, h, w))
@@ -38,12 +37,12 @@ def test_tiny_variant_at_224_gives_strides_4_to_32():
     assert model.out_channels == (64, 128, 256, 512) and model.out_strides == (4, 8, 16, 32)
 
 
-@pytest.mark.parametrize('out_indices', [(0, ), (1, 3), (3, ), (-1, ), (0, 1, 2, 3)])
+@pytest.mark.parametrize('out_indices', [(0,), (1, 3), (3,), (-1,), (0, 1, 2, 3)])
 def test_out_indices(tiny_cfg, out_indices):
     model = MAFormer(**tiny_cfg, out_indices=out_indices).eval()
     wanted = sorted(i % 4 for i in out_indices)
     outs = model(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [16 * 2 ** i for i in wanted]
+    assert [o.shape[1] for o in outs] == [16 * 2**i for i in wanted]
     norms = sorted(int(name[4:]) for name, _ in model.named_children() if name.startswith('norm'))
     assert norms == wanted
 
@@ -73,13 +72,14 @@ def test_frozen_stages_stay_fixed_through_optimizer_steps(tiny_cfg, frozen_stage
     draws dropout, and everything after it trains."""
     tiny_cfg.update(drop_rate=0.2, drop_path_rate=0.2)
     model = MAFormer(**tiny_cfg, frozen_stages=frozen_stages).train()
-    frozen = ['patch_embed.'] + [f'stages.{i}.' for i in range(frozen_stages)] + \
-        [f'norm{i}.' for i in range(frozen_stages)]
+    frozen = (
+        ['patch_embed.'] + [f'stages.{i}.' for i in range(frozen_stages)] + [f'norm{i}.' for i in range(frozen_stages)]
+    )
     before = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
     x = torch.randn(2, 3, 64, 64)
     # random projections: a plain sum of LayerNorm outputs has no gradient below the norm
-    targets = [torch.randn(2, 16 * 2 ** i, 16 // 2 ** i, 16 // 2 ** i) for i in range(4)]
+    targets = [torch.randn(2, 16 * 2**i, 16 // 2**i, 16 // 2**i) for i in range(4)]
     for _ in range(2):
         optimizer.zero_grad()
         sum((o * t).sum() for o, t in zip(model(x), targets)).backward()
@@ -176,11 +176,15 @@ def test_forward_stores_no_state(tiny_cfg):
 
 
 def test_drop_path_rises_linearly_to_the_rate():
-    model = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 1, 1)),
-                     pretrain_img_size=32, drop_path_rate=0.4)
-    rates = [blk.ffn.dropout_layer.drop_prob if hasattr(blk.ffn.dropout_layer, 'drop_prob') else 0.
-             for stage in model.stages for blk in stage.blocks]
-    assert rates == pytest.approx([0., 0.1, 0.2, 0.3, 0.4])
+    model = MAFormer(
+        arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 1, 1)), pretrain_img_size=32, drop_path_rate=0.4
+    )
+    rates = [
+        blk.ffn.dropout_layer.drop_prob if hasattr(blk.ffn.dropout_layer, 'drop_prob') else 0.0
+        for stage in model.stages
+        for blk in stage.blocks
+    ]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
 
 
 def test_gld_reference_grid_follows_pretrain_img_size():
@@ -191,28 +195,31 @@ def test_gld_reference_grid_follows_pretrain_img_size():
 
 def test_vit_window_mode_keeps_weights_and_changes_attention(tiny_cfg):
     glob = MAFormer(**tiny_cfg).eval()
-    win = MAFormer(**tiny_cfg, vit_window_size=2, vit_global_blocks=(1, )).eval()
+    win = MAFormer(**tiny_cfg, vit_window_size=2, vit_global_blocks=(1,)).eval()
     assert [b.window_size for b in win.stages[2].blocks] == [2, 0]
     win.load_state_dict(glob.state_dict())  # strict: same keys and shapes
     x = torch.randn(1, 3, 128, 128)
     assert not torch.allclose(glob(x)[2], win(x)[2])
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(arch='huge'), r"arch 'huge' is not a MAFormer variant; choose one of \['b', 'base', 'l'"),
-    (dict(arch=dict(embed_dims=32, depths=(1, 1, 1, 1))), r"missing \['num_heads'\]"),
-    (dict(arch=dict(embed_dims=32, depths=(1, 1, 1), num_heads=(1, 1, 1, 1))), 'depths must be 4 positive ints'),
-    (dict(arch=dict(embed_dims=30, depths=(1, 1, 1, 1), num_heads=(4, 1, 1, 1))), 'not divisible by 4 heads'),
-    (dict(arch=5), 'arch must be a str or a dict'),
-    (dict(out_indices=(4, )), 'out_indices entry 4 is out of range'),
-    (dict(out_indices=(1, -3)), 'name a stage twice'),
-    (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
-    (dict(gld_ratio=0.), r'gld_ratio must be in \(0, 1\]'),
-    (dict(window_size=0), 'window_size must be a positive int'),
-    (dict(drop_path_rate=1.5), 'drop_path_rate'),
-    (dict(vit_window_size=-1), 'vit_window_size'),
-    (dict(vit_window_size=7, vit_global_blocks=(30, )), 'must index the 21 stage-3 blocks'),
-])
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(arch='huge'), r"arch 'huge' is not a MAFormer variant; choose one of \['b', 'base', 'l'"),
+        (dict(arch=dict(embed_dims=32, depths=(1, 1, 1, 1))), r"missing \['num_heads'\]"),
+        (dict(arch=dict(embed_dims=32, depths=(1, 1, 1), num_heads=(1, 1, 1, 1))), 'depths must be 4 positive ints'),
+        (dict(arch=dict(embed_dims=30, depths=(1, 1, 1, 1), num_heads=(4, 1, 1, 1))), 'not divisible by 4 heads'),
+        (dict(arch=5), 'arch must be a str or a dict'),
+        (dict(out_indices=(4,)), 'out_indices entry 4 is out of range'),
+        (dict(out_indices=(1, -3)), 'name a stage twice'),
+        (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+        (dict(gld_ratio=0.0), r'gld_ratio must be in \(0, 1\]'),
+        (dict(window_size=0), 'window_size must be a positive int'),
+        (dict(drop_path_rate=1.5), 'drop_path_rate'),
+        (dict(vit_window_size=-1), 'vit_window_size'),
+        (dict(vit_window_size=7, vit_global_blocks=(30,)), 'must index the 21 stage-3 blocks'),
+    ],
+)
 def test_invalid_arguments_raise_with_messages(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         MAFormer(**kwargs)

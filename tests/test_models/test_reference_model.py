@@ -1,4 +1,5 @@
 """Whole MAFormer forwards against the composition of the reference blocks (tests/reference), same weights."""
+
 import pytest
 import torch
 
@@ -18,12 +19,18 @@ def _compare(model: MAFormer, images: torch.Tensor, fused: bool = True, **ref_kw
     expected = ref.maformer(images, model.state_dict(), **ref_kwargs)
     assert len(outs) == len(expected) and all(o.is_contiguous() for o in outs)
     for i, (out, exp) in enumerate(zip(outs, expected)):
-        torch.testing.assert_close(out, exp, **F64, msg=lambda m: f'output {i}: {m}')
+        torch.testing.assert_close(out, exp, **F64, msg=lambda m, i=i: f'output {i}: {m}')
 
 
 def _tiny_reference_args(**extra) -> dict:
-    return dict(embed_dims=TINY_ARCH['embed_dims'], depths=TINY_ARCH['depths'], num_heads=TINY_ARCH['num_heads'],
-                window_size=TINY_CFG['window_size'], pretrain_img_size=TINY_CFG['pretrain_img_size'], **extra)
+    return dict(
+        embed_dims=TINY_ARCH['embed_dims'],
+        depths=TINY_ARCH['depths'],
+        num_heads=TINY_ARCH['num_heads'],
+        window_size=TINY_CFG['window_size'],
+        pretrain_img_size=TINY_CFG['pretrain_img_size'],
+        **extra,
+    )
 
 
 @pytest.mark.parametrize('hw, fused', [((64, 64), True), ((37, 93), True), ((150, 22), False), ((5, 3), True)])
@@ -34,9 +41,9 @@ def test_small_maformer(tiny_cfg, hw, fused):
 
 
 def test_small_maformer_with_stage3_windows(tiny_cfg):
-    model = MAFormer(**tiny_cfg, vit_window_size=3, vit_global_blocks=(1, ), out_indices=(1, 3))
+    model = MAFormer(**tiny_cfg, vit_window_size=3, vit_global_blocks=(1,), out_indices=(1, 3))
     images = torch.rand(1, 3, 118, 70, dtype=torch.float64)  # stage 3: 8 x 5, windows of 3 with padding
-    _compare(model, images, **_tiny_reference_args(vit_window_size=3, vit_global_blocks=(1, ), out_indices=(1, 3)))
+    _compare(model, images, **_tiny_reference_args(vit_window_size=3, vit_global_blocks=(1,), out_indices=(1, 3)))
 
 
 def test_other_gld_ratio_and_pretraining_size(tiny_cfg):
@@ -50,7 +57,7 @@ def test_other_gld_ratio_and_pretraining_size(tiny_cfg):
 def test_maformer_t(hw):
     """MAFormer-T as the configs build it (window 7, GLD grids 56x56 -> 40x40 and 28x28 -> 20x20). 64x80 grows
     both axes to the GLD grids; 230x36 shrinks the rows (58 -> 56, 29 -> 28) and grows the columns."""
-    model = MAFormer(arch='tiny', drop_path_rate=0.)
+    model = MAFormer(arch='tiny', drop_path_rate=0.0)
     images = torch.rand(1, 3, *hw, dtype=torch.float64)
     _compare(model, images, embed_dims=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16))
 

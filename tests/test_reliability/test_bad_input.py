@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the culprit; NaN losses stop training before a checkpoint."""
+
 import json
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ def workspace(tmp_path_factory):
 
 def _train_dataset(config):
     from mmdet.registry import DATASETS
+
     cfg = Config.fromfile(str(config))
     init_default_scope('mmdet')
     return DATASETS.build(cfg.train_dataloader.dataset)
@@ -67,8 +69,18 @@ def test_annotation_file_missing_or_not_coco(tmp_path, workspace):
         check_coco_json(str(listing))
     # and through the training tool, before anything runs
     root, config = workspace
-    proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', tmp_path / 'w', '--cfg-options',
-                     f'train_dataloader.dataset.ann_file={listing}'], cwd=tmp_path, check=False)
+    proc = run_tool(
+        [
+            REPO / 'tools' / 'train.py',
+            config,
+            '--work-dir',
+            tmp_path / 'w',
+            '--cfg-options',
+            f'train_dataloader.dataset.ann_file={listing}',
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0 and 'list.json is not COCO JSON' in proc.stderr
 
 
@@ -77,17 +89,21 @@ def test_num_classes_that_disagree_with_the_dataset(workspace):
     cfg = Config.fromfile(str(config))
     check_data(cfg)  # consistent as shipped
     cfg.model.roi_head.bbox_head.num_classes = 80
-    with pytest.raises(ValueError, match=r'model.roi_head.bbox_head.num_classes is 80 but the train dataset '
-                                         r'\(CocoDataset\) has 3 classes \(circle, square, triangle\)'):
+    with pytest.raises(
+        ValueError,
+        match=r'model.roi_head.bbox_head.num_classes is 80 but the train dataset '
+        r'\(CocoDataset\) has 3 classes \(circle, square, triangle\)',
+    ):
         check_data(cfg)
 
 
-@pytest.mark.parametrize('hw, sizes', [((1, 1), [(1, 1)] * 4), ((2, 3), [(1, 1)] * 4),
-                                       ((31, 5), [(8, 2), (4, 1), (2, 1), (1, 1)])])
+@pytest.mark.parametrize(
+    'hw, sizes', [((1, 1), [(1, 1)] * 4), ((2, 3), [(1, 1)] * 4), ((31, 5), [(8, 2), (4, 1), (2, 1), (1, 1)])]
+)
 def test_images_smaller_than_the_network_stride_work(hw, sizes):
     model = MAFormer(arch=MIN_ARCH, pretrain_img_size=64).eval()
     outs = model(torch.rand(1, 3, *hw))
-    assert [tuple(o.shape) for o in outs] == [(1, 16 * 2 ** i, *size) for i, size in enumerate(sizes)]
+    assert [tuple(o.shape) for o in outs] == [(1, 16 * 2**i, *size) for i, size in enumerate(sizes)]
     assert all(torch.isfinite(o).all() for o in outs)
 
 
@@ -96,10 +112,16 @@ def test_invalid_loss_hook_stops_with_a_clear_message(tmp_path):
     runner = SimpleNamespace(iter=41, work_dir=str(tmp_path))
     hook = InvalidLossHook()
     hook.after_train_iter(runner, 0, outputs={'loss': torch.tensor(1.5)})  # finite: nothing happens
-    outputs = {'loss': torch.tensor(float('nan')), 'loss_cls': torch.tensor(float('nan')),
-               'loss_bbox': torch.tensor(0.3)}
-    with pytest.raises(FloatingPointError, match=r'loss is nan at iteration 42 \(non-finite terms: loss_cls\).*'
-                                                 r'Last good checkpoint: .*epoch_3.pth'):
+    outputs = {
+        'loss': torch.tensor(float('nan')),
+        'loss_cls': torch.tensor(float('nan')),
+        'loss_bbox': torch.tensor(0.3),
+    }
+    with pytest.raises(
+        FloatingPointError,
+        match=r'loss is nan at iteration 42 \(non-finite terms: loss_cls\).*'
+        r'Last good checkpoint: .*epoch_3.pth',
+    ):
         hook.after_train_iter(runner, 0, outputs=outputs)
 
 
@@ -112,8 +134,11 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(workspace, tmp_pat
     poisoned = tmp_path / 'poisoned.pth'
     torch.save({'state_dict': checkpoint['state_dict']}, poisoned)
     work_dir = tmp_path / 'nan'
-    proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', work_dir, '--cfg-options',
-                     f'load_from={poisoned}'], cwd=tmp_path, check=False)
+    proc = run_tool(
+        [REPO / 'tools' / 'train.py', config, '--work-dir', work_dir, '--cfg-options', f'load_from={poisoned}'],
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     assert 'FloatingPointError: loss is nan at iteration 1' in proc.stderr
     assert not list(work_dir.glob('*.pth'))
@@ -123,6 +148,7 @@ def test_bf16_amp_training_keeps_gld_and_fusion_finite(workspace):
     """A few bf16 autocast training steps of the demo detector on CPU: no NaN in GLD or fusion outputs."""
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
+
     _, config = workspace
     cfg = Config.fromfile(str(config))
     init_default_scope('mmdet')
@@ -149,7 +175,8 @@ def test_bf16_amp_training_keeps_gld_and_fusion_finite(workspace):
 
 def test_amp_flag_picks_bf16_on_cpu(workspace, tmp_path):
     root, config = workspace
-    proc = run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', tmp_path / 'amp', '--amp', '--device', 'cpu'],
-                    cwd=tmp_path)  # --device cpu: on a GPU machine the default device is cuda (fp16 AMP)
+    proc = run_tool(
+        [REPO / 'tools' / 'train.py', config, '--work-dir', tmp_path / 'amp', '--amp', '--device', 'cpu'], cwd=tmp_path
+    )  # --device cpu: on a GPU machine the default device is cuda (fp16 AMP)
     assert "type='BF16OptimWrapper'" in proc.stdout + proc.stderr
     assert (tmp_path / 'amp' / 'epoch_1.pth').is_file()

@@ -31,4 +31,6 @@ def test_the_table_has_a_row_per_label_and_kind():
     results = {
         'before': dict(code='main abc', parallel=3, summary={'train': summary}, load_before=[4.0], load_after=[5.5])
     }
-    assert '| before | main abc | 3 | all | train | 3 | 2 | 1 | 1 | 1 | 9.5 | 4.0 -> 5.5 |' in dist_soak.markdown(results)
+    assert '| before | main abc | 3 | all | train | 3 | 2 | 1 | 1 | 1 | 9.5 | 4.0 -> 5.5 |' in dist_soak.markdown(
+        results
+    )

@@ -1,5 +1,6 @@
 """Interrupted training continues with --resume; two-process distributed training on CPU, and how such a run
 ends when a rank fails, when the launcher gets Ctrl-C, and when a checkpoint save is killed."""
+
 import os
 import re
 import shutil
@@ -18,9 +19,14 @@ def test_sigkill_mid_run_then_resume_finishes(tmp_path):
     config = make_det_workspace(tmp_path, epochs=6)
     work_dir = tmp_path / 'work'
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
-    proc = subprocess.Popen([sys.executable, REPO / 'tools' / 'train.py', config, '--work-dir', work_dir],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, REPO / 'tools' / 'train.py', config, '--work-dir', work_dir],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not (work_dir / 'epoch_2.pth').exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -53,7 +59,7 @@ def test_dist_train_two_processes_on_cpu(tmp_path):
 
 # The three other ways a distributed run ends: a rank fails, the launcher is interrupted, a save is killed.
 # Smaller heads than the shared user config: an 8 MB checkpoint, iterations of a fraction of a second.
-SMALL_DET_CONFIG = '''
+SMALL_DET_CONFIG = """
 _base_ = ['./user_config.py']
 model = dict(
     backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))),
@@ -62,9 +68,9 @@ model = dict(
     roi_head=dict(bbox_roi_extractor=dict(out_channels=32), bbox_head=dict(in_channels=32, fc_out_channels=64),
                   mask_roi_extractor=dict(out_channels=32), mask_head=dict(in_channels=32, conv_out_channels=32)))
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
-'''
+"""
 
-FAILING_HOOK = '''
+FAILING_HOOK = """
 import time
 
 from mmengine.dist import get_rank
@@ -77,7 +83,7 @@ class FailOnRankOne(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         if get_rank() == 1 and runner.iter == 2:  # rank 0 goes on into the third iteration's collectives
             raise RuntimeError(f'injected failure on rank 1 at {time.time():.3f}')
-'''
+"""
 
 
 def _small_workspace(root: Path, epochs: int, extra: str = '', **data) -> Path:
@@ -89,11 +95,19 @@ def _small_workspace(root: Path, epochs: int, extra: str = '', **data) -> Path:
 
 def test_a_rank_that_raises_stops_the_job_promptly_with_its_error(tmp_path):
     (tmp_path / 'fail_on_rank_one.py').write_text(FAILING_HOOK)
-    config = _small_workspace(tmp_path, epochs=20, extra=(
-        "custom_imports = dict(imports=['maformer_mm', 'fail_on_rank_one'], allow_failed_imports=False)\n"
-        "custom_hooks = [dict(type='FailOnRankOne')]\n"))
-    proc = run_launcher([REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir', tmp_path / 'work'], tmp_path,
-                        extra_env={'PYTHONPATH': str(tmp_path)})
+    config = _small_workspace(
+        tmp_path,
+        epochs=20,
+        extra=(
+            "custom_imports = dict(imports=['maformer_mm', 'fail_on_rank_one'], allow_failed_imports=False)\n"
+            "custom_hooks = [dict(type='FailOnRankOne')]\n"
+        ),
+    )
+    proc = run_launcher(
+        [REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir', tmp_path / 'work'],
+        tmp_path,
+        extra_env={'PYTHONPATH': str(tmp_path)},
+    )
     ended = time.time()
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -131,18 +145,31 @@ def _alive(pid: int) -> bool:
 
 
 def test_ctrl_c_to_the_launcher_ends_every_rank_and_leaves_no_process(tmp_path):
-    config = _small_workspace(tmp_path, epochs=200, extra=(  # far longer than the test waits
-        'train_dataloader = dict(num_workers=1, persistent_workers=True)\n'))
+    config = _small_workspace(
+        tmp_path,
+        epochs=200,
+        extra=(  # far longer than the test waits
+            'train_dataloader = dict(num_workers=1, persistent_workers=True)\n'
+        ),
+    )
     log = tmp_path / 'launcher.log'
     with open(log, 'w') as out:
-        launcher = subprocess.Popen(['bash', REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir',
-                                     tmp_path / 'work'], cwd=tmp_path, env=launcher_env(), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        launcher = subprocess.Popen(
+            ['bash', REPO / 'tools' / 'dist_train.sh', config, '2', '--work-dir', tmp_path / 'work'],
+            cwd=tmp_path,
+            env=launcher_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     processes: List[int] = []
     try:
         deadline = time.time() + 300
-        while (not re.search(r'Epoch\(train\) +\[ *2\]\[1/1\]', log.read_text()) and launcher.poll() is None
-               and time.time() < deadline):
+        while (
+            not re.search(r'Epoch\(train\) +\[ *2\]\[1/1\]', log.read_text())
+            and launcher.poll() is None
+            and time.time() < deadline
+        ):
             time.sleep(0.2)
         assert launcher.poll() is None, log.read_text()[-3000:]
         processes = _descendants(launcher.pid)  # two ranks, each with its data loader's worker
@@ -165,7 +192,7 @@ def test_ctrl_c_to_the_launcher_ends_every_rank_and_leaves_no_process(tmp_path):
 
 # Run as a script: trains, and once the first checkpoint is saved lowers this process's file size limit to half
 # its size, so that the kernel kills the process (SIGXFSZ) in the middle of writing the second checkpoint.
-KILL_DURING_SAVE = '''
+KILL_DURING_SAVE = """
 import os, resource, signal, sys, threading, time
 
 from maformer_mm.tools.train import main
@@ -183,16 +210,16 @@ def arm():
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # CPython ignores SIGXFSZ; writing past the limit now kills
 threading.Thread(target=arm, daemon=True).start()
 main(sys.argv[2:])
-'''
+"""
 
 
 def test_a_kill_while_saving_keeps_the_previous_checkpoint_and_resume_skips_a_truncated_one(tmp_path):
-    config = _small_workspace(tmp_path, epochs=3, extra='default_hooks = dict(checkpoint=dict(max_keep_ckpts=1))\n',
-                              num_train=2, num_val=1)
+    config = _small_workspace(
+        tmp_path, epochs=3, extra='default_hooks = dict(checkpoint=dict(max_keep_ckpts=1))\n', num_train=2, num_val=1
+    )
     work = tmp_path / 'work'
     (tmp_path / 'kill_during_save.py').write_text(KILL_DURING_SAVE)
-    killed = run_tool([tmp_path / 'kill_during_save.py', work, config, '--work-dir', work], cwd=tmp_path,
-                      check=False)
+    killed = run_tool([tmp_path / 'kill_during_save.py', work, config, '--work-dir', work], cwd=tmp_path, check=False)
     assert killed.returncode == -signal.SIGXFSZ, killed.stderr[-3000:]
     assert 'Saving checkpoint at 2 epochs' in killed.stdout + killed.stderr
     # the first checkpoint (max_keep_ckpts=1) is still there and whole, and last_checkpoint names it

@@ -7,6 +7,7 @@ After the seeded data order nothing draws random numbers, so mmengine's checkpoi
 RNG state) are enough to continue exactly. Run A trains 2 epochs; run B resumes A's epoch-1 checkpoint in
 another work dir. A user hook saves each rank's weights and optimizer state when training ends.
 """
+
 import importlib
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.helpers import MIN_ARCH, REPO, backbone_override, run_launcher
 
 CLASSES = ('dark', 'light')
 
-USER_CONFIG = '''
+USER_CONFIG = """
 _base_ = [{base!r}]
 custom_imports = dict(imports=['maformer_mm', 'rank_dump'], allow_failed_imports=False)
 randomness = dict(seed=0)
@@ -48,7 +49,7 @@ param_scheduler = [
 custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL'), dict(type='InvalidLossHook'),
                 dict(type='DumpRankState')]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=-1))
-'''
+"""
 
 RANK_DUMP = '''
 import torch
@@ -78,6 +79,7 @@ class DumpRankState(Hook):
 
 def _write_images(root: Path) -> None:
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split, count in (('train', 8), ('val', 2)):
         for i in range(count):
@@ -88,8 +90,11 @@ def _write_images(root: Path) -> None:
 
 
 def _dist_train(workspace: Path, work_dir: Path, *extra: str) -> str:
-    proc = run_launcher([REPO / 'tools' / 'dist_train.sh', workspace / 'config.py', '2', '--work-dir', work_dir, *extra],
-                        workspace, dict(PYTHONPATH=str(workspace)))
+    proc = run_launcher(
+        [REPO / 'tools' / 'dist_train.sh', workspace / 'config.py', '2', '--work-dir', work_dir, *extra],
+        workspace,
+        dict(PYTHONPATH=str(workspace)),
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     return text
@@ -100,9 +105,14 @@ def runs(tmp_path_factory):
     workspace = tmp_path_factory.mktemp('resume_ddp')
     _write_images(workspace / 'data')
     (workspace / 'rank_dump.py').write_text(RANK_DUMP)
-    (workspace / 'config.py').write_text(USER_CONFIG.format(
-        base=str(REPO / 'configs' / 'maformer_t_in1k.py'), root=str(workspace / 'data'), classes=CLASSES,
-        backbone=backbone_override(MIN_ARCH, 32, drop_path_rate=0.)))
+    (workspace / 'config.py').write_text(
+        USER_CONFIG.format(
+            base=str(REPO / 'configs' / 'maformer_t_in1k.py'),
+            root=str(workspace / 'data'),
+            classes=CLASSES,
+            backbone=backbone_override(MIN_ARCH, 32, drop_path_rate=0.0),
+        )
+    )
     whole, resumed = workspace / 'whole', workspace / 'resumed'
     log_whole = _dist_train(workspace, whole)
     log_resumed = _dist_train(workspace, resumed, '--resume', str(whole / 'epoch_1.pth'))

@@ -4,6 +4,7 @@ Each is built the way an attacker would: only with the opcodes and globals that 
 unpickler accepts, plus those an mmengine checkpoint legitimately names (`builtins.getattr`, HistoryBuffer,
 numpy). Their payload, where they have one, creates `marker`: a test that finds the file has seen code run.
 """
+
 import struct
 import types
 from pathlib import Path
@@ -72,8 +73,7 @@ def exec_reached_from(function: bytes, marker: Path) -> bytes:
     second Counter gets `__setstate__ = exec` and a second BUILD calls it with the payload.
     """
     holder = build(call(glob('collections', 'Counter')) + put(1), getattr_(function, '__builtins__'))
-    runner = build(call(glob('collections', 'Counter')),
-                   dict_(text('__setstate__'), getattr_(get(1), 'exec')))
+    runner = build(call(glob('collections', 'Counter')), dict_(text('__setstate__'), getattr_(get(1), 'exec')))
     runner = build(runner, text(payload(marker)))
     return checkpoint_with(b']' + b'(' + holder + runner + b'e')
 
@@ -87,40 +87,89 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
         'exec_via_history_buffer': exec_reached_from(getattr_(history_buffer, 'mean'), marker),
         # A callable hidden in a Counter's instance state (copy.deepcopy and pickle call `__reduce_ex__`).
         'callable_in_counter_state': checkpoint_with(
-            build(call(glob('collections', 'Counter')),
-                  dict_(text('__reduce_ex__'), getattr_(history_buffer, 'mean')))),
+            build(call(glob('collections', 'Counter')), dict_(text('__reduce_ex__'), getattr_(history_buffer, 'mean')))
+        ),
         # The same with a callable on torch's own allow-list, which torch.load admits.
         'torch_callable_in_counter_state': checkpoint_with(
-            build(call(glob('collections', 'Counter')), dict_(text('__deepcopy__'), glob('_codecs', 'encode')))),
+            build(call(glob('collections', 'Counter')), dict_(text('__deepcopy__'), glob('_codecs', 'encode')))
+        ),
         # A HistoryBuffer whose state re-binds the class-wide statistics table (mmengine's __setstate__ would).
-        'callable_in_history_buffer_state': checkpoint_with(build(
-            history_buffer + b')' + b'\x81',
-            dict_(text('max_length'), integer(10), text('_log_history'), b']', text('_count_history'), b']',
-                  text('statistics_methods'), dict_(text('mean'), glob('_codecs', 'encode'))))),
+        'callable_in_history_buffer_state': checkpoint_with(
+            build(
+                history_buffer + b')' + b'\x81',
+                dict_(
+                    text('max_length'),
+                    integer(10),
+                    text('_log_history'),
+                    b']',
+                    text('_count_history'),
+                    b']',
+                    text('statistics_methods'),
+                    dict_(text('mean'), glob('_codecs', 'encode')),
+                ),
+            )
+        ),
         # A numpy array of dtype object, holding whatever the pickle likes: as numpy pickles arrays...
-        'object_array': checkpoint_with(build(
-            call(glob('numpy._core.multiarray', '_reconstruct'), glob('numpy', 'ndarray'),
-                 b'(' + integer(0) + b't', call(glob('_codecs', 'encode'), text('b'), text('latin1'))),
-            b'(' + integer(1) + b'(' + integer(1) + b't'
-            + build(call(glob('numpy', 'dtype'), text('O8'), b'\x89', b'\x88'),
-                    b'(' + integer(3) + text('|') + b'NNN' + integer(-1) + integer(-1) + integer(63) + b't')
-            + b'\x89' + b']' + text('anything') + b'a' + b't')),
+        'object_array': checkpoint_with(
+            build(
+                call(
+                    glob('numpy._core.multiarray', '_reconstruct'),
+                    glob('numpy', 'ndarray'),
+                    b'(' + integer(0) + b't',
+                    call(glob('_codecs', 'encode'), text('b'), text('latin1')),
+                ),
+                b'('
+                + integer(1)
+                + b'('
+                + integer(1)
+                + b't'
+                + build(
+                    call(glob('numpy', 'dtype'), text('O8'), b'\x89', b'\x88'),
+                    b'(' + integer(3) + text('|') + b'NNN' + integer(-1) + integer(-1) + integer(63) + b't',
+                )
+                + b'\x89'
+                + b']'
+                + text('anything')
+                + b'a'
+                + b't',
+            )
+        ),
         # A numpy scalar whose dtype's state carries a function in its metadata (dtype equality ignores metadata).
-        'callable_in_scalar_dtype_metadata': checkpoint_with(call(
-            glob('numpy._core.multiarray', 'scalar'),
-            build(call(glob('numpy', 'dtype'), text('f8'), b'\x89', b'\x88'),
-                  b'(' + integer(4) + text('<') + b'NNN' + integer(-1) + integer(-1) + integer(0)
-                  + dict_(text('hidden'), glob('_codecs', 'encode')) + b't'),
-            call(glob('_codecs', 'encode'), text('\x00' * 8), text('latin1')))),
+        'callable_in_scalar_dtype_metadata': checkpoint_with(
+            call(
+                glob('numpy._core.multiarray', 'scalar'),
+                build(
+                    call(glob('numpy', 'dtype'), text('f8'), b'\x89', b'\x88'),
+                    b'('
+                    + integer(4)
+                    + text('<')
+                    + b'NNN'
+                    + integer(-1)
+                    + integer(-1)
+                    + integer(0)
+                    + dict_(text('hidden'), glob('_codecs', 'encode'))
+                    + b't',
+                ),
+                call(glob('_codecs', 'encode'), text('\x00' * 8), text('latin1')),
+            )
+        ),
         # ... and by calling the ndarray class with dtype 'O'.
         'object_array_by_constructor': checkpoint_with(
-            call(glob('numpy', 'ndarray'), b'(' + integer(1) + b't', text('O'))),
+            call(glob('numpy', 'ndarray'), b'(' + integer(1) + b't', text('O'))
+        ),
     }
 
 
-CRAFTED_NAMES = ('exec_via_counter', 'exec_via_history_buffer', 'callable_in_counter_state',
-                 'torch_callable_in_counter_state', 'callable_in_history_buffer_state', 'object_array',
-                 'callable_in_scalar_dtype_metadata', 'object_array_by_constructor')
+CRAFTED_NAMES = (
+    'exec_via_counter',
+    'exec_via_history_buffer',
+    'callable_in_counter_state',
+    'torch_callable_in_counter_state',
+    'callable_in_history_buffer_state',
+    'object_array',
+    'callable_in_scalar_dtype_metadata',
+    'object_array_by_constructor',
+)
 
 
 class _RawPickler:
@@ -144,8 +193,7 @@ def write_crafted(name: str, path: Path, marker: Path) -> Path:
 
 def write_config_code(path: Path, marker: Path) -> Path:
     """Plain data only, but `meta['config']` is Python that mmengine's Runner.resume runs (Config.fromstring)."""
-    torch.save({'meta': {'epoch': 1, 'iter': 2, 'config': payload(marker)}, 'state_dict': {},
-                'message_hub': {}}, path)
+    torch.save({'meta': {'epoch': 1, 'iter': 2, 'config': payload(marker)}, 'state_dict': {}, 'message_hub': {}}, path)
     return path
 
 
@@ -176,6 +224,7 @@ def write_dtype_metadata(path: Path) -> Path:
     import codecs
 
     import numpy as np
+
     dtype = np.dtype('f8', metadata={'hidden': codecs.encode})
     torch.save({'meta': {'best': np.zeros(2, dtype=dtype)}, 'state_dict': {}}, path)
     return path

@@ -1,5 +1,6 @@
 """Files served over http from 127.0.0.1 for the duration of a test: the URLs and hub names that the checkpoint
 loaders fetch (nothing reaches the internet)."""
+
 import contextlib
 import threading
 from functools import partial

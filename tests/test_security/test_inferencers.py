@@ -4,6 +4,7 @@ load when a config is given, and without one the saved config is used only when 
 Small models of our det, seg and cls configs (a 16-channel MAFormer), untrained, saved as mmengine does (weights
 and `meta.dataset_meta`) plus the crafted text wherever mmengine parses a saved config.
 """
+
 import json
 
 import numpy as np
@@ -28,8 +29,11 @@ def _package_config_index_read_once():
 
 def _tiny(kind: str) -> Config:
     """Our demo configs (det, seg) and the classification example, with a 16-channel backbone."""
-    path = {'det': DEMO_DET_CONFIG, 'seg': REPO / 'configs' / 'upernet_maformer_t_demo.py',
-            'cls': REPO / 'configs' / 'examples' / 'maformer_t_finetune_my_cls.py'}[kind]
+    path = {
+        'det': DEMO_DET_CONFIG,
+        'seg': REPO / 'configs' / 'upernet_maformer_t_demo.py',
+        'cls': REPO / 'configs' / 'examples' / 'maformer_t_finetune_my_cls.py',
+    }[kind]
     cfg = Config.fromfile(str(path))
     cfg.model.backbone.arch = dict(TINY)
     cfg.model.backbone.init_cfg = None
@@ -45,6 +49,7 @@ def _tiny(kind: str) -> Config:
 
 def _build(cfg: Config):
     from mmengine.registry import MODELS, init_default_scope
+
     init_default_scope(cfg.default_scope)
     return MODELS.build(cfg.model)
 
@@ -77,11 +82,15 @@ def _equal_weights(model, weights) -> bool:
 def test_mmengine_inferencers_refuse_a_templated_saved_config_and_load_with_a_config(saved, kind):
     from mmdet.apis import DetInferencer
     from mmseg.apis import MMSegInferencer
+
     files, marker, image = saved
     cfg, weights, crafted, _ = files[kind]
     inferencer_type = DetInferencer if kind == 'det' else MMSegInferencer
-    with pytest.raises(ValueError, match=rf'{crafted}: its saved config \(message_hub.runtime_info.cfg\) was not '
-                                         r'used: line 1 holds template syntax.*Give the config file'):
+    with pytest.raises(
+        ValueError,
+        match=rf'{crafted}: its saved config \(message_hub.runtime_info.cfg\) was not '
+        r'used: line 1 holds template syntax.*Give the config file',
+    ):
         inferencer_type(model=None, weights=str(crafted), device='cpu')  # no config: mmengine takes the saved one
     inferencer = inferencer_type(model=cfg, weights=str(crafted), device='cpu')
     assert _equal_weights(inferencer.model, weights)
@@ -98,6 +107,7 @@ def test_mmengine_inferencers_refuse_a_templated_saved_config_and_load_with_a_co
 def test_det_inferencer_builds_from_a_saved_config_that_is_data(saved, tmp_path):
     """mmengine's Runner saves `cfg.pretty_text`: plain data, read here without mmengine parsing it."""
     from mmdet.apis import DetInferencer
+
     files, marker, image = saved
     _, weights, _, own = files['det']
     inferencer = DetInferencer(weights=str(own), device='cpu', show_progress=False)
@@ -111,6 +121,7 @@ def test_det_inferencer_builds_from_a_saved_config_that_is_data(saved, tmp_path)
 def test_image_classification_inferencer_loads_a_templated_checkpoint_without_running_it(saved):
     """mmpretrain's inferencer needs a config and never reads the saved one; its load goes through the loader."""
     from mmpretrain.apis import ImageClassificationInferencer
+
     files, marker, image = saved
     cfg, weights, crafted, _ = files['cls']
     inferencer = ImageClassificationInferencer(model=cfg, pretrained=str(crafted), device='cpu')

@@ -5,6 +5,7 @@ after `import maformer_mm` (resume, load_from, tools/test.py, inferencers) and b
 errors that name the file, what was found and what to do, and nothing they carry runs. torch's allow-list is
 neither read nor changed by the loads; what mmengine checkpoints hold still loads, unchanged.
 """
+
 import codecs
 import copy
 import subprocess
@@ -19,26 +20,39 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner import CheckpointLoader
 
 import maformer_mm  # noqa: F401  (makes mmengine read local checkpoints with the data-only loader)
-from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.safe_load import UnsafeCheckpointError, load_mmengine_checkpoint, load_weights
+from maformer_mm.models import MAFormer
 from tests.helpers import DEMO_DET_CONFIG, REPO
 from tests.test_security.crafted import all_crafted, write_config_code, write_crafted
 
 # What each loader names when it refuses a crafted file (torch.load's own words, or ours).
 REFUSALS = {
     'exec_via_counter': ('GLOBAL getattr', r"getattr\(the class collections.Counter, '__init__'\)"),
-    'exec_via_history_buffer': ('GLOBAL getattr', r"getattr\(the function mmengine.*HistoryBuffer.mean, "
-                                                    r"'__builtins__'\)"),
-    'callable_in_counter_state': ('GLOBAL getattr', r"a Counter with the instance attributes \['__reduce_ex__'\] "
-                                                      r"at checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]"),
+    'exec_via_history_buffer': (
+        'GLOBAL getattr',
+        r'getattr\(the function mmengine.*HistoryBuffer.mean, '
+        r"'__builtins__'\)",
+    ),
+    'callable_in_counter_state': (
+        'GLOBAL getattr',
+        r"a Counter with the instance attributes \['__reduce_ex__'\] "
+        r"at checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]",
+    ),
     'torch_callable_in_counter_state': (None, r"a Counter with the instance attributes \['__deepcopy__'\]"),
-    'callable_in_history_buffer_state': ('mmengine.logging.history_buffer.HistoryBuffer',
-                                         r"statistics method 'mean' bound to the function _codecs.encode"),
+    'callable_in_history_buffer_state': (
+        'mmengine.logging.history_buffer.HistoryBuffer',
+        r"statistics method 'mean' bound to the function _codecs.encode",
+    ),
     'object_array': ('numpy._core.multiarray._reconstruct', r"numpy.dtype\('O8'"),
-    'callable_in_scalar_dtype_metadata': ('numpy._core.multiarray.scalar',
-                                          r'the checkpoint builds a numpy scalar from \(a numpy.dtypes.Float64DType'),
-    'object_array_by_constructor': ('numpy.ndarray', r'a numpy array of dtype object at '
-                                                     r"checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]"),
+    'callable_in_scalar_dtype_metadata': (
+        'numpy._core.multiarray.scalar',
+        r'the checkpoint builds a numpy scalar from \(a numpy.dtypes.Float64DType',
+    ),
+    'object_array_by_constructor': (
+        'numpy.ndarray',
+        r'a numpy array of dtype object at '
+        r"checkpoint\['message_hub'\]\['runtime_info'\]\['evil'\]",
+    ),
 }
 
 
@@ -58,11 +72,13 @@ def no_forced_unsafe_load(monkeypatch):
 def test_importing_maformer_mm_leaves_torchs_allow_list_as_it_was():
     """In a fresh process. torch.nested and torch.distributed.tensor add their own types when imported (mmengine
     imports them); they are imported first, so that the comparison sees what the plugin adds: nothing."""
-    code = ('import torch, torch.nested, torch.distributed.tensor; from torch.serialization import get_safe_globals; '
-            'before = set(get_safe_globals()); import maformer_mm; from maformer_mm.models import MAFormer; '
-            'after = set(get_safe_globals()); '
-            'own = all((e[0] if isinstance(e, tuple) else e).__module__.startswith("torch") for e in after); '
-            'print("UNCHANGED" if before == after and own else f"CHANGED {before} -> {after}")')
+    code = (
+        'import torch, torch.nested, torch.distributed.tensor; from torch.serialization import get_safe_globals; '
+        'before = set(get_safe_globals()); import maformer_mm; from maformer_mm.models import MAFormer; '
+        'after = set(get_safe_globals()); '
+        'own = all((e[0] if isinstance(e, tuple) else e).__module__.startswith("torch") for e in after); '
+        'print("UNCHANGED" if before == after and own else f"CHANGED {before} -> {after}")'
+    )
     proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().endswith('UNCHANGED'), proc.stdout + proc.stderr
 
@@ -70,7 +86,7 @@ def test_importing_maformer_mm_leaves_torchs_allow_list_as_it_was():
 def test_loads_leave_torchs_allow_list_alone(tmp_path, crafted):
     """Good and refused loads alike: the process-wide list is the same object's content before and after."""
     path = tmp_path / 'hub.pth'
-    torch.save({'message_hub': {'log_scalars': {'loss': HistoryBuffer([1.], [1])}}}, path)
+    torch.save({'message_hub': {'log_scalars': {'loss': HistoryBuffer([1.0], [1])}}}, path)
     before = set(torch.serialization.get_safe_globals())
     load_mmengine_checkpoint(path)
     with pytest.raises(UnsafeCheckpointError):
@@ -154,11 +170,20 @@ def _training_state() -> dict:
     hub.update_scalar('train/lr', 1)
     hub.update_info('iter', 3)
     weights = nn_state()
-    return {'meta': {'epoch': 1, 'iter': 3, 'best': np.float64(0.25), 'seed': np.int64(7),
-                     'cfg': Config.fromfile(str(DEMO_DET_CONFIG)).pretty_text,
-                     'dataset_meta': {'classes': ('a', 'b'), 'palette': [(1, 2, 3)]}},
-            'state_dict': weights, 'message_hub': hub.state_dict(), 'counts': Counter(a=2),
-            'optimizer': {'state': {0: {'step': torch.tensor(3.)}}, 'param_groups': [{'lr': 0.1, 'params': [0]}]}}
+    return {
+        'meta': {
+            'epoch': 1,
+            'iter': 3,
+            'best': np.float64(0.25),
+            'seed': np.int64(7),
+            'cfg': Config.fromfile(str(DEMO_DET_CONFIG)).pretty_text,
+            'dataset_meta': {'classes': ('a', 'b'), 'palette': [(1, 2, 3)]},
+        },
+        'state_dict': weights,
+        'message_hub': hub.state_dict(),
+        'counts': Counter(a=2),
+        'optimizer': {'state': {0: {'step': torch.tensor(3.0)}}, 'param_groups': [{'lr': 0.1, 'params': [0]}]},
+    }
 
 
 def nn_state() -> OrderedDict:
@@ -179,8 +204,11 @@ def test_mmengine_training_state_loads_unchanged(tmp_path):
     hub = MessageHub('security_test_resumed')
     hub.load_state_dict(loaded['message_hub'])  # what resume does, deep copies included
     assert hub.get_scalar('train/loss').current() == 0.5 and hub.get_info('iter') == 3
-    with pytest.raises(UnsafeCheckpointError, match=r'epoch_1.pth was refused while unpickling: Unsupported global: '
-                                                     r'GLOBAL numpy.* was not an allowed global by default') as error:
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r'epoch_1.pth was refused while unpickling: Unsupported global: '
+        r'GLOBAL numpy.* was not an allowed global by default',
+    ) as error:
         load_weights(path)  # plain weights only: torch's own list, nothing added
     assert_clear_refusal(str(error.value))
 
@@ -196,26 +224,54 @@ def _with_attribute(value, name, attribute):
     return value
 
 
-@pytest.mark.parametrize('value, found', [
-    (_with_attribute(OrderedDict(a=1), 'extra', 1), r"an OrderedDict with the instance attributes \['extra'\] "
-                                                    r"at checkpoint\['x'\]"),
-    (Counter(a=codecs.encode), r"the function _codecs.encode at checkpoint\['x'\]\['a'\]"),
-    ({'cls': torch.Tensor}, r"the class torch.Tensor at checkpoint\['x'\]\['cls'\]"),
-    (_with_attribute(torch.ones(2), 'note', 'x'), r"a tensor with instance attributes or backward hooks at "
-                                                  r"checkpoint\['x'\]"),
-    (_with_attribute(HistoryBuffer([1.], [1]), 'extra', 1), r"HistoryBuffer state with unexpected entries "
-                                                            r"\['extra'\]"),
-    (np.zeros(2, dtype=np.float32), r"numpy.dtype\('f4'"),
-    (np.zeros(2, dtype=[('a', 'f8')]), r'numpy.dtype'),
-    (np.zeros(2, dtype=np.dtype('f8', metadata={'hidden': codecs.encode})),
-     r"a numpy array of dtype float64 with dtype metadata at checkpoint\['x'\]"),
-    ({'a': [({'b': (1, {2, codecs.encode})},)]},  # (a set has no order: the last index is 0 or 1)
-     r"the function _codecs.encode at checkpoint\['x'\]\['a'\]\[0\]\[0\]\['b'\]\[1\]\[[01]\]"),
-    (_with_attribute(OrderedDict(w=torch.ones(1)), '_metadata', {'': {'version': codecs.encode}}),
-     r"the function _codecs.encode at checkpoint\['x'\]._metadata\[''\]\['version'\]"),
-], ids=['ordered_dict_attribute', 'function_in_counter', 'class_as_value', 'tensor_attribute',
-        'history_buffer_attribute', 'float32_array', 'structured_array', 'dtype_metadata', 'nested_containers',
-        'state_dict_metadata'])
+@pytest.mark.parametrize(
+    'value, found',
+    [
+        (
+            _with_attribute(OrderedDict(a=1), 'extra', 1),
+            r"an OrderedDict with the instance attributes \['extra'\] "
+            r"at checkpoint\['x'\]",
+        ),
+        (Counter(a=codecs.encode), r"the function _codecs.encode at checkpoint\['x'\]\['a'\]"),
+        ({'cls': torch.Tensor}, r"the class torch.Tensor at checkpoint\['x'\]\['cls'\]"),
+        (
+            _with_attribute(torch.ones(2), 'note', 'x'),
+            r'a tensor with instance attributes or backward hooks at '
+            r"checkpoint\['x'\]",
+        ),
+        (
+            _with_attribute(HistoryBuffer([1.0], [1]), 'extra', 1),
+            r'HistoryBuffer state with unexpected entries '
+            r"\['extra'\]",
+        ),
+        (np.zeros(2, dtype=np.float32), r"numpy.dtype\('f4'"),
+        (np.zeros(2, dtype=[('a', 'f8')]), r'numpy.dtype'),
+        (
+            np.zeros(2, dtype=np.dtype('f8', metadata={'hidden': codecs.encode})),
+            r"a numpy array of dtype float64 with dtype metadata at checkpoint\['x'\]",
+        ),
+        (
+            {'a': [({'b': (1, {2, codecs.encode})},)]},  # (a set has no order: the last index is 0 or 1)
+            r"the function _codecs.encode at checkpoint\['x'\]\['a'\]\[0\]\[0\]\['b'\]\[1\]\[[01]\]",
+        ),
+        (
+            _with_attribute(OrderedDict(w=torch.ones(1)), '_metadata', {'': {'version': codecs.encode}}),
+            r"the function _codecs.encode at checkpoint\['x'\]._metadata\[''\]\['version'\]",
+        ),
+    ],
+    ids=[
+        'ordered_dict_attribute',
+        'function_in_counter',
+        'class_as_value',
+        'tensor_attribute',
+        'history_buffer_attribute',
+        'float32_array',
+        'structured_array',
+        'dtype_metadata',
+        'nested_containers',
+        'state_dict_metadata',
+    ],
+)
 def test_unexpected_state_is_refused_naming_the_file_and_what_was_found(tmp_path, value, found):
     """No callable survives a load, wherever it hides: a dtype's state (its metadata; for scalars see
     crafted.py), a state dict's metadata, containers nested in any order."""
@@ -228,22 +284,27 @@ def test_unexpected_state_is_refused_naming_the_file_and_what_was_found(tmp_path
 def test_torchs_advice_never_reaches_a_refusal(crafted, no_forced_unsafe_load):
     """torch.load's own message, with its blank lines and bold advice, reduced to the finding."""
     from maformer_mm.checkpoint.unpickle import torch_detail
+
     with pytest.raises(Exception) as error:
         torch.load(crafted[0]['exec_via_counter'])
     assert 'weights_only' in str(error.value) and '\n\n' in str(error.value)  # what torch 2.13 writes
-    assert torch_detail(str(error.value)) == ('Unsupported global: GLOBAL getattr was not an allowed global by '
-                                              'default.')
+    assert torch_detail(str(error.value)) == (
+        'Unsupported global: GLOBAL getattr was not an allowed global by default.'
+    )
 
 
 def test_legacy_files_load_and_torchscript_archives_are_refused(tmp_path):
     legacy = tmp_path / 'legacy.pth'
-    torch.save({'state_dict': {'w': torch.arange(3.)}}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({'state_dict': {'w': torch.arange(3.0)}}, legacy, _use_new_zipfile_serialization=False)
     for load in (load_weights, load_mmengine_checkpoint):
-        assert torch.equal(load(legacy)['state_dict']['w'], torch.arange(3.))
+        assert torch.equal(load(legacy)['state_dict']['w'], torch.arange(3.0))
     scripted = tmp_path / 'scripted.pth'
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
-    with pytest.raises(UnsafeCheckpointError, match=r'scripted.pth was refused while unpickling: it is a TorchScript '
-                                                    r'archive'):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r'scripted.pth was refused while unpickling: it is a TorchScript '
+        r'archive',
+    ):
         load_mmengine_checkpoint(scripted)
 
 

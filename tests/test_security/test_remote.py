@@ -1,6 +1,7 @@
 """URLs and hub names get the checks of local files: every prefix mmengine registers reads through maformer_mm, a
 download lands in torch hub's cache only after its hash and its content were checked, a refused download is
 deleted, and a poisoned file already in the cache is refused. Files are served from 127.0.0.1 by the test."""
+
 import hashlib
 import json
 import shutil
@@ -50,14 +51,26 @@ def files(tmp_path, tiny_cfg):
     hub = MessageHub('remote_test')
     hub.update_scalar('train/loss', 0.5)
     good = folder / 'maformer.pth'
-    torch.save({'meta': {'epoch': 1, 'iter': 2}, 'message_hub': hub.state_dict(),
-                'state_dict': {'backbone.' + k: v for k, v in model.state_dict().items()}}, good)
+    torch.save(
+        {
+            'meta': {'epoch': 1, 'iter': 2},
+            'message_hub': hub.state_dict(),
+            'state_dict': {'backbone.' + k: v for k, v in model.state_dict().items()},
+        },
+        good,
+    )
     shutil.copy(good, folder / 'maformer-00000000.pth')
     shutil.copy(good, folder / 'plain.pth')
     hostile = write_crafted(PAYLOAD, folder / 'hostile.pth', marker)
     shutil.copy(hostile, folder / 'hostile_named.pth')
-    return dict(folder=folder, model=model, good=_hashed(good), hostile=hostile,
-                hostile_hashed=_hashed(folder / 'hostile_named.pth'), marker=marker)
+    return dict(
+        folder=folder,
+        model=model,
+        good=_hashed(good),
+        hostile=hostile,
+        hostile_hashed=_hashed(folder / 'hostile_named.pth'),
+        marker=marker,
+    )
 
 
 def _cache(torch_home: Path) -> Path:
@@ -66,9 +79,23 @@ def _cache(torch_home: Path) -> Path:
 
 def test_every_prefix_mmengine_registers_reads_through_maformer_mm():
     """mmengine 0.10.7 registers these and no others; each now goes to a loader of maformer_mm.checkpoint.remote."""
-    assert set(CheckpointLoader._schemes) == set(SCHEMES) == {
-        '', 'http://', 'https://', 'modelzoo://', 'torchvision://', 'open-mmlab://', 'openmmlab://', 'mmcls://',
-        'pavi://', r'(\S+\:)?s3://', r'(\S+\:)?petrel://'}
+    assert (
+        set(CheckpointLoader._schemes)
+        == set(SCHEMES)
+        == {
+            '',
+            'http://',
+            'https://',
+            'modelzoo://',
+            'torchvision://',
+            'open-mmlab://',
+            'openmmlab://',
+            'mmcls://',
+            'pavi://',
+            r'(\S+\:)?s3://',
+            r'(\S+\:)?petrel://',
+        }
+    )
     for prefix, loader in CheckpointLoader._schemes.items():
         assert loader.reader is SCHEMES[prefix] and loader.__module__ == 'maformer_mm.checkpoint.remote', prefix
 
@@ -76,8 +103,11 @@ def test_every_prefix_mmengine_registers_reads_through_maformer_mm():
 def test_a_prefix_nobody_registers_is_named():
     """`mmpretrain://` is registered by neither mmengine 0.10.7 nor mmpretrain 1.2.0: mmengine hands it to the
     local loader, which says so instead of 'file not found'."""
-    with pytest.raises(FileNotFoundError, match=r'mmpretrain://x: no checkpoint loader is registered for its prefix '
-                                                r'\(mmengine knows .*torchvision://.*\)'):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r'mmpretrain://x: no checkpoint loader is registered for its prefix '
+        r'\(mmengine knows .*torchvision://.*\)',
+    ):
         CheckpointLoader.load_checkpoint('mmpretrain://x')
 
 
@@ -87,8 +117,9 @@ def test_a_url_is_downloaded_once_into_a_fresh_torch_home(files, torch_home):
         url = served(files['good'].name)
         for _ in range(2):
             loaded = CheckpointLoader.load_checkpoint(url, map_location='cpu')
-            assert all(torch.equal(loaded['state_dict']['backbone.' + k], v)
-                       for k, v in files['model'].state_dict().items())
+            assert all(
+                torch.equal(loaded['state_dict']['backbone.' + k], v) for k, v in files['model'].state_dict().items()
+            )
         assert served.requests == [f'/{files["good"].name}']  # the second load read the cache
     assert sorted(p.name for p in _cache(torch_home).iterdir()) == [files['good'].name]  # no temporary left
 
@@ -97,12 +128,17 @@ def test_a_url_is_downloaded_once_into_a_fresh_torch_home(files, torch_home):
 def test_a_hostile_download_is_refused_deleted_and_not_cached(files, torch_home, name):
     with serving(files['folder']) as served:
         url = served(files[name].name)
-        with pytest.raises(UnsafeCheckpointError, match=rf'{url} \(downloaded\) was refused while unpickling: the '
-                                                        r'checkpoint calls getattr.*the download was deleted and not '
-                                                        r'cached'):
+        with pytest.raises(
+            UnsafeCheckpointError,
+            match=rf'{url} \(downloaded\) was refused while unpickling: the '
+            r'checkpoint calls getattr.*the download was deleted and not '
+            r'cached',
+        ):
             CheckpointLoader.load_checkpoint(url, map_location='cpu')
-        backbone = MAFormer(arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
-                            init_cfg=dict(type='Pretrained', checkpoint=url))
+        backbone = MAFormer(
+            arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+            init_cfg=dict(type='Pretrained', checkpoint=url),
+        )
         with pytest.raises(UnsafeCheckpointError, match=rf'{url} \(downloaded\) was refused'):
             backbone.init_weights()
     assert not files['marker'].exists()
@@ -113,9 +149,12 @@ def test_the_hash_a_name_carries_is_verified(files, torch_home):
     assert hash_prefix('resnet50-0676ba61.pth') == '0676ba61' and hash_prefix('epoch-12.pth') is None
     with serving(files['folder']) as served:
         url = served('maformer-00000000.pth')
-        with pytest.raises(UnsafeCheckpointError, match=rf'{url} \(downloaded\) was refused: its SHA-256 is '
-                                                        rf'{_sha8(files["good"])}\.\.\., but its name says '
-                                                        r'00000000\.\.\.'):
+        with pytest.raises(
+            UnsafeCheckpointError,
+            match=rf'{url} \(downloaded\) was refused: its SHA-256 is '
+            rf'{_sha8(files["good"])}\.\.\., but its name says '
+            r'00000000\.\.\.',
+        ):
             CheckpointLoader.load_checkpoint(url)
     assert list(_cache(torch_home).iterdir()) == []
 
@@ -123,11 +162,15 @@ def test_the_hash_a_name_carries_is_verified(files, torch_home):
 def test_a_poisoned_file_in_torch_hubs_cache_is_refused_for_a_hub_name(files, torch_home):
     """`torchvision://resnet50` (mmdet's R-50 configs) with no network: the cached file is read, never trusted."""
     from mmengine.runner.checkpoint import get_torchvision_models
+
     name = Path(get_torchvision_models()['resnet50']).name
     _cache(torch_home).mkdir(parents=True)
     poisoned = shutil.copy(files['hostile'], _cache(torch_home) / name)
-    with pytest.raises(UnsafeCheckpointError, match=rf'{poisoned} \(torch hub\'s cache of .*{name}\) was refused: '
-                                                    r'its SHA-256 is'):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=rf'{poisoned} \(torch hub\'s cache of .*{name}\) was refused: '
+        r'its SHA-256 is',
+    ):
         CheckpointLoader.load_checkpoint('torchvision://resnet50')
     assert not files['marker'].exists()
 
@@ -145,17 +188,24 @@ def test_open_mmlab_names_are_fetched_and_cached_through_the_same_checks(files, 
         loaded = CheckpointLoader.load_checkpoint('openmmlab://maformer_good')
     assert loaded['meta']['epoch'] == 1
     shutil.copy(files['hostile'], _cache(torch_home) / 'hostile.pth')
-    with pytest.raises(UnsafeCheckpointError, match=r"hostile\.pth was refused while unpickling.*It is torch hub's "
-                                                    r'cached copy of .*delete it to download the file again'):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"hostile\.pth was refused while unpickling.*It is torch hub's "
+        r'cached copy of .*delete it to download the file again',
+    ):
         CheckpointLoader.load_checkpoint('open-mmlab://maformer_hostile')
     assert not files['marker'].exists()
 
 
 def test_mmcls_names_give_the_backbone_keys_after_the_checks(files, torch_home, monkeypatch):
     import mmengine.runner.checkpoint as mmengine_checkpoint
+
     with serving(files['folder']) as served:
-        monkeypatch.setattr(mmengine_checkpoint, 'get_mmcls_models',
-                            lambda: {'maformer': served('plain.pth'), 'hostile': served('hostile.pth')})
+        monkeypatch.setattr(
+            mmengine_checkpoint,
+            'get_mmcls_models',
+            lambda: {'maformer': served('plain.pth'), 'hostile': served('hostile.pth')},
+        )
         loaded = CheckpointLoader.load_checkpoint('mmcls://maformer')
         with pytest.raises(UnsafeCheckpointError, match=r'hostile\.pth \(downloaded\) was refused'):
             CheckpointLoader.load_checkpoint('mmcls://hostile')
@@ -180,6 +230,7 @@ def test_object_storage_bytes_are_read_through_the_same_checks(files, monkeypatc
 
 def test_an_inferencers_weights_by_url_are_refused_before_a_model_is_built(files, torch_home):
     from mmdet.apis import DetInferencer
+
     with serving(files['folder']) as served:
         url = served(files['hostile'].name)
         with pytest.raises(UnsafeCheckpointError, match=rf'{url} \(downloaded\) was refused'):

@@ -8,6 +8,7 @@ template rides along a real checkpoint through a resume; no payload runs. That r
 under torch's default with no environment variable is checked by tests/test_det/test_det_tools.py, whose `run_tool`
 strips TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
 """
+
 import hashlib
 import importlib.util
 import runpy
@@ -20,14 +21,17 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
+from maformer_mm.checkpoint.safe_load import (
+    ADMITTED_DTYPES,
+    MMENGINE_GLOBAL_NAMES,
+    UnsafeCheckpointError,
+    load_mmengine_checkpoint,
+)
 from maformer_mm.models import MAFormer
-from maformer_mm.checkpoint.safe_load import (ADMITTED_DTYPES, MMENGINE_GLOBAL_NAMES, UnsafeCheckpointError,
-                                             load_mmengine_checkpoint)
 from tests.helpers import REPO, USER_ARCH, make_det_workspace, run_tool
 from tests.test_security.crafted import all_crafted, config_template, with_config_texts
 from tests.test_security.serving import serving
 from tests.test_security.test_loading import REFUSALS
-
 
 
 def _tool(name: str):
@@ -43,8 +47,10 @@ def trained(tmp_path_factory):
     state would be 90 MB of a checkpoint that tests load 80 times)."""
     root = tmp_path_factory.mktemp('security_train')
     config = root / 'narrow_head.py'
-    config.write_text(f'_base_ = [{str(make_det_workspace(root))!r}]\n'
-                      'model = dict(roi_head=dict(bbox_head=dict(fc_out_channels=64)))\n')
+    config.write_text(
+        f'_base_ = [{str(make_det_workspace(root))!r}]\n'
+        'model = dict(roi_head=dict(bbox_head=dict(fc_out_channels=64)))\n'
+    )
     run_tool([REPO / 'tools' / 'train.py', config, '--work-dir', root / 'work'], cwd=root)
     crafted = all_crafted(root, root / 'payload_ran')
     return config, root / 'work' / 'epoch_1.pth', crafted, root / 'payload_ran'
@@ -55,8 +61,14 @@ def test_a_real_checkpoint_needs_exactly_the_names_the_loader_admits(trained):
     nothing the loader admits goes unused (the dtypes' classes are admitted for their state, not by name)."""
     _, checkpoint, _, _ = trained
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(checkpoint)))
-    assert needed == {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr', 'numpy.dtype',
-                      'numpy.ndarray', 'numpy._core.multiarray._reconstruct', 'numpy._core.multiarray.scalar'}
+    assert needed == {
+        'mmengine.logging.history_buffer.HistoryBuffer',
+        'builtins.getattr',
+        'numpy.dtype',
+        'numpy.ndarray',
+        'numpy._core.multiarray._reconstruct',
+        'numpy._core.multiarray.scalar',
+    }
     assert needed <= MMENGINE_GLOBAL_NAMES  # collections.Counter and OrderedDict are on torch's own list
     dtypes, stack = set(), [load_mmengine_checkpoint(checkpoint)]
     while stack:
@@ -82,7 +94,7 @@ def test_a_real_checkpoint_loads_and_converts_to_safetensors_weights(trained, tm
     assert 'is an mmengine training checkpoint: read as --resume reads it' in out and 'safetensors' in out
     model = MAFormer(arch=USER_ARCH, pretrain_img_size=96, init_cfg=dict(type='Pretrained', checkpoint=str(weights)))
     model.init_weights()
-    expected = {k[len('backbone.'):]: v for k, v in loaded['state_dict'].items() if k.startswith('backbone.')}
+    expected = {k[len('backbone.') :]: v for k, v in loaded['state_dict'].items() if k.startswith('backbone.')}
     for key, value in model.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
@@ -92,6 +104,7 @@ def test_mmdets_stock_train_script_resumes_a_real_checkpoint(trained, tmp_path, 
     the checkpoint under torch's default (no environment variable) and its checks. The schedule is already
     complete at epoch 1, so the resume is all it does."""
     import mmdet
+
     config, checkpoint, _, _ = trained
     monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
     stock = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
@@ -111,9 +124,11 @@ def _argv(path: str, config: Path, checkpoint: Path, work_dir: Path) -> list:
 
 # One crafted file per path, each refused at another stage; every file is refused by the loader they all go
 # through (mmengine's CheckpointLoader: tests/test_security/test_loading.py). A Runner costs seconds to build.
-TOOL_CASES = {'resume': 'exec_via_counter',  # refused while unpickling
-              'load_from': 'exec_via_history_buffer',  # refused while unpickling
-              'test': 'callable_in_counter_state'}  # refused by the check after the load
+TOOL_CASES = {
+    'resume': 'exec_via_counter',  # refused while unpickling
+    'load_from': 'exec_via_history_buffer',  # refused while unpickling
+    'test': 'callable_in_counter_state',
+}  # refused by the check after the load
 
 
 @pytest.mark.parametrize('path', list(TOOL_CASES))
@@ -131,6 +146,7 @@ def test_4_threads_load_a_real_checkpoint_20_times_each(trained):
     """No load is refused because of another, every result is the file's, and torch's allow-list never changes
     (sampled by a fifth thread while the loads run)."""
     from mmengine.runner import CheckpointLoader
+
     _, checkpoint, _, _ = trained
     expected = load_mmengine_checkpoint(checkpoint)['state_dict']
     before = set(torch.serialization.get_safe_globals())
@@ -139,8 +155,11 @@ def test_4_threads_load_a_real_checkpoint_20_times_each(trained):
     def load(index: int) -> None:
         for i in range(20):
             try:
-                loaded = (CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu', logger='silent')
-                          if (index + i) % 2 else load_mmengine_checkpoint(checkpoint))
+                loaded = (
+                    CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu', logger='silent')
+                    if (index + i) % 2
+                    else load_mmengine_checkpoint(checkpoint)
+                )
                 assert loaded['meta']['epoch'] == 1
                 assert type(loaded['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
                 assert all(torch.equal(loaded['state_dict'][k], v) for k, v in expected.items())
@@ -213,6 +232,7 @@ def test_tools_read_checkpoints_by_url_and_refuse_hostile_ones(trained, tmp_path
     """`load_from=URL` (tools/train.py), `--resume URL` (mmdet's stock tools/train.py; ours takes files), and
     tools/test.py with a URL: a served training checkpoint is used; a hostile one is refused, deleted, not cached."""
     import mmdet
+
     config, checkpoint, crafted, marker = trained
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
@@ -223,14 +243,17 @@ def test_tools_read_checkpoints_by_url_and_refuse_hostile_ones(trained, tmp_path
     stock = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
     with serving(served_dir) as served:
         with pytest.raises(UnsafeCheckpointError, match=rf'{served(hostile.name)} \(downloaded\) was refused'):
-            _tool('train').main([str(config), '--work-dir', str(tmp_path / 'w1'), '--cfg-options',
-                                 f'load_from={served(hostile.name)}'])
-        monkeypatch.setattr('sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w2'), '--resume',
-                                         served(hostile.name)])
+            _tool('train').main(
+                [str(config), '--work-dir', str(tmp_path / 'w1'), '--cfg-options', f'load_from={served(hostile.name)}']
+            )
+        monkeypatch.setattr(
+            'sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w2'), '--resume', served(hostile.name)]
+        )
         with pytest.raises(UnsafeCheckpointError, match=rf'{served(hostile.name)} \(downloaded\) was refused'):
             runpy.run_path(str(stock), run_name='__main__')
-        monkeypatch.setattr('sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w3'), '--resume',
-                                         served(good.name)])
+        monkeypatch.setattr(
+            'sys.argv', [str(stock), str(config), '--work-dir', str(tmp_path / 'w3'), '--resume', served(good.name)]
+        )
         runpy.run_path(str(stock), run_name='__main__')
         metrics = _tool('test').main([str(config), served(good.name), '--work-dir', str(tmp_path / 'w4')])
     assert 'resumed epoch: 1, iter: 2' in next((tmp_path / 'w3').rglob('*.log')).read_text()

@@ -1,5 +1,6 @@
 """Backbone weights as plain data: safetensors files written by tools/convert_checkpoint.py and read through
 `init_cfg` with every loader check, and `--trust` only for a named file, with a warning."""
+
 import argparse
 import importlib.util
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from maformer_mm.models import MAFormer
 from maformer_mm.checkpoint.safe_load import load_weights
+from maformer_mm.models import MAFormer
 from tests.helpers import REPO
 from tests.test_security.crafted import write_crafted
 
@@ -38,8 +39,9 @@ def _pretrained(tiny_cfg, path) -> MAFormer:
 def test_safetensors_weights_from_the_converter_load_through_init_cfg(tmp_path, tiny_cfg, capsys, mm_log):
     source = _trained_backbone(tiny_cfg)
     src = tmp_path / 'mmpretrain.pth'
-    torch.save({'state_dict': {'backbone.' + k: v for k, v in source.state_dict().items()},
-                'meta': {'epoch': 300}}, src)
+    torch.save(
+        {'state_dict': {'backbone.' + k: v for k, v in source.state_dict().items()}, 'meta': {'epoch': 300}}, src
+    )
     dst = tmp_path / 'published' / 'maformer.safetensors'
     _convert([src, dst, '--safetensors'])
     out = capsys.readouterr().out
@@ -75,11 +77,15 @@ def test_converter_refuses_a_crafted_source_and_asks_for_trust_only_for_foreign_
     assert not marker.exists() and not (tmp_path / 'out.safetensors').exists()
 
     timm = tmp_path / 'timm_train.pth'  # timm's train.py saves its arguments: not data, so --trust is asked for
-    torch.save({'state_dict': {'patch_embed.proj.weight': torch.ones(16, 3, 4, 4)},
-                'args': argparse.Namespace(lr=1e-3)}, timm)
-    with pytest.raises(SystemExit, match=r"GLOBAL argparse\.Namespace .*This looks like a checkpoint of timm's "
-                                         r'train\.py.*convert_checkpoint\.py .*timm_train\.pth OUT\.safetensors '
-                                         r'--trust'):
+    torch.save(
+        {'state_dict': {'patch_embed.proj.weight': torch.ones(16, 3, 4, 4)}, 'args': argparse.Namespace(lr=1e-3)}, timm
+    )
+    with pytest.raises(
+        SystemExit,
+        match=r"GLOBAL argparse\.Namespace .*This looks like a checkpoint of timm's "
+        r'train\.py.*convert_checkpoint\.py .*timm_train\.pth OUT\.safetensors '
+        r'--trust',
+    ):
         _convert([timm, tmp_path / 'w.pth'])
     _convert([timm, tmp_path / 'w.pth', '--trust'])
     assert 'WARNING: --trust: ' in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The documented ten-line config for one's own segmentation data in mmseg's custom layout (classes, palette,
 reduce_zero_label): preflight passes, the data set reads the labels as documented, and a training step of the
 model it builds (N-class heads) gives a finite loss and gradients."""
+
 import shutil
 
 import numpy as np
@@ -39,6 +40,7 @@ def _my_seg(root):
 
 def test_custom_segmentation_config_reads_its_classes_and_trains(tmp_path):
     from mmseg.registry import DATASETS, MODELS
+
     data = _my_seg(tmp_path)
     cfg = Config.fromfile(EXAMPLE)
     cfg.merge_from_dict({f'{split}_dataloader.dataset.data_root': str(data) for split in ('train', 'val', 'test')})

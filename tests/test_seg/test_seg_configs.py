@@ -1,5 +1,6 @@
 """Every segmentation config parses and builds; the ADE20K recipe is encoded; a loss step and a
 predict step of UperNet MAFormer-T; whole-image and sliding-window inference on odd image sizes."""
+
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ ARCH_OF = {'t': 'tiny', 's': 'small', 'b': 'base'}
 
 def _build(cfg: Config) -> torch.nn.Module:
     from mmseg.registry import MODELS
+
     init_default_scope(cfg.default_scope)
     return revert_sync_batchnorm(MODELS.build(cfg.model))
 
@@ -71,6 +73,7 @@ def test_segmentation_config_builds(config):
 
 def test_tta_swaps_in_the_multi_scale_flip_model(tmp_path):
     from tools.test import build_config, parse_args
+
     ckpt = tmp_path / 'model.pth'
     ckpt.touch()
     config = str(CONFIG_DIR / 'upernet_maformer_t_512x512_160k_ade20k.py')
@@ -89,7 +92,7 @@ def segmentor():
     head widths cut to 128 / 64 channels (512 / 256) since the heads' convolutions would dominate the time."""
     cfg = Config.fromfile(str(CONFIG_DIR / 'upernet_maformer_t_512x512_160k_ade20k.py'))
     cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.drop_path_rate = 0.
+    cfg.model.backbone.drop_path_rate = 0.0
     cfg.model.decode_head.channels = 128
     cfg.model.auxiliary_head.channels = 64
     cfg.model.data_preprocessor.size = (64, 64)
@@ -101,6 +104,7 @@ def segmentor():
 def _batch(shapes, num_classes: int = 150, with_gt: bool = True) -> dict:
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
+
     inputs, samples = [], []
     for h, w in shapes:
         inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
@@ -113,6 +117,7 @@ def _batch(shapes, num_classes: int = 150, with_gt: bool = True) -> dict:
 
 def test_loss_step_and_predict_step(segmentor):
     from mmengine.optim import OptimWrapper
+
     segmentor.train()
     data = segmentor.data_preprocessor(_batch([(64, 64), (60, 52)]), True)
     assert data['inputs'].shape == (2, 3, 64, 64)  # padded to data_preprocessor.size
@@ -129,20 +134,21 @@ def test_loss_step_and_predict_step(segmentor):
 
     segmentor.eval()
     with torch.no_grad():
-        pred, = segmentor.val_step(_batch([(64, 64)], with_gt=False))
+        (pred,) = segmentor.val_step(_batch([(64, 64)], with_gt=False))
     assert pred.seg_logits.data.shape == (150, 64, 64)
     assert pred.pred_sem_seg.data.shape == (1, 64, 64)
     assert torch.equal(pred.pred_sem_seg.data[0], pred.seg_logits.data.argmax(0))
 
 
-@pytest.mark.parametrize('mode', [dict(mode='whole'), dict(mode='slide', crop_size=(48, 48), stride=(32, 32))],
-                         ids=lambda m: m['mode'])
+@pytest.mark.parametrize(
+    'mode', [dict(mode='whole'), dict(mode='slide', crop_size=(48, 48), stride=(32, 32))], ids=lambda m: m['mode']
+)
 def test_inference_on_an_odd_image_size_keeps_the_size(segmentor, mode):
     segmentor.eval()
     segmentor.test_cfg = ConfigDict(mode)
     try:
         with torch.no_grad():
-            pred, = segmentor.test_step(_batch([(67, 93)], with_gt=False))
+            (pred,) = segmentor.test_step(_batch([(67, 93)], with_gt=False))
     finally:
         segmentor.test_cfg = ConfigDict(mode='whole')
     assert pred.seg_logits.data.shape == (150, 67, 93)

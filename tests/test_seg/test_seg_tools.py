@@ -1,6 +1,7 @@
 """The project's tools on a generated ADE20K-layout set, run as a user runs them: train, test (per-class
 IoU and mIoU, --tta, --out), infer, mmseg's stock train.py, and a user config outside the repository
 that inherits ours by path; mmseg's inference API on odd image sizes, whole-image and sliding-window."""
+
 import pickle
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ DEMO_CONFIG = REPO / 'configs' / 'upernet_maformer_t_demo.py'
 
 # A user's own config, outside the repository: inherits the demo config by path, points at small data,
 # shrinks the backbone, the heads and the crops.
-USER_CONFIG = '''
+USER_CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
 crop_size = (64, 64)
@@ -45,7 +46,7 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
 param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=2)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
+"""
 
 
 def user_seg_config(base: str, root: str) -> str:
@@ -57,8 +58,10 @@ def user_seg_config(base: str, root: str) -> str:
 def trained(tmp_path_factory):
     """Generated data, a user config in a temp dir, and two iterations of training with tools/train.py."""
     root = tmp_path_factory.mktemp('seg')
-    run_tool([TOOLS / 'make_demo_data.py', 'ade', '--out', root / 'data', '--train', 4, '--val', 2,
-              '--size', 64, 64], cwd=REPO)
+    run_tool(
+        [TOOLS / 'make_demo_data.py', 'ade', '--out', root / 'data', '--train', 4, '--val', 2, '--size', 64, 64],
+        cwd=REPO,
+    )
     config = root / 'user_config.py'
     config.write_text(user_seg_config(str(DEMO_CONFIG), str(root / 'data') + '/'))
     work_dir = root / 'work'
@@ -82,8 +85,9 @@ def test_train_runs_logs_evaluates_and_saves(trained):
 def test_test_tool_prints_per_class_iou_and_miou(trained):
     root, config, work_dir, _ = trained
     out = root / 'results.pkl'
-    proc = run_tool([TOOLS / 'test.py', config, work_dir / 'iter_2.pth', '--out', out,
-                     '--work-dir', root / 'test_work'], cwd=root)
+    proc = run_tool(
+        [TOOLS / 'test.py', config, work_dir / 'iter_2.pth', '--out', out, '--work-dir', root / 'test_work'], cwd=root
+    )
     log = proc.stdout + proc.stderr
     assert 'per class results' in log
     for name in ('circle', 'square', 'triangle'):
@@ -102,6 +106,7 @@ def test_test_tool_with_tta(trained, tmp_path):
 
 def test_mmseg_stock_train_script_runs_our_config(trained, tmp_path):
     import mmseg
+
     _, config, _, _ = trained
     stock = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
     proc = run_tool([stock, config, '--work-dir', tmp_path / 'stock'], cwd=tmp_path)
@@ -111,24 +116,37 @@ def test_mmseg_stock_train_script_runs_our_config(trained, tmp_path):
 
 def test_infer_draws_predictions(trained, tmp_path):
     root, config, work_dir, _ = trained
-    proc = run_tool([TOOLS / 'infer.py', root / 'data' / 'images' / 'validation', config, work_dir / 'iter_2.pth',
-                     '--out-dir', tmp_path / 'vis'], cwd=root)
+    proc = run_tool(
+        [
+            TOOLS / 'infer.py',
+            root / 'data' / 'images' / 'validation',
+            config,
+            work_dir / 'iter_2.pth',
+            '--out-dir',
+            tmp_path / 'vis',
+        ],
+        cwd=root,
+    )
     drawn = sorted((tmp_path / 'vis' / 'vis').glob('*.jpg'))
     assert len(drawn) == 2 and 'wrote 2 images' in proc.stdout
     assert Image.open(drawn[0]).size == (64, 64)
 
 
-@pytest.mark.parametrize('test_cfg', [dict(mode='whole'), dict(mode='slide', crop_size=(48, 48), stride=(32, 32))],
-                         ids=lambda c: c['mode'])
+@pytest.mark.parametrize(
+    'test_cfg', [dict(mode='whole'), dict(mode='slide', crop_size=(48, 48), stride=(32, 32))], ids=lambda c: c['mode']
+)
 def test_inference_api_on_an_odd_image_size(trained, tmp_path, test_cfg):
     """mmseg's own API with the trained checkpoint: the prediction has exactly the image's size."""
-    import maformer_mm  # noqa: F401
     from mmseg.apis import inference_model, init_model
+
+    import maformer_mm  # noqa: F401
+
     _, config, work_dir, _ = trained
     image = tmp_path / 'odd.jpg'
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (67, 93, 3), dtype=np.uint8)).save(image)
-    model = init_model(str(config), str(work_dir / 'iter_2.pth'), device='cpu',
-                       cfg_options=dict(model=dict(test_cfg=test_cfg)))
+    model = init_model(
+        str(config), str(work_dir / 'iter_2.pth'), device='cpu', cfg_options=dict(model=dict(test_cfg=test_cfg))
+    )
     assert model.test_cfg.mode == test_cfg['mode']
     result = inference_model(model, str(image))
     assert result.pred_sem_seg.data.shape == (1, 67, 93)

@@ -2,6 +2,7 @@
 leave behind feeds tools/test.py --out DIR (segmentation PNGs), tools/infer.py (batches, JSON predictions,
 classification) and OpenMMLab's own inferencers (DetInferencer, MMSegInferencer, ImageClassificationInferencer)
 run on our configs in a fresh process, where only the configs' custom_imports can register MAFormer."""
+
 import json
 import math
 import re
@@ -33,16 +34,18 @@ def _package_config_index_read_once():
 @pytest.fixture(scope='module')
 def det_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp('det_demo')
-    result = demo.main(['--work-dir', str(root / 'work'), '--data-root', str(root / 'data'), '--epochs', '1',
-                        *SMALLEST])
+    result = demo.main(
+        ['--work-dir', str(root / 'work'), '--data-root', str(root / 'data'), '--epochs', '1', *SMALLEST]
+    )
     return root, result
 
 
 @pytest.fixture(scope='module')
 def seg_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp('seg_demo')
-    result = demo_seg.main(['--work-dir', str(root / 'work'), '--data-root', str(root / 'data'), '--iters', '1',
-                            *SMALLEST])
+    result = demo_seg.main(
+        ['--work-dir', str(root / 'work'), '--data-root', str(root / 'data'), '--iters', '1', *SMALLEST]
+    )
     return root, result
 
 
@@ -71,8 +74,22 @@ def test_demo_keeps_a_set_made_with_other_settings(det_demo):
     root, _ = det_demo
     before = sorted(p.name for p in (root / 'data' / 'train').iterdir())
     with pytest.raises(ValueError, match=r"data holds a demo set generated with .*'train': 2.*, not .*'train': 8"):
-        demo.main(['--work-dir', str(root / 'work2'), '--data-root', str(root / 'data'), '--num-train', '8',
-                   '--num-val', '2', '--image-size', '64', '--device', 'cpu'])
+        demo.main(
+            [
+                '--work-dir',
+                str(root / 'work2'),
+                '--data-root',
+                str(root / 'data'),
+                '--num-train',
+                '8',
+                '--num-val',
+                '2',
+                '--image-size',
+                '64',
+                '--device',
+                'cpu',
+            ]
+        )
     assert sorted(p.name for p in (root / 'data' / 'train').iterdir()) == before
 
 
@@ -95,8 +112,12 @@ def test_seg_demo_trains_evaluates_draws_and_writes_label_maps(seg_demo):
 
 def _scalars(work_dir: Path):
     """(training (step, loss) points, validation records) of the run's LocalVisBackend log."""
-    records = [json.loads(line) for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
-               for line in path.read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     return ([(r['step'], r['loss']) for r in records if 'loss' in r], [r for r in records if 'loss' not in r])
 
 
@@ -117,6 +138,7 @@ def test_demos_draw_every_validation_image_large_with_its_ground_truth(which, me
 @pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
 def test_demos_draw_the_training_curve_of_their_logged_points(which, metric, det_demo, seg_demo):
     from maformer_mm.tools.plot_curve import read_curve
+
     root, result = det_demo if which == 'det' else seg_demo
     assert result.curve == str(root / 'work' / 'curve.png')
     width, height = Image.open(result.curve).size
@@ -135,6 +157,7 @@ def cls_checkpoint(tmp_path_factory):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+
     cfg = Config.fromfile(str(CLS_CONFIG))
     init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
@@ -151,10 +174,11 @@ def _images(folder: Path, count: int, size=(72, 56)) -> Path:
     return folder
 
 
-INFERENCERS = '''
+INFERENCERS = """
 import functools, json, sys
 import mmengine.config.utils as config_utils
-config_utils.load = functools.lru_cache(maxsize=None)(config_utils.load)  # as tests.helpers.memoised_package_config_index
+# as tests.helpers.memoised_package_config_index
+config_utils.load = functools.lru_cache(maxsize=None)(config_utils.load)
 assert 'maformer_mm' not in sys.modules
 det_config, det_ckpt, seg_config, seg_ckpt, cls_config, cls_ckpt, images, out = sys.argv[1:]
 from mmdet.apis import DetInferencer
@@ -171,30 +195,52 @@ print(json.dumps(dict(
     det_classes=list(det.model.dataset_meta['classes']), seg=[list(p.shape) for p in s],
     seg_values=sorted({int(v) for p in s for v in set(p.flatten().tolist())}),
     cls=[dict(label=int(p['pred_label']), name=p['pred_class'], scores=len(p['pred_scores'])) for p in c])))
-'''
+"""
 
 
 def test_openmmlab_inferencers_run_our_configs(det_demo, seg_demo, cls_checkpoint, tmp_path):
     images = _images(tmp_path / 'images', 3)
     script = tmp_path / 'inferencers.py'
     script.write_text(INFERENCERS)
-    proc = run_tool([script, demo.CONFIG, det_demo[1].checkpoint, demo_seg.CONFIG, seg_demo[1].checkpoint,
-                     CLS_CONFIG, cls_checkpoint, images, tmp_path / 'out'], cwd=tmp_path)
+    proc = run_tool(
+        [
+            script,
+            demo.CONFIG,
+            det_demo[1].checkpoint,
+            demo_seg.CONFIG,
+            seg_demo[1].checkpoint,
+            CLS_CONFIG,
+            cls_checkpoint,
+            images,
+            tmp_path / 'out',
+        ],
+        cwd=tmp_path,
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['registered']  # by the configs' custom_imports alone
     assert result['det_classes'] == ['circle', 'square', 'triangle'] and len(result['det']) == 3
     assert all(set(p['labels']) <= {0, 1, 2} for p in result['det'])
     assert result['seg'] == [[56, 72]] * 3 and set(result['seg_values']) <= {0, 1, 2}
     assert len(result['cls']) == 3
-    assert all(0 <= p['label'] < 3 and p['name'] == CLS_CLASSES[p['label']] and p['scores'] == 3
-               for p in result['cls'])
+    assert all(0 <= p['label'] < 3 and p['name'] == CLS_CLASSES[p['label']] and p['scores'] == 3 for p in result['cls'])
     assert len(list((tmp_path / 'out' / 'det' / 'vis').glob('*.jpg'))) == 3
 
 
 def test_infer_tool_on_a_classification_config(cls_checkpoint, tmp_path):
     images = _images(tmp_path / 'images', 3)
-    written = infer.main([str(images), str(CLS_CONFIG), str(cls_checkpoint), '--out-dir', str(tmp_path / 'out'),
-                          '--batch-size', '2', '--device', 'cpu'])
+    written = infer.main(
+        [
+            str(images),
+            str(CLS_CONFIG),
+            str(cls_checkpoint),
+            '--out-dir',
+            str(tmp_path / 'out'),
+            '--batch-size',
+            '2',
+            '--device',
+            'cpu',
+        ]
+    )
     assert [Path(p).name for p in written.preds] == ['img0.json', 'img1.json', 'img2.json']
     assert len(written.vis) == 3
     pred = json.loads(Path(written.preds[0]).read_text())
@@ -207,9 +253,11 @@ def test_infer_tool_arguments(capsys):
     args = infer.parse_args(['x.jpg', 'c.py', 'w.pth', '--score-thr', '0.5', '--batch-size', '4'])
     assert args.pred_score_thr == 0.5 and args.batch_size == 4  # --score-thr: alias of --pred-score-thr
     assert args.device == torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    for bad, message in ((['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
-                         (['--pred-score-thr', '1.5'], r'--pred-score-thr must be within \[0, 1\], got 1.5'),
-                         (['--device', 'gpu0'], "--device 'gpu0' is not a device")):
+    for bad, message in (
+        (['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
+        (['--pred-score-thr', '1.5'], r'--pred-score-thr must be within \[0, 1\], got 1.5'),
+        (['--device', 'gpu0'], "--device 'gpu0' is not a device"),
+    ):
         with pytest.raises(SystemExit):
             infer.parse_args(['x.jpg', 'c.py', 'w.pth', *bad])
         assert re.search(message, capsys.readouterr().err), message

@@ -2,6 +2,7 @@
 torch.cuda.is_available(), an explicit value overrides mmengine's own choice, and a bad value is named.
 (The CUDA side runs in the GPU tests; an explicit `--device cpu` run under a pretended CUDA choice is in
 tests/test_det/test_data_root.py.)"""
+
 import mmengine.device.utils as mmengine_device
 import pytest
 import torch
@@ -31,11 +32,14 @@ def test_explicit_cpu_overrides_mmengines_choice(monkeypatch):
     assert get_device() == 'cuda'
 
 
-@pytest.mark.parametrize('value, message', [
-    ('gpu', "--device 'gpu' is not a device"),
-    ('cuda:x', "--device 'cuda:x' is not a device"),
-    ('meta', "--device 'meta': only cpu and cuda devices are supported"),
-])
+@pytest.mark.parametrize(
+    'value, message',
+    [
+        ('gpu', "--device 'gpu' is not a device"),
+        ('cuda:x', "--device 'cuda:x' is not a device"),
+        ('meta', "--device 'meta': only cpu and cuda devices are supported"),
+    ],
+)
 def test_bad_device_is_named(value, message):
     with pytest.raises(ValueError, match=message):
         parse_device(value)

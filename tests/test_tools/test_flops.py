@@ -9,18 +9,18 @@ from mmengine.analysis import FlopAnalyzer
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.cli import load_config
-from maformer_mm.utils.flops import complexity, tensor_forward
 from maformer_mm.tools.get_flops import backbone_rows, main
+from maformer_mm.utils.flops import complexity, tensor_forward
 
 
 def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg):
     model = MAFormer(**tiny_cfg)
     x = torch.rand(1, 3, 64, 64)
-    fused, params = complexity(model, (x, ))
-    explicit, _ = complexity(set_fused_attn(model, False), (x, ))
+    fused, params = complexity(model, (x,))
+    explicit, _ = complexity(set_fused_attn(model, False), (x,))
     assert fused == explicit
     assert params == sum(p.numel() for p in model.parameters())
-    uncounted = FlopAnalyzer(set_fused_attn(model, True), (x, ))
+    uncounted = FlopAnalyzer(set_fused_attn(model, True), (x,))
     uncounted.unsupported_ops_warnings(False)
     assert uncounted.total() < fused  # mmengine alone misses attention
 
@@ -45,7 +45,7 @@ def _readme_variant_row(name: str) -> Tuple[str, str]:
 
 def test_backbone_rows_and_cli(capsys):
     """MAFormer-T at 224 counts what the README reports (to 0.1%), and the README shows exactly these numbers."""
-    (arch, params, flops), = backbone_rows(['tiny'], (224, 224))
+    ((arch, params, flops),) = backbone_rows(['tiny'], (224, 224))
     assert arch == 'tiny'
     assert params == pytest.approx(26.679674, rel=1e-3) and flops == pytest.approx(5.738976, rel=1e-3)
     assert _readme_variant_row('MAFormer-T') == (f'{params:.1f}M', f'{flops:.2f}G')
@@ -81,6 +81,7 @@ def test_segmentor_config_complexity(capsys):
 @pytest.mark.parametrize('training', [True, False])
 def test_tensor_forward_keeps_the_models_mode(training):
     from mmengine.registry import MODELS, init_default_scope
+
     cfg = load_config('configs/upernet_maformer_t_512x512_160k_ade20k.py')
     cfg.model.backbone.init_cfg = None
     init_default_scope('mmseg')

@@ -1,4 +1,5 @@
 """The demo data writer: ADE20K layout, label values, and the per-class hue bands of `--class-hues`."""
+
 import colorsys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image
 @pytest.fixture(scope='module')
 def make_demo_data():
     from tools import make_demo_data
+
     return make_demo_data
 
 
@@ -26,8 +28,9 @@ def _median_hues(root: Path, split: str) -> dict:
 
 
 def test_ade_layout_and_class_hues(make_demo_data, tmp_path):
-    make_demo_data.main(['ade', '--out', str(tmp_path), '--train', '12', '--val', '2', '--size', '48', '40',
-                         '--class-hues'])
+    make_demo_data.main(
+        ['ade', '--out', str(tmp_path), '--train', '12', '--val', '2', '--size', '48', '40', '--class-hues']
+    )
     for split, count in (('training', 12), ('validation', 2)):
         labels = sorted((tmp_path / 'annotations' / split).glob('*.png'))
         assert len(labels) == len(list((tmp_path / 'images' / split).glob('*.jpg'))) == count

@@ -4,6 +4,7 @@ evaluates in two processes on CPU exactly as one process does, and a classificat
 
 The checkpoints are the configs' own models as training starts (built and initialised here, no training): what these
 tests check is the tools, and the predictions of a fixed set of weights are what they must reproduce."""
+
 import pickle
 import re
 import subprocess
@@ -16,8 +17,15 @@ from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.tools.demo_data import write_ade, write_coco  # what tools/make_demo_data.py writes
-from tests.helpers import (REPO, USER_ARCH, backbone_override, memoised_package_config_index, run_launcher, run_tool,
-                           widths)
+from tests.helpers import (
+    REPO,
+    USER_ARCH,
+    backbone_override,
+    memoised_package_config_index,
+    run_launcher,
+    run_tool,
+    widths,
+)
 
 TOOLS = REPO / 'tools'
 
@@ -51,7 +59,7 @@ def _metric(log: str, name: str) -> float:
 # A user's Faster R-CNN config outside the repository: inherits ours by path, keeps its tta_model and tta_pipeline,
 # points at generated COCO data (3 classes), shrinks the backbone and the heads. One image per batch, as each of the
 # two dist_test processes gets.
-FASTER_CONFIG = '''
+FASTER_CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
 metainfo = dict(classes=('circle', 'square', 'triangle'))
@@ -72,7 +80,7 @@ test_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
                  data_prefix=dict(img='val/'), pipeline=test_pipeline))
 test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-'''
+"""
 # The config's TTA pipeline (three scales x flip) at the generated images' size instead of COCO's.
 TTA_SCALES = [f'tta_pipeline.1.transforms.0.{i}.scale=({s},{s})' for i, s in enumerate((128, 64, 192))]
 
@@ -84,12 +92,32 @@ def faster(tmp_path_factory):
     root = tmp_path_factory.mktemp('faster')
     write_coco(str(root / 'data'), num_train=2, num_val=2, size=(96, 96))
     config = root / 'faster_config.py'
-    config.write_text(FASTER_CONFIG.format(base=str(REPO / 'configs' / 'faster_rcnn_maformer_t.py'),
-                                           root=str(root / 'data') + '/', widths=widths(USER_ARCH),
-                                           backbone=backbone_override(drop_path_rate=0., init_cfg=None)))
+    config.write_text(
+        FASTER_CONFIG.format(
+            base=str(REPO / 'configs' / 'faster_rcnn_maformer_t.py'),
+            root=str(root / 'data') + '/',
+            widths=widths(USER_ARCH),
+            backbone=backbone_override(drop_path_rate=0.0, init_cfg=None),
+        )
+    )
     ckpt = save_initial_checkpoint(config, root / 'faster.pth')
-    proc = run_tool([TOOLS / 'test.py', config, ckpt, '--tta', '--show-dir', root / 'vis', '--out', root / 'one.pkl',
-                     '--work-dir', root / 'one', '--cfg-options', *TTA_SCALES], cwd=root)
+    proc = run_tool(
+        [
+            TOOLS / 'test.py',
+            config,
+            ckpt,
+            '--tta',
+            '--show-dir',
+            root / 'vis',
+            '--out',
+            root / 'one.pkl',
+            '--work-dir',
+            root / 'one',
+            '--cfg-options',
+            *TTA_SCALES,
+        ],
+        cwd=root,
+    )
     return root, config, ckpt, _log(proc)
 
 
@@ -111,6 +139,7 @@ def test_show_dir_writes_the_drawn_detections(faster):
     drawn = sorted((root / 'vis').glob('*.jpg')) + sorted((root / 'vis').glob('*.png'))
     assert sorted(p.stem for p in drawn) == sorted(p.stem for p in (root / 'data' / 'val').iterdir())
     from PIL import Image
+
     assert Image.open(drawn[0]).size[1] == 96  # ground truth and prediction side by side, at the image's size
 
 
@@ -118,8 +147,22 @@ def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
     """tools/dist_test.sh: torchrun starts two test.py processes (gloo on CPU), each tests one image; the gathered
     predictions and the metrics are those of the single-process run."""
     root, config, ckpt, single_log = faster
-    proc = run_launcher([TOOLS / 'dist_test.sh', config, ckpt, '2', '--tta', '--out', root / 'two.pkl',
-                         '--work-dir', root / 'two', '--cfg-options', *TTA_SCALES], root)
+    proc = run_launcher(
+        [
+            TOOLS / 'dist_test.sh',
+            config,
+            ckpt,
+            '2',
+            '--tta',
+            '--out',
+            root / 'two.pkl',
+            '--work-dir',
+            root / 'two',
+            '--cfg-options',
+            *TTA_SCALES,
+        ],
+        root,
+    )
     log = _log(proc)
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # mmengine's name for world size
@@ -140,12 +183,14 @@ def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
 # A user's UperNet config outside the repository: the seg tests' shrunk demo config (tests/test_seg/test_seg_tools.py).
 def test_show_dir_writes_the_drawn_segmentation(tmp_path):
     from tests.test_seg.test_seg_tools import DEMO_CONFIG, user_seg_config
+
     write_ade(str(tmp_path / 'data'), num_train=2, num_val=2, size=(64, 64))
     config = tmp_path / 'seg_config.py'
     config.write_text(user_seg_config(str(DEMO_CONFIG), str(tmp_path / 'data') + '/'))
     ckpt = save_initial_checkpoint(config, tmp_path / 'seg.pth')
-    proc = run_tool([TOOLS / 'test.py', config, ckpt, '--show-dir', tmp_path / 'vis', '--work-dir', tmp_path / 'w'],
-                    cwd=tmp_path)
+    proc = run_tool(
+        [TOOLS / 'test.py', config, ckpt, '--show-dir', tmp_path / 'vis', '--work-dir', tmp_path / 'w'], cwd=tmp_path
+    )
     assert 0 <= _metric(_log(proc), 'mIoU') <= 100
     drawn = sorted((tmp_path / 'vis').rglob('*.png'))
     names = sorted(p.stem for p in (tmp_path / 'data' / 'images' / 'validation').iterdir())
@@ -158,12 +203,14 @@ def test_classification_test_prints_the_top1_of_its_predictions(tmp_path):
     from mmengine.runner import Runner
 
     from tests.test_cls.test_cls_pretrain import CROP_64, user_cls_config, write_image_folders
+
     write_image_folders(tmp_path / 'data', dict(val=6))
     config = tmp_path / 'cls_config.py'
     config.write_text(user_cls_config(str(tmp_path / 'data')))
     ckpt = save_initial_checkpoint(config, tmp_path / 'cls.pth')
-    proc = run_tool([TOOLS / 'test.py', config, ckpt, '--work-dir', tmp_path / 'w', '--cfg-options', *CROP_64],
-                    cwd=tmp_path)
+    proc = run_tool(
+        [TOOLS / 'test.py', config, ckpt, '--work-dir', tmp_path / 'w', '--cfg-options', *CROP_64], cwd=tmp_path
+    )
     top1 = _metric(_log(proc), 'accuracy/top1')
 
     cfg = Config.fromfile(str(config))

@@ -10,6 +10,7 @@ torch's CUDA, and a check that proves which build of `mmcv._ext` was made.
 ELF sections and symbols are read with pyelftools. `cuobjdump` is not in the toolkit's wheels, so the kernels'
 architectures are read from the fat binary in the `.nv_fatbin` section directly (its format is below).
 """
+
 import argparse
 import glob
 import importlib.metadata
@@ -59,9 +60,9 @@ def fatbin_archs(data: bytes) -> Set[str]:
         entry, end = pos + header_size, pos + header_size + size
         while entry + 32 <= end:
             kind, _, entry_header, payload = struct.unpack_from('<HHIQ', data, entry)
-            arch, = struct.unpack_from('<I', data, entry + 28)
+            (arch,) = struct.unpack_from('<I', data, entry + 28)
             if kind in (FATBIN_PTX, FATBIN_CUBIN):
-                archs.add(f"{'compute' if kind == FATBIN_PTX else 'sm'}_{arch}")
+                archs.add(f'{"compute" if kind == FATBIN_PTX else "sm"}_{arch}')
             if entry_header == 0:
                 break
             entry += entry_header + payload
@@ -76,8 +77,13 @@ def links_and_symbols(path: str) -> Tuple[List[str], List[str]]:
         elf = ELFFile(f)
         dynamic = elf.get_section_by_name('.dynamic')
         needed = [tag.needed for tag in dynamic.iter_tags('DT_NEEDED')] if dynamic is not None else []
-        symbols = [symbol.name for table in ('.dynsym', '.symtab') if elf.get_section_by_name(table) is not None
-                   for symbol in elf.get_section_by_name(table).iter_symbols() if symbol.name]
+        symbols = [
+            symbol.name
+            for table in ('.dynsym', '.symtab')
+            if elf.get_section_by_name(table) is not None
+            for symbol in elf.get_section_by_name(table).iter_symbols()
+            if symbol.name
+        ]
     return needed, symbols
 
 
@@ -87,12 +93,15 @@ def inspect_library(path: str) -> dict:
     fatbin = read_section(path, '.nv_fatbin')
     needed, symbols = links_and_symbols(path)
     kernels = sorted({s for s in symbols if 'cuda_kernel' in s})
-    return dict(path=path, size_mib=round(os.path.getsize(path) / 2 ** 20, 1),
-                nv_fatbin_mib=round(sections.get('.nv_fatbin', (0, 0))[1] / 2 ** 20, 1),
-                archs=sorted(fatbin_archs(fatbin), key=lambda a: (a.split('_')[0], int(a.split('_')[1]))),
-                cuda_libraries=[n for n in needed if 'cud' in n],
-                cuda_kernel_symbols=len(kernels),
-                roi_align_kernels=[s for s in kernels if 'roi_align_forward_cuda_kernel' in s][:3])
+    return dict(
+        path=path,
+        size_mib=round(os.path.getsize(path) / 2**20, 1),
+        nv_fatbin_mib=round(sections.get('.nv_fatbin', (0, 0))[1] / 2**20, 1),
+        archs=sorted(fatbin_archs(fatbin), key=lambda a: (a.split('_')[0], int(a.split('_')[1]))),
+        cuda_libraries=[n for n in needed if 'cud' in n],
+        cuda_kernel_symbols=len(kernels),
+        roi_align_kernels=[s for s in kernels if 'roi_align_forward_cuda_kernel' in s][:3],
+    )
 
 
 def mmcv_ext_path() -> str:
@@ -102,8 +111,9 @@ def mmcv_ext_path() -> str:
         raise SystemExit('mmcv is not installed in this environment')
     found = glob.glob(osp.join(list(spec.submodule_search_locations)[0], '_ext*.so'))
     if not found:
-        raise SystemExit('mmcv has no compiled `_ext`: it was built without its ops (MMCV_WITH_OPS=1, '
-                         '--no-build-isolation)')
+        raise SystemExit(
+            'mmcv has no compiled `_ext`: it was built without its ops (MMCV_WITH_OPS=1, --no-build-isolation)'
+        )
     return found[0]
 
 
@@ -122,6 +132,7 @@ def required_archs(arch_list: str) -> Set[str]:
 def gpu_archs() -> str:
     """The compute capabilities of the GPUs this torch sees, as a TORCH_CUDA_ARCH_LIST ('' without one)."""
     import torch
+
     caps = {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
     return ';'.join(sorted(caps, key=lambda c: tuple(map(int, c.split('.')))))
 
@@ -176,6 +187,7 @@ def link_cuda_runtime(home: str) -> None:
 def install_toolkit(dest: str) -> str:
     """pip-installs the nvcc matching torch's CUDA and assembles it as one CUDA_HOME at `dest`."""
     import torch
+
     if not torch.version.cuda:
         raise SystemExit(f'torch {torch.__version__} has no CUDA: a CUDA build of mmcv needs a CUDA-enabled torch')
     packages = toolkit_requirements(importlib.metadata.requires('torch') or [], torch.version.cuda)
@@ -191,8 +203,11 @@ def install_toolkit(dest: str) -> str:
         subprocess.run(['rm', '-rf', home], check=True)  # symlinks only: rebuilt from the packages
     merge_tree(compilers + [d for d in roots if d not in compilers], home)
     link_cuda_runtime(home)
-    version = subprocess.run([osp.join(home, 'bin', 'nvcc'), '--version'], capture_output=True, text=True,
-                             check=True).stdout.strip().splitlines()[-1]
+    version = (
+        subprocess.run([osp.join(home, 'bin', 'nvcc'), '--version'], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     print(f'CUDA_HOME={home} ({version}; torch {torch.__version__}, CUDA {torch.version.cuda})', file=sys.stderr)
     return home
 
@@ -203,13 +218,14 @@ def _ops_agree_with_torchvision(device: str) -> None:
     import torch
     import torchvision
     from mmcv.ops import RoIAlign, nms
+
     feats = torch.linspace(0, 1, 2 * 3 * 12 * 12).reshape(2, 3, 12, 12).to(device)
-    rois = torch.tensor([[0, 1., 1., 9., 7.], [1, 0.5, 2., 6., 11.]], device=device)
-    got = RoIAlign((3, 3), spatial_scale=1., sampling_ratio=2, aligned=True)(feats, rois)
-    want = torchvision.ops.roi_align(feats.cpu(), rois.cpu(), (3, 3), 1., 2, aligned=True)
+    rois = torch.tensor([[0, 1.0, 1.0, 9.0, 7.0], [1, 0.5, 2.0, 6.0, 11.0]], device=device)
+    got = RoIAlign((3, 3), spatial_scale=1.0, sampling_ratio=2, aligned=True)(feats, rois)
+    want = torchvision.ops.roi_align(feats.cpu(), rois.cpu(), (3, 3), 1.0, 2, aligned=True)
     if got.device.type != device or not torch.allclose(got.cpu(), want, atol=1e-5):
         raise SystemExit(f'mmcv RoIAlign on {device} disagrees with torchvision')
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.]], device=device)
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.0]], device=device)
     scores = torch.tensor([0.9, 0.8, 0.7], device=device)
     _, keep = nms(boxes, scores, iou_threshold=0.5)
     if keep.cpu().tolist() != torchvision.ops.nms(boxes.cpu(), scores.cpu(), 0.5).tolist():
@@ -219,13 +235,15 @@ def _ops_agree_with_torchvision(device: str) -> None:
 def check(mode: str, archs: str) -> dict:
     """Proves the build asked for; exits with the reason otherwise. Returns the evidence."""
     import torch
+
     path = mmcv_ext_path()
     evidence = inspect_library(path)
     _ops_agree_with_torchvision('cpu')
     if mode == 'cpu':
         if evidence['archs']:
-            raise SystemExit(f'{path} holds CUDA kernels ({", ".join(evidence["archs"])}) but a CPU-only '
-                             'build was asked for')
+            raise SystemExit(
+                f'{path} holds CUDA kernels ({", ".join(evidence["archs"])}) but a CPU-only build was asked for'
+            )
         evidence['proof'] = 'CPU-only build: no CUDA kernels; RoIAlign and nms agree with torchvision on CPU'
     elif torch.cuda.is_available():
         _ops_agree_with_torchvision('cuda')
@@ -246,8 +264,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     toolkit.add_argument('dest')
     checker = sub.add_parser('check', help='prove which mmcv build was made')
     checker.add_argument('mode', choices=['cpu', 'cuda'])
-    checker.add_argument('--archs', default='', help='TORCH_CUDA_ARCH_LIST of the build: without a GPU, the '
-                         'extension must hold kernels for each of them (empty: any CUDA kernels)')
+    checker.add_argument(
+        '--archs',
+        default='',
+        help='TORCH_CUDA_ARCH_LIST of the build: without a GPU, the '
+        'extension must hold kernels for each of them (empty: any CUDA kernels)',
+    )
     inspector = sub.add_parser('inspect', help='CUDA evidence of a shared library, as JSON')
     inspector.add_argument('library', nargs='?')
     args = parser.parse_args(argv)
@@ -257,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(install_toolkit(args.dest))
     elif args.command == 'check':
         evidence = check(args.mode, args.archs)
-        print(f"mmcv build check ({args.mode}): {evidence.pop('proof')}\n{json.dumps(evidence, indent=1)}")
+        print(f'mmcv build check ({args.mode}): {evidence.pop("proof")}\n{json.dumps(evidence, indent=1)}')
     else:
         print(json.dumps(inspect_library(args.library or mmcv_ext_path()), indent=1))
 

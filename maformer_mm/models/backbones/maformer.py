@@ -4,6 +4,7 @@ Paper: Wang, Sun et al., arXiv 2209.01620 (2022); Neurocomputing 595, 127828 (20
 code exists; the choices the paper leaves open are this project's and are listed in `MAFormer`'s
 docstring and the README.
 """
+
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -40,11 +41,17 @@ _Size = Union[int, Tuple[int, int]]
 # The math fallback is no single op: it runs as matmuls and a softmax whose N x M weights are the very memory
 # checkpointing frees, so it is recomputed. It serves what no fused kernel takes: on CPU the window attention in
 # training (CPU flash attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
-_KEPT_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
-    '_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention',
-    '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention',
-    '_scaled_dot_product_fused_attention_overrideable')
-    if hasattr(torch.ops.aten, name))
+_KEPT_OPS = tuple(
+    getattr(torch.ops.aten, name).default
+    for name in (
+        '_scaled_dot_product_flash_attention_for_cpu',
+        '_scaled_dot_product_flash_attention',
+        '_scaled_dot_product_efficient_attention',
+        '_scaled_dot_product_cudnn_attention',
+        '_scaled_dot_product_fused_attention_overrideable',
+    )
+    if hasattr(torch.ops.aten, name)
+)
 
 
 def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
@@ -58,8 +65,9 @@ def _selective_contexts():
 class MAFormerStage(nn.Module):
     """One stage: an optional 2x patch merging, then its blocks, on NHWC maps (B, H, W, C)."""
 
-    def __init__(self, blocks: List[nn.Module], downsample: Optional[PatchMerging] = None,
-                 with_cp: bool = False) -> None:
+    def __init__(
+        self, blocks: List[nn.Module], downsample: Optional[PatchMerging] = None, with_cp: bool = False
+    ) -> None:
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
@@ -125,6 +133,7 @@ class MAFormer(BaseModule):
         [torch.Size([1, 64, 56, 56]), torch.Size([1, 128, 28, 28]), torch.Size([1, 256, 14, 14]),
          torch.Size([1, 512, 7, 7])]
     """
+
     arch_zoo: Dict[str, dict] = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16))),
         **dict.fromkeys(['s', 'small'], dict(embed_dims=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))),
@@ -134,66 +143,96 @@ class MAFormer(BaseModule):
     num_stages = 4
     maf_stages = (0, 1)
 
-    def __init__(self,
-                 arch: Union[str, dict] = 'tiny',
-                 in_channels: int = 3,
-                 patch_size: int = 4,
-                 window_size: int = 7,
-                 gld_ratio: float = 0.5,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.1,
-                 pretrain_img_size: _Size = 224,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 vit_window_size: int = 0,
-                 vit_global_blocks: Sequence[int] = (),
-                 with_cp: bool = False,
-                 norm_cfg: dict = dict(type='LN'),
-                 act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+    def __init__(
+        self,
+        arch: Union[str, dict] = 'tiny',
+        in_channels: int = 3,
+        patch_size: int = 4,
+        window_size: int = 7,
+        gld_ratio: float = 0.5,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        pretrain_img_size: _Size = 224,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        frozen_stages: int = -1,
+        vit_window_size: int = 0,
+        vit_global_blocks: Sequence[int] = (),
+        with_cp: bool = False,
+        norm_cfg: Optional[dict] = None,
+        act_cfg: Optional[dict] = None,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
+        norm_cfg = norm_cfg or dict(type='LN')
+        act_cfg = act_cfg or dict(type='GELU')
         self.arch_settings = self._parse_arch(arch)
         embed_dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         num_heads = self.arch_settings['num_heads']
         self._check_args(in_channels, patch_size, window_size, gld_ratio, drop_path_rate, vit_window_size)
         self.in_channels = in_channels
-        self.num_features = [embed_dims * 2 ** i for i in range(self.num_stages)]
+        self.num_features = [embed_dims * 2**i for i in range(self.num_stages)]
         self.out_indices = self._parse_out_indices(out_indices)
         self.out_channels = tuple(self.num_features[i] for i in self.out_indices)
-        self.out_strides = tuple(patch_size * 2 ** i for i in self.out_indices)
+        self.out_strides = tuple(patch_size * 2**i for i in self.out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
-        pretrain_hw = (pretrain_img_size, pretrain_img_size) if isinstance(pretrain_img_size, int) \
-            else tuple(pretrain_img_size)
+        pretrain_hw = (
+            (pretrain_img_size, pretrain_img_size) if isinstance(pretrain_img_size, int) else tuple(pretrain_img_size)
+        )
         global_blocks = set(vit_global_blocks)
         if vit_window_size and not global_blocks <= set(range(depths[2])):
             raise ValueError(f'vit_global_blocks {sorted(global_blocks)} must index the {depths[2]} stage-3 blocks')
 
-        self.patch_embed = PatchEmbed(in_channels=in_channels, embed_dims=embed_dims, conv_type='Conv2d',
-                                      kernel_size=patch_size, stride=patch_size, padding='corner',
-                                      norm_cfg=norm_cfg)
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels,
+            embed_dims=embed_dims,
+            conv_type='Conv2d',
+            kernel_size=patch_size,
+            stride=patch_size,
+            padding='corner',
+            norm_cfg=norm_cfg,
+        )
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                      norm_cfg=norm_cfg, act_cfg=act_cfg)
+        common = dict(
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+        )
         self.stages = nn.ModuleList()
-        for i, (depth, heads, dims) in enumerate(zip(depths, num_heads, self.num_features)):
-            stage_dpr = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+        for i, (heads, dims) in enumerate(zip(num_heads, self.num_features)):
+            stage_dpr = dpr[sum(depths[:i]) : sum(depths[: i + 1])]
             if i in self.maf_stages:
-                stride = patch_size * 2 ** i
+                stride = patch_size * 2**i
                 ref_hw = (math.ceil(pretrain_hw[0] / stride), math.ceil(pretrain_hw[1] / stride))
-                blocks = [MAFBlock(dims, heads, window_size, ref_hw, gld_ratio, drop_path=p, **common)
-                          for p in stage_dpr]
+                blocks = [
+                    MAFBlock(dims, heads, window_size, ref_hw, gld_ratio, drop_path=p, **common) for p in stage_dpr
+                ]
             else:
-                blocks = [ViTBlock(dims, heads, drop_path=p, window_size=self._vit_window(i, j, vit_window_size,
-                                                                                          global_blocks), **common)
-                          for j, p in enumerate(stage_dpr)]
-            downsample = None if i == 0 else PatchMerging(in_channels=self.num_features[i - 1], out_channels=dims,
-                                                          norm_cfg=norm_cfg, padding='corner')
+                blocks = [
+                    ViTBlock(
+                        dims,
+                        heads,
+                        drop_path=p,
+                        window_size=self._vit_window(i, j, vit_window_size, global_blocks),
+                        **common,
+                    )
+                    for j, p in enumerate(stage_dpr)
+                ]
+            downsample = (
+                None
+                if i == 0
+                else PatchMerging(
+                    in_channels=self.num_features[i - 1], out_channels=dims, norm_cfg=norm_cfg, padding='corner'
+                )
+            )
             self.stages.append(MAFormerStage(blocks, downsample, with_cp))
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.num_features[i])[1])
@@ -208,30 +247,30 @@ class MAFormer(BaseModule):
         if isinstance(arch, str):
             key = arch.lower()
             if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not a MAFormer variant; choose one of '
-                                 f'{sorted(self.arch_zoo)} or pass a dict')
+                raise ValueError(
+                    f'arch {arch!r} is not a MAFormer variant; choose one of {sorted(self.arch_zoo)} or pass a dict'
+                )
             return dict(self.arch_zoo[key])
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
         missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
         if missing:
             raise ValueError(f'custom arch dict is missing {sorted(missing)}; it needs embed_dims, depths, num_heads')
-        settings = dict(embed_dims=arch['embed_dims'], depths=tuple(arch['depths']),
-                        num_heads=tuple(arch['num_heads']))
+        settings = dict(embed_dims=arch['embed_dims'], depths=tuple(arch['depths']), num_heads=tuple(arch['num_heads']))
         if not isinstance(settings['embed_dims'], int) or settings['embed_dims'] <= 0:
-            raise ValueError(f"arch embed_dims must be a positive int, got {settings['embed_dims']!r}")
+            raise ValueError(f'arch embed_dims must be a positive int, got {settings["embed_dims"]!r}')
         for key in ('depths', 'num_heads'):
             values = settings[key]
             if len(values) != self.num_stages or not all(isinstance(v, int) and v > 0 for v in values):
                 raise ValueError(f'arch {key} must be {self.num_stages} positive ints, got {values}')
         for i, heads in enumerate(settings['num_heads']):
-            dims = settings['embed_dims'] * 2 ** i
+            dims = settings['embed_dims'] * 2**i
             if dims % heads:
                 raise ValueError(f'arch stage {i + 1}: {dims} channels are not divisible by {heads} heads')
         return settings
 
     def _parse_out_indices(self, out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-        indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
+        indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
         if not indices:
             raise ValueError('out_indices must name at least one stage')
         result = []
@@ -244,8 +283,14 @@ class MAFormer(BaseModule):
         return tuple(sorted(result))
 
     @staticmethod
-    def _check_args(in_channels: int, patch_size: int, window_size: int, gld_ratio: float, drop_path_rate: float,
-                    vit_window_size: int) -> None:
+    def _check_args(
+        in_channels: int,
+        patch_size: int,
+        window_size: int,
+        gld_ratio: float,
+        drop_path_rate: float,
+        vit_window_size: int,
+    ) -> None:
         for name, value in (('in_channels', in_channels), ('patch_size', patch_size), ('window_size', window_size)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
@@ -261,6 +306,7 @@ class MAFormer(BaseModule):
         `init_cfg`, after its other entries: mmengine's own Pretrained init loads silently and non-strictly);
         without `init_cfg`, truncated-normal init."""
         from mmengine.model.weight_init import PretrainedInit
+
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
         pretrained = [c for c in cfgs if c.get('type') in ('Pretrained', PretrainedInit)]
         if len(pretrained) > 1:
@@ -278,14 +324,15 @@ class MAFormer(BaseModule):
             finally:
                 self.init_cfg = original
         cfg = pretrained[0]
-        load_backbone_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                 map_location=cfg.get('map_location') or 'cpu')
+        load_backbone_checkpoint(
+            self, cfg['checkpoint'], prefix=cfg.get('prefix'), map_location=cfg.get('map_location') or 'cpu'
+        )
         self._is_init = True
 
     @staticmethod
     def _init_module(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=.02)
+            trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
@@ -313,8 +360,7 @@ class MAFormer(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, in_channels, H, W) of any size -> NCHW maps at strides 4/8/16/32 (ceil division)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'MAFormer expects images of shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
+            raise ValueError(f'MAFormer expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
         if is_exporting():  # the patch embedding's corner padding, written so that a trace follows the size
             x = pad_to_multiple(x.permute(0, 2, 3, 1), self.patch_embed.projection.stride[0])[0].permute(0, 3, 1, 2)
         x, (h, w) = self.patch_embed(x)  # B, H*W, C
