@@ -67,30 +67,26 @@ TASKS = {
         },
     ),
 }
-# The Swin-T DINO: mmdet's R-50 4-scale config with the backbone of its Swin-T configs, stages 2-4 into the
-# ChannelMapper (as our 4-scale configs and the R-50 one take theirs).
-SWIN_T_DINO = dict(
-    backbone=dict(
-        _delete_=True,
-        type='SwinTransformer',
-        embed_dims=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
-        mlp_ratio=4,
-        qkv_bias=True,
-        qk_scale=None,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-        drop_path_rate=0.2,
-        patch_norm=True,
-        out_indices=(1, 2, 3),
-        with_cp=False,
-        convert_weights=True,
-        init_cfg=None,
-    ),
-    neck=dict(in_channels=[192, 384, 768]),
+# Swin-T as mmdet's Swin-T configs build it. The Swin-T DINO: mmdet's R-50 4-scale config with this backbone,
+# stages 2-4 into the ChannelMapper (as our 4-scale configs and the R-50 one take theirs).
+SWIN_T = dict(
+    type='SwinTransformer',
+    embed_dims=96,
+    depths=[2, 2, 6, 2],
+    num_heads=[3, 6, 12, 24],
+    window_size=7,
+    mlp_ratio=4,
+    qkv_bias=True,
+    qk_scale=None,
+    drop_rate=0.0,
+    attn_drop_rate=0.0,
+    drop_path_rate=0.2,
+    patch_norm=True,
+    with_cp=False,
+    convert_weights=True,
+    init_cfg=None,
 )
+SWIN_T_DINO = dict(backbone=dict(SWIN_T, _delete_=True, out_indices=(1, 2, 3)), neck=dict(in_channels=[192, 384, 768]))
 # Which task a row of an earlier run belongs to (rows written before they carried their task).
 TASK_OF_PREFIX = {'Mask R-CNN': 'det', 'UperNet': 'seg', 'DINO': 'dino', 'Mask2Former': 'mask2former'}
 

@@ -29,6 +29,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 import maformer_mm  # noqa: F401
+from benchmarks import dense_cost
 from benchmarks.backbone_benchmark import hardware_name
 from maformer_mm.tools.demo_data import CLASSES, write_ade, write_coco
 
@@ -40,23 +41,9 @@ CONFIGS = {
     'dino': osp.join(ROOT, 'configs', 'dino_4scale_maformer_t_12e.py'),
     'mask2former': osp.join(ROOT, 'configs', 'mask2former_maformer_t_512x512_160k_ade20k.py'),
 }
-# Swin-T as mmdet's and mmseg's Swin-T configs build it (window 7, drop path off for a short run like MAFormer's).
-SWIN_T = dict(
-    type='SwinTransformer',
-    embed_dims=96,
-    depths=[2, 2, 6, 2],
-    num_heads=[3, 6, 12, 24],
-    window_size=7,
-    mlp_ratio=4,
-    qkv_bias=True,
-    qk_scale=None,
-    drop_rate=0.0,
-    attn_drop_rate=0.0,
-    drop_path_rate=0.0,
-    patch_norm=True,
-    with_cp=False,
-    init_cfg=None,
-)
+# Swin-T as mmdet's and mmseg's Swin-T configs build it (mmseg's takes no convert_weights), drop path off for a
+# short run, like MAFormer's here.
+SWIN_T = {k: v for k, v in dense_cost.SWIN_T.items() if k != 'convert_weights'} | dict(drop_path_rate=0.0)
 # What the two heads keep of their configs (the same for both backbones).
 HEAD = {
     'dino': 'DINO as configured (256 channels, 4 levels, denoising) with 100 queries (of 900), 2 encoder and 2 '
@@ -206,7 +193,7 @@ class _Recorder(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         self.times.append(time.perf_counter() - self._start)
-        self.losses.append(float(outputs['loss']))
+        self.losses.append(float(outputs['loss'].detach()))
 
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
         self.metrics = {k: float(v) for k, v in (metrics or {}).items()}

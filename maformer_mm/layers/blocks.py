@@ -34,7 +34,7 @@ def _ffn(embed_dims: int, mlp_ratio: float, drop: float, drop_path: float, act_c
         num_fcs=2,
         ffn_drop=drop,
         dropout_layer=dict(type='DropPath', drop_prob=drop_path) if drop_path else None,
-        act_cfg=act_cfg,
+        act_cfg=act_cfg or dict(type='GELU'),
         add_identity=True,
     )
 
