@@ -138,11 +138,11 @@ def test_named_configs_tools_and_options_exist(page):
     found = references(page)
     missing = []
     for pattern in found['files']:
-        folder = REPO if '/' in pattern else REPO / 'configs'  # a bare name is a config's
+        folders = [REPO] if '/' in pattern else [REPO / 'configs', REPO / 'configs' / '_base_']  # a bare name: a config
         missing += [
             f'file {n}' + (f' (from {pattern})' if n != pattern else '')
             for n in expand(pattern)
-            if not (folder / n).exists()
+            if not any((folder / n).exists() for folder in folders)
         ]
     missing += [f'script tools/{s}' for s in found['scripts'] if not any((REPO / 'tools').glob(f'{s}.*'))]
     missing += [f'command {c}' for c in found['commands'] if c not in COMMANDS]
@@ -170,6 +170,10 @@ NOT_OURS = {
     '--label',
     '--parallel',
     '--release',
+    '--tasks',
+    '--repeats',
+    '--groups',
+    '--iters',
 }
 
 

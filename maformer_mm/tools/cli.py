@@ -2,6 +2,7 @@
 config they build from it, and the device a run uses."""
 
 import argparse
+import itertools
 import os
 import os.path as osp
 from contextlib import contextmanager
@@ -9,6 +10,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from ..zoo import PREFIX, resolve_config
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
@@ -23,6 +26,7 @@ __all__ = [
     'run_arg_parser',
     'parse_run_args',
     'config_from_args',
+    'build_runner',
 ]
 
 
@@ -179,3 +183,19 @@ def config_from_args(
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg, layout
+
+
+_RUNS = itertools.count()
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's Runner (its `runner_type` if it names one), with a visualizer of its own.
+
+    mmdet's and mmseg's runtime bases name the visualizer 'visualizer', and mmengine builds a named visualizer
+    once per process (`ManagerMixin.get_instance`): a second run in the same process (the demos train and then
+    test, so do notebooks and the tests) would log its scalars and draw into the first run's folder. A name per
+    run gives each its own.
+    """
+    if isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer['name'] = f'{cfg.visualizer.get("name", "visualizer")}_{os.getpid()}_{next(_RUNS)}'
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -13,12 +13,10 @@ import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.cli import config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
 from maformer_mm.tools.preflight import check_data
@@ -126,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
     prepare_launcher(cfg)  # joins the process group that the block below closes
     with closing_process_group() as hold, on_device(args.device):
-        runner = hold(RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
+        runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
         check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)

@@ -13,12 +13,11 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.engine import use_safe_checkpoints
-from maformer_mm.tools.cli import config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
 from maformer_mm.tools.preflight import check_data
@@ -91,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
     prepare_launcher(cfg)
     with closing_process_group() as hold, on_device(args.device):
-        runner = hold(RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
+        runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
         runner.train()

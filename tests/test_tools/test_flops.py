@@ -38,7 +38,7 @@ README = Path(__file__).resolve().parents[2] / 'README.md'
 
 def _readme_variant_row(name: str) -> Tuple[str, str]:
     """The (params, FLOPs) cells of a variant in the README's table, e.g. ('26.7M', '5.74G')."""
-    row = re.search(rf'^\| \*\*{re.escape(name)}\*\* [^|]* \| ([\d.]+M) \| ([\d.]+G) \|', README.read_text(), re.M)
+    row = re.search(rf'^\| \*\*{re.escape(name)}\*\* \|[^|]*\| ([\d.]+M) \| ([\d.]+G) \|', README.read_text(), re.M)
     assert row, f'{name} row not found in README'
     return row.group(1), row.group(2)
 
