@@ -7,6 +7,7 @@ import itertools
 import re
 from functools import lru_cache
 from importlib import import_module
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
@@ -29,17 +30,10 @@ FILE_REF = re.compile(
 )
 # Scripts whose options are train.py's / test.py's (launchers pass them on), console commands and their modules.
 PASSES_ON = {'dist_train': 'train', 'slurm_train': 'train', 'dist_test': 'test'}
-COMMANDS = {
-    'maformer-train': 'train',
-    'maformer-test': 'test',
-    'maformer-infer': 'infer',
-    'maformer-export': 'export_onnx',
-    'maformer-flops': 'get_flops',
-    'maformer-convert': 'convert_checkpoint',
-    'maformer-configs': 'configs',
-    'maformer-plot-curve': 'plot_curve',
-    'maformer-demo': 'demo',
-    'maformer-demo-seg': 'demo_seg',
+COMMANDS = {  # as installed (setup.py's console scripts): command -> module of maformer_mm.tools
+    e.name: e.value.split(':')[1]
+    for e in entry_points(group='console_scripts')
+    if e.value.startswith('maformer_mm.tools.entry_points:')
 }
 SCRIPTS = {'deploy/export_onnx': 'export_onnx', 'make_demo_data': 'demo_data'}  # scripts named unlike their module
 MODULES = set(COMMANDS.values()) | set(SCRIPTS.values())
@@ -179,6 +173,7 @@ NOT_OURS = {
 
 def test_the_expander_and_the_checks_catch_what_is_wrong(tmp_path):
     """The checks above can fail: a pattern, a missing config, a bad option and a broken link are all found."""
+    assert COMMANDS['maformer-train'] == 'train' and len(COMMANDS) >= 10  # the installed console commands
     assert expand('mask_rcnn_maformer_{t,s}[_3x|_win].py') == [
         'mask_rcnn_maformer_t.py',
         'mask_rcnn_maformer_t_3x.py',
