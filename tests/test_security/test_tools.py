@@ -142,7 +142,7 @@ def test_tools_refuse_crafted_checkpoints(trained, tmp_path, path):
     assert not list((tmp_path / 'work').rglob('*.pth'))
 
 
-def test_4_threads_load_a_real_checkpoint_6_times_each(trained):
+def test_4_threads_load_a_real_checkpoint_20_times_each(trained):
     """No load is refused because of another, every result is the file's, and torch's allow-list never changes
     (sampled by a fifth thread while the loads run)."""
     from mmengine.runner import CheckpointLoader
@@ -153,7 +153,7 @@ def test_4_threads_load_a_real_checkpoint_6_times_each(trained):
     errors, seen, done = [], set(), threading.Event()
 
     def load(index: int) -> None:
-        for i in range(6):  # each load is a pure-Python unpickle of a whole training checkpoint
+        for i in range(20):
             try:
                 loaded = (
                     CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu', logger='silent')
