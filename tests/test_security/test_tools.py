@@ -167,7 +167,7 @@ def test_4_threads_load_a_real_checkpoint_20_times_each(trained):
                 errors.append(f'thread {index}, load {i}: {type(error).__name__}: {error}')
 
     def watch() -> None:
-        while not done.is_set():
+        while not done.wait(0.001):  # a sample a millisecond; a busy loop would hold the GIL the loads need
             seen.add(frozenset(torch.serialization.get_safe_globals()))
 
     watcher = threading.Thread(target=watch)
