@@ -154,7 +154,10 @@ def segmentation_pictures(
     device: str = 'cpu',
     reduce_zero_label: bool = True,
 ) -> List[str]:
-    """Draws the ground-truth label map (`label_dir/<image name>.png`) beside the prediction of `checkpoint`."""
+    """Draws the ground-truth label map (`label_dir/<image name>.png`) beside the prediction of `checkpoint`.
+
+    With `reduce_zero_label` (ADE20K's convention), label 0 is ignored in training and evaluation, so the
+    prediction is drawn only where the ground truth has a class."""
     from mmengine.structures import PixelData
     from mmseg.apis import MMSegInferencer
     from mmseg.structures import SegDataSample
@@ -171,11 +174,13 @@ def segmentation_pictures(
         label = cv2.imread(osp.join(label_dir, osp.splitext(osp.basename(path))[0] + '.png'), cv2.IMREAD_UNCHANGED)
         if reduce_zero_label:  # 0 is background (ignored), class k is k + 1
             label = np.where(label == 0, 255, label.astype(np.int64) - 1)
+        prediction = predicted.pred_sem_seg.data.numpy()
+        if reduce_zero_label:  # unlabelled pixels are neither learnt nor scored: the model's class there is noise
+            prediction = np.where(label[None] == 255, 255, prediction)
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(data=torch.from_numpy(_enlarged_masks(label[None], factor)))
-        sample.pred_sem_seg = PixelData(
-            data=torch.from_numpy(_enlarged_masks(predicted.pred_sem_seg.data.numpy(), factor))
-        )
+        sample.pred_sem_seg = PixelData(data=torch.from_numpy(_enlarged_masks(prediction, factor)))
         panels = _drawn(inferencer.visualizer, osp.basename(path), image, sample, with_labels=True)
-        written.append(_save(framed(panels, ['ground truth', 'prediction'], classes, palette), out_dir, path))
+        titles = ['ground truth', 'prediction (labelled pixels)' if reduce_zero_label else 'prediction']
+        written.append(_save(framed(panels, titles, classes, palette), out_dir, path))
     return written
