@@ -135,6 +135,20 @@ def test_demos_draw_every_validation_image_large_with_its_ground_truth(which, me
         assert picture[:, :512].std() > 0 and picture[:, 512:].std() > 0  # both panels drawn
 
 
+def test_seg_pictures_draw_the_prediction_only_where_the_ground_truth_has_a_class(seg_demo):
+    """Label 0 is ignored in training and scoring, so the model's class there is noise: on those pixels both
+    panels show the same darkened image; elsewhere the prediction is drawn."""
+    root, result = seg_demo
+    for path in result.pictures:
+        picture = np.asarray(Image.open(path).convert('RGB')).astype(int)
+        label = np.asarray(Image.open(root / 'data' / 'annotations' / 'validation' / (Path(path).stem + '.png')))
+        unlabelled = np.kron(label == 0, np.ones((8, 8), dtype=bool))  # enlarged 8x as the panels
+        top = max(28, min(48, 512 // 12))  # the title row
+        truth, prediction = picture[top : top + 512, :512], picture[top : top + 512, 512:]
+        same = (np.abs(truth - prediction).max(axis=-1) <= 2)[unlabelled].mean()
+        assert unlabelled.any() and same > 0.9, same  # class names drawn on the panels may cover a few pixels
+
+
 @pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
 def test_demos_draw_the_training_curve_of_their_logged_points(which, metric, det_demo, seg_demo):
     from maformer_mm.tools.plot_curve import read_curve
