@@ -79,6 +79,25 @@ def run_launcher(
 DEMO_DET_CONFIG = REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py'
 
 
+def train_on_data_root_argv(config: Path, data_root: Path, work_dir: Path) -> List[str]:
+    """tools/train.py arguments: `config` on the COCO data under `data_root` (--data-root), one epoch on the CPU,
+    no validation."""
+    return [
+        str(config),
+        '--data-root',
+        str(data_root),
+        '--work-dir',
+        str(work_dir),
+        '--device',
+        'cpu',
+        '--cfg-options',
+        'train_cfg.max_epochs=1',
+        'val_cfg=None',
+        'val_dataloader=None',
+        'val_evaluator=None',
+    ]
+
+
 def user_det_config(base: str, root: str, epochs: int = 1) -> str:
     """A user's own config, outside the repository: inherits `base` by path, points at small COCO data under
     `root`, and shrinks the backbone with a custom arch, so that a few iterations take seconds."""

@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 __all__ = [
     'ConfigTextError',
     'CONFIG_TEXTS',
+    'INFERENCER_CONFIGS',
+    'value_at',
     'read_config_text',
     'config_as_text',
     'unimported_modules',
@@ -29,7 +31,8 @@ __all__ = [
 
 # Where checkpoints keep config texts that mmengine parses.
 RESUME_CONFIG = ('meta', 'config')
-CONFIG_TEXTS = (RESUME_CONFIG, ('meta', 'cfg'), ('message_hub', 'runtime_info', 'cfg'))
+INFERENCER_CONFIGS = (('message_hub', 'runtime_info', 'cfg'), ('meta', 'cfg'))  # in the order mmengine reads them
+CONFIG_TEXTS = (RESUME_CONFIG, *INFERENCER_CONFIGS)
 _TEMPLATE = re.compile(r'\{\{')  # every substitution mmengine makes before it parses a text starts with `{{`
 _RANGE_LIMIT = 4096  # mmcv 1.x saved `gpu_ids = range(0, 8)`
 
@@ -147,11 +150,16 @@ def unimported_modules(values: Dict[str, Any]) -> List[str]:
     return [str(m) for m in modules if not (isinstance(m, str) and m in sys.modules)]
 
 
+def value_at(checkpoint: Any, keys: Tuple[str, ...]) -> Any:
+    """The value under the nested `keys` of a checkpoint (None where there is none)."""
+    for key in keys:
+        checkpoint = checkpoint.get(key) if isinstance(checkpoint, dict) else None
+    return checkpoint
+
+
 def _node(checkpoint: Any, keys: Tuple[str, ...]) -> Tuple[Optional[dict], Any]:
     """The dict that holds the last key of `keys`, and the value there (None, None where there is none)."""
-    parent = checkpoint
-    for key in keys[:-1]:
-        parent = parent.get(key) if isinstance(parent, dict) else None
+    parent = value_at(checkpoint, keys[:-1])
     if isinstance(parent, dict) and keys[-1] in parent:
         return parent, parent[keys[-1]]
     return None, None

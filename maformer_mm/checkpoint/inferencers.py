@@ -34,20 +34,19 @@ from ..utils.classes import (
     set_num_classes,
     shown,
 )
-from .config_text import ConfigTextError, config_as_text, defuse_config_texts, read_config_text, unimported_modules
+from .config_text import (
+    INFERENCER_CONFIGS,
+    ConfigTextError,
+    config_as_text,
+    defuse_config_texts,
+    read_config_text,
+    unimported_modules,
+    value_at,
+)
 from .remote import read_checkpoint
 from .safe_load import DOCS
 
 __all__ = ['saved_config', 'fit_heads', 'check_fits', 'preloaded_checkpoint', 'install_inferencer_checks']
-
-# Where mmengine's inferencer looks for a saved config, in its order.
-_SAVED_CONFIGS = (('message_hub', 'runtime_info', 'cfg'), ('meta', 'cfg'))
-
-
-def _at(checkpoint: Any, keys: Tuple[str, ...]) -> Any:
-    for key in keys:
-        checkpoint = checkpoint.get(key) if isinstance(checkpoint, dict) else None
-    return checkpoint
 
 
 def saved_config(checkpoint: Any, source: str) -> Config:
@@ -57,7 +56,8 @@ def saved_config(checkpoint: Any, source: str) -> Config:
         ValueError: there is none, it is not plain data (templates, code, `_base_`), or its `custom_imports` name
             modules not imported in this process; the message says which and what to give instead.
     """
-    found = next(((keys, _at(checkpoint, keys)) for keys in _SAVED_CONFIGS if _at(checkpoint, keys) is not None), None)
+    texts = ((keys, value_at(checkpoint, keys)) for keys in INFERENCER_CONFIGS)
+    found = next(((keys, text) for keys, text in texts if text is not None), None)
     give = 'Give the config file the checkpoint was trained with (e.g. DetInferencer(model=CONFIG, weights=CKPT))'
     if found is None:
         raise ValueError(f'{source} holds no saved config (message_hub.runtime_info.cfg or meta.cfg). {give}')

@@ -208,16 +208,21 @@ def read_mmcls(filename: str, map_location: Any = None) -> Any:
     return mmengine_checkpoint._process_mmcls_checkpoint(read_http(url, map_location))
 
 
+def _read_fetched(path: str, shown: str, map_location: Any) -> Any:
+    """A fetched file in a private temporary folder, read like a local one; a refusal names `shown`."""
+    try:
+        return load_mmengine_checkpoint(path, map_location)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(str(error).replace(path, shown)) from None
+
+
 def _read_bytes(data: bytes, name: str, shown: str, map_location: Any) -> Any:
     """Fetched bytes, written to a private temporary file and read like a local one."""
     with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
         path = osp.join(folder, name or 'checkpoint.pth')
         with open(path, 'wb') as f:
             f.write(data)
-        try:
-            return load_mmengine_checkpoint(path, map_location)
-        except UnsafeCheckpointError as error:
-            raise UnsafeCheckpointError(str(error).replace(path, shown)) from None
+        return _read_fetched(path, shown, map_location)
 
 
 def read_pavi(filename: str, map_location: Any = None) -> Any:
@@ -230,8 +235,7 @@ def read_pavi(filename: str, map_location: Any = None) -> Any:
     with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
         path = osp.join(folder, model.name)
         model.download(path)
-        with open(path, 'rb') as f:
-            return _read_bytes(f.read(), model.name, filename, map_location)
+        return _read_fetched(path, filename, map_location)
 
 
 def read_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:

@@ -14,7 +14,7 @@ import maformer_mm  # noqa: F401
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
 from maformer_mm.tools import infer as infer_tool
 from maformer_mm.tools import train as train_tool
-from tests.helpers import REPO, memoised_package_config_index, run_tool
+from tests.helpers import REPO, memoised_package_config_index, run_tool, train_on_data_root_argv
 from tests.test_det.test_data_root import ID_ORDER, write_coco2017
 
 # A child of the COCO config (80 classes, no metainfo) with a small backbone and narrow heads, at 64 px.
@@ -50,22 +50,7 @@ def trained(tmp_path_factory):
     data = write_coco2017(root / 'data', num_train=2)
     config = root / 'child.py'
     config.write_text(CHILD_CONFIG.format(base=str(REPO / 'configs' / 'mask_rcnn_maformer_t.py')))
-    train_tool.main(
-        [
-            str(config),
-            '--data-root',
-            str(data),
-            '--work-dir',
-            str(root / 'work'),
-            '--device',
-            'cpu',
-            '--cfg-options',
-            'train_cfg.max_epochs=1',
-            'val_cfg=None',
-            'val_dataloader=None',
-            'val_evaluator=None',
-        ]
-    )
+    train_tool.main(train_on_data_root_argv(config, data, root / 'work'))
     assert Config.fromfile(str(config)).model.roi_head.bbox_head.num_classes == 80
     return root, data, config, root / 'work' / 'epoch_1.pth'
 

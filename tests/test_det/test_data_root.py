@@ -21,7 +21,14 @@ from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
 from maformer_mm.tools.demo_data import write_coco
 from maformer_mm.tools.preflight import check_data
 from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, leaf_datasets
-from tests.helpers import REPO, USER_ARCH, backbone_override, memoised_package_config_index, widths
+from tests.helpers import (
+    REPO,
+    USER_ARCH,
+    backbone_override,
+    memoised_package_config_index,
+    train_on_data_root_argv,
+    widths,
+)
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')
 EXAMPLE_CONFIG = str(REPO / 'configs' / 'examples' / 'mask_rcnn_maformer_t_my_coco.py')
@@ -79,22 +86,7 @@ def trained(tmp_path_factory):
         SMALL_CONFIG.format(base=DEMO_CONFIG, backbone=backbone_override(img=64), widths=widths(USER_ARCH))
     )
     work_dir = root / 'work'
-    train_tool.main(
-        [
-            str(config),
-            '--data-root',
-            str(data),
-            '--work-dir',
-            str(work_dir),
-            '--device',
-            'cpu',
-            '--cfg-options',
-            'train_cfg.max_epochs=1',
-            'val_cfg=None',
-            'val_dataloader=None',
-            'val_evaluator=None',
-        ]
-    )
+    train_tool.main(train_on_data_root_argv(config, data, work_dir))
     return root, data, config, work_dir
 
 

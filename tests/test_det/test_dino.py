@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope
 import maformer_mm  # noqa: F401
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.demo_data import write_coco
-from tests.helpers import memoised_package_config_index
+from tests.helpers import memoised_package_config_index, train_on_data_root_argv
 from tests.query_heads import (
     ARCH_OF,
     CONFIG_DIR,
@@ -172,22 +172,7 @@ def trained_on_own_data(tmp_path_factory):
     config = root / 'small_dino.py'
     config.write_text(SMALL_DINO.format(base=str(CONFIG_DIR / 'dino_4scale_maformer_t_12e.py')))
     with unformatted_config_text():
-        train_tool.main(
-            [
-                str(config),
-                '--data-root',
-                str(root / 'data'),
-                '--work-dir',
-                str(root / 'work'),
-                '--device',
-                'cpu',
-                '--cfg-options',
-                'train_cfg.max_epochs=1',
-                'val_cfg=None',
-                'val_dataloader=None',
-                'val_evaluator=None',
-            ]
-        )
+        train_tool.main(train_on_data_root_argv(config, root / 'data', root / 'work'))
     return root, config
 
 
