@@ -130,7 +130,7 @@ def test_a_hostile_download_is_refused_deleted_and_not_cached(files, torch_home,
         url = served(files[name].name)
         with pytest.raises(
             UnsafeCheckpointError,
-            match=rf'{url} \(downloaded\) was refused while unpickling: the '
+            match=rf'{url} \(downloaded\) was refused: unpickling stopped: the '
             r'checkpoint calls getattr.*the download was deleted and not '
             r'cached',
         ):
@@ -190,7 +190,7 @@ def test_open_mmlab_names_are_fetched_and_cached_through_the_same_checks(files, 
     shutil.copy(files['hostile'], _cache(torch_home) / 'hostile.pth')
     with pytest.raises(
         UnsafeCheckpointError,
-        match=r"hostile\.pth was refused while unpickling.*It is torch hub's "
+        match=r"hostile\.pth was refused: unpickling stopped.*It is torch hub's "
         r'cached copy of .*delete it to download the file again',
     ):
         CheckpointLoader.load_checkpoint('open-mmlab://maformer_hostile')
@@ -222,7 +222,7 @@ def test_object_storage_bytes_are_read_through_the_same_checks(files, monkeypatc
             return files['hostile'].read_bytes() if 'hostile' in filepath else files['good'].read_bytes()
 
     monkeypatch.setattr(mmengine.fileio, 'get_file_backend', lambda *args, **kwargs: Backend())
-    with pytest.raises(UnsafeCheckpointError, match=r's3://bucket/hostile\.pth was refused while unpickling'):
+    with pytest.raises(UnsafeCheckpointError, match=r's3://bucket/hostile\.pth was refused: unpickling stopped'):
         CheckpointLoader.load_checkpoint('s3://bucket/hostile.pth')
     assert CheckpointLoader.load_checkpoint('cluster:s3://bucket/good.pth')['meta']['iter'] == 2
     assert not files['marker'].exists()
