@@ -150,8 +150,9 @@ def _unpickle_checked(source: str, map_location: Any, admitted: Admitted) -> Any
             raise refusal(source, f'it is malformed (TypeError: {torch_detail(str(error))})') from None
         raise refusal(
             source,
-            'unpickling stopped: it makes a tensor from a numpy array (torch._utils._rebuild_device_tensor_from_numpy), '
-            "which would share the array's memory; tensors are read from torch's own storage records only",
+            'unpickling stopped: it makes a tensor from a numpy array '
+            "(torch._utils._rebuild_device_tensor_from_numpy), which would share the array's memory; tensors are "
+            "read from torch's own storage records only",
         ) from None
     except MemoryError:
         raise refusal(source, 'unpickling stopped: it asks for more memory than this machine has') from None

@@ -21,6 +21,7 @@ __all__ = [
     'default_device',
     'parse_device',
     'add_device_argument',
+    'add_checkpoint_sha256_argument',
     'parse_hw',
     'on_device',
     'run_arg_parser',
@@ -82,6 +83,25 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _sha256_type(value: str) -> str:
+    from ..checkpoint.remote import check_sha256
+
+    try:
+        return check_sha256(value, '--checkpoint-sha256')
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_checkpoint_sha256_argument(parser: argparse.ArgumentParser) -> None:
+    """`--checkpoint-sha256 HEX`: the checkpoint file (local, downloaded or cached) must have this full SHA-256."""
+    parser.add_argument(
+        '--checkpoint-sha256',
+        type=_sha256_type,
+        help="the checkpoint's full SHA-256 (64 hex digits, as sha256sum prints it): the file read, wherever it "
+        'comes from, must have it',
+    )
+
+
 def parse_hw(values: Optional[Sequence[int]], option: str = '--shape') -> Optional[Tuple[int, int]]:
     """An `H W` or single-side (square) option as (H, W); None when it was not given.
 
@@ -121,7 +141,8 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help="config file, or the name of one of maformer_mm's configs")
     if checkpoint:
-        parser.add_argument('checkpoint', help='checkpoint file')
+        parser.add_argument('checkpoint', help='checkpoint file, URL or hub name')
+        add_checkpoint_sha256_argument(parser)
     parser.add_argument(
         '--work-dir', help='where logs, metrics and checkpoints go (default: ./work_dirs/<config name>)'
     )

@@ -35,7 +35,7 @@ import maformer_mm  # noqa: F401
 from ..checkpoint.inferencers import check_fits, fit_heads, preloaded_checkpoint
 from ..checkpoint.remote import read_checkpoint
 from ..utils.classes import check_checkpoint_classes, checkpoint_classes, leaf_datasets
-from .cli import add_device_argument, default_device, parse_device
+from .cli import add_checkpoint_sha256_argument, add_device_argument, default_device, parse_device
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
 __all__ = ['Written', 'list_images', 'infer', 'parse_args', 'main']
@@ -54,7 +54,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='config file (detection, segmentation or classification)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, URL or hub name')
+    add_checkpoint_sha256_argument(parser)
     parser.add_argument('--out-dir', default='outputs', help='where drawn images and predictions are written')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument(
@@ -121,9 +122,10 @@ def _drawing_only(config: Config) -> None:
         config.visualizer.pop('vis_backends', None)
 
 
-def _read_for(config: Config, checkpoint: str, layout: Optional[CocoLayout]) -> Any:
-    """The checkpoint, read once as data; with `--data-root`, refused when it records other classes."""
-    loaded = read_checkpoint(checkpoint, map_location='cpu')
+def _read_for(config: Config, checkpoint: str, layout: Optional[CocoLayout], sha256: Optional[str] = None) -> Any:
+    """The checkpoint, read once as data (with the full SHA-256 `sha256` when given); with `--data-root`, refused
+    when it records other classes."""
+    loaded = read_checkpoint(checkpoint, map_location='cpu', sha256=sha256)
     if layout is not None:
         check_checkpoint_classes(loaded, checkpoint, layout.classes, f'--data-root {layout.root}')
     return loaded
@@ -186,6 +188,7 @@ def infer(
     batch_size: int = 1,
     save_pred: bool = True,
     data_root: Optional[str] = None,
+    checkpoint_sha256: Optional[str] = None,
 ) -> Written:
     """Runs the inferencer of the config's scope on `inputs` (a file or a folder); returns what it wrote.
     `config` is a file or a loaded Config (e.g. with command-line options applied); `data_root` a detection data
@@ -213,7 +216,7 @@ def infer(
         layout = read_coco_layout(data_root, ('test',))
         apply_coco_layout(config, layout)
     _drawing_only(config)
-    loaded = _read_for(config, checkpoint, layout)
+    loaded = _read_for(config, checkpoint, layout, checkpoint_sha256)
     if scope == 'mmpretrain':
         _classify(images, config, checkpoint, loaded, out_dir, batch_size, device, save_pred)
         return Written(
@@ -252,6 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Written:
         args.batch_size,
         not args.no_save_pred,
         args.data_root,
+        args.checkpoint_sha256,
     )
     print(
         f'wrote {len(written.vis)} images to {osp.join(args.out_dir, "vis")}'

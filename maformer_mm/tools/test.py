@@ -16,6 +16,7 @@ from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import maformer_mm  # noqa: F401
+from maformer_mm.checkpoint.remote import expected_sha256
 from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
@@ -120,10 +121,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     else:
         classes = dataset_classes(next(leaf_datasets(cfg.test_dataloader.dataset)))
         source = f'the test data of {args.config}'
-    checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # maformer_mm's checked loader
+    with expected_sha256(args.checkpoint_sha256):  # the Runner's load below reads the file again, also checked
+        checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # the checked loader
     check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
     prepare_launcher(cfg)  # joins the process group that the block below closes
-    with closing_process_group() as hold, on_device(args.device):
+    with closing_process_group() as hold, on_device(args.device), expected_sha256(args.checkpoint_sha256):
         runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())

@@ -57,8 +57,8 @@ def trained(tmp_path_factory):
 
 
 def test_a_real_checkpoint_needs_exactly_the_names_the_loader_admits(trained):
-    """The pickled names torch does not allow, and the numpy dtypes, of a checkpoint from tools/train.py:
-    nothing the loader admits goes unused (the dtypes' classes are admitted for their state, not by name)."""
+    """The pickled names torch does not allow, and the numpy dtypes, of a checkpoint from tools/train.py: all of
+    them are admitted (by name, each bound to a stand-in)."""
     _, checkpoint, _, _ = trained
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(checkpoint)))
     assert needed == {
@@ -81,7 +81,7 @@ def test_a_real_checkpoint_needs_exactly_the_names_the_loader_admits(trained):
             stack.extend(vars(value).values())
         elif isinstance(value, (np.ndarray, np.generic)):
             dtypes.add(value.dtype)
-    assert dtypes == set(ADMITTED_DTYPES)
+    assert dtypes and dtypes <= set(ADMITTED_DTYPES)  # float64 and int64 logs here; metrics add float32 (corpus)
 
 
 def test_a_real_checkpoint_loads_and_converts_to_safetensors_weights(trained, tmp_path, capsys):

@@ -124,8 +124,9 @@ class MAFormer(BaseModule):
             are kept, everything else in the block is recomputed in the backward pass.
         norm_cfg: Norm layer config.
         act_cfg: MLP activation config.
-        init_cfg: mmengine init config. `dict(type='Pretrained', checkpoint=PATH[, prefix=...])`
-            loads backbone weights from any checkpoint form (see `load_backbone_checkpoint`).
+        init_cfg: mmengine init config. `dict(type='Pretrained', checkpoint=PATH[, prefix=...][, sha256=...])`
+            loads backbone weights from any checkpoint form (see `load_backbone_checkpoint`), checking the file's
+            full SHA-256 when `sha256` is given.
 
     Examples:
         >>> model = MAFormer(arch='tiny')
@@ -325,7 +326,11 @@ class MAFormer(BaseModule):
                 self.init_cfg = original
         cfg = pretrained[0]
         load_backbone_checkpoint(
-            self, cfg['checkpoint'], prefix=cfg.get('prefix'), map_location=cfg.get('map_location') or 'cpu'
+            self,
+            cfg['checkpoint'],
+            prefix=cfg.get('prefix'),
+            map_location=cfg.get('map_location') or 'cpu',
+            sha256=cfg.get('sha256'),
         )
         self._is_init = True
 
