@@ -91,18 +91,20 @@ def _check_zip(source: str) -> None:
             'file was probably cut short while it was written, downloaded or copied',
             _FETCH_AGAIN,
         ) from None
-    folders = {name.split('/', 1)[0] for name in names}
+    records = [name.split('/', 1)[0] for name in names if name.count('/') == 1 and name.endswith('/data.pkl')]
+    folder = records[0] if len(records) == 1 else None
     unexpected = [
         name
         for name in names
-        if '/' not in name or len(folders) != 1 or not _TORCH_ENTRIES.fullmatch(name.split('/', 1)[1])
+        if folder is None or not name.startswith(folder + '/') or not _TORCH_ENTRIES.fullmatch(name[len(folder) + 1 :])
     ]
-    if unexpected or not any(name.endswith('/data.pkl') for name in names):
-        shown = ', '.join(unexpected[:4]) + (' ...' if len(unexpected) > 4 else '') if unexpected else 'no data.pkl'
+    if unexpected:
+        shown = ', '.join(unexpected[:4]) + (' ...' if len(unexpected) > 4 else '')
+        where = f'in the folder {folder}/' if folder else 'in one folder'
         raise refusal(
             source,
-            f'it is a zip archive but not a torch checkpoint: torch keeps data.pkl, data/N and version in one '
-            f'folder, and this archive has {len(names)} entries ({shown})',
+            f'it is a zip archive but not a torch checkpoint: torch keeps data.pkl, data/N and version {where}, and '
+            f'this archive also has {len(unexpected)} other entries ({shown})',
         )
 
 
@@ -124,8 +126,8 @@ def _check_format(source: str) -> None:
     if stripped.startswith((b'<!doctype', b'<html', b'<?xml', b'<head', b'<body', b'<')):
         raise refusal(
             source,
-            f'it is an HTML or XML page ("{_shown_bytes(stripped)}..."), not a checkpoint: a link that served a web '
-            'page (a login, error or redirect page) instead of the file',
+            f'it is an HTML or XML page (it starts with "{_shown_bytes(stripped.splitlines()[0])}"), not a '
+            'checkpoint: a link that served a web page (a login, error or redirect page) instead of the file',
             'Download the file itself (the direct link to the .pth) and give that',
         )
     if head[:1] == b'\x80' or tarfile.is_tarfile(source):  # a pickle (torch's format before 1.6), or legacy tar
