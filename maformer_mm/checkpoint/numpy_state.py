@@ -27,7 +27,7 @@ either byte order; never object, string, void, structured, sub-array or datetime
 """
 
 import pickle
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class PendingDtype:
 
     __slots__ = ('code', 'dtype')
 
-    def __init__(self, *args: Any) -> None:
+    def __new__(cls, *args: Any) -> 'PendingDtype':  # REDUCE calls the class, NEWOBJ only `__new__`: check here
         if not (
             1 <= len(args) <= 3
             and type(args[0]) is str
@@ -87,8 +87,13 @@ class PendingDtype:
                 f'the checkpoint builds numpy.dtype({", ".join(map(_shown, args))}); admitted: '
                 f'{", ".join(d.name for d in ADMITTED_DTYPES)}'
             )
-        self.code = args[0]
-        self.dtype: Optional[np.dtype] = None
+        pending = object.__new__(cls)
+        pending.code = args[0]
+        pending.dtype = None
+        return pending
+
+    def __init__(self, *args: Any) -> None:
+        pass
 
     def __setstate__(self, state: Any) -> None:
         if self.dtype is not None:
