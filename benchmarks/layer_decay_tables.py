@@ -76,7 +76,7 @@ def variant_table(letter: str, arch: str, recipes: Config) -> str:
         f'**MAFormer-{letter}** (blocks {"-".join(map(str, depths))}: {num_layers} depths layer-wise, 6 stage-wise; '
         f'parameter groups with a neck and heads: {built[0][1]} layer-wise, {built[2][1]} stage-wise)',
         '',
-        '| part | params | depth | ' + ' | '.join(h for h, _ in COLUMNS[:2]) + ' | stage depth | ' + COLUMNS[2][0] + ' |',
+        f'| part | params | depth | {COLUMNS[0][0]} | {COLUMNS[1][0]} | stage depth | {COLUMNS[2][0]} |',
         '|---|---|---|---|---|---|---|',
     ]
     for (_, label), members in sorted(rows.items()):

@@ -317,6 +317,12 @@ def test_train_tool_refuses_a_host_constructor_before_building_anything(tmp_path
     assert not any(tmp_path.iterdir())
 
 
+def test_the_docs_tables_are_what_the_constructor_builds():
+    from benchmarks.layer_decay_tables import PAGE, page_tables, render
+
+    assert page_tables(PAGE.read_text()) == render(), 'run python -m benchmarks.layer_decay_tables'
+
+
 def iter_recipe_groups(groups) -> Iterator[Tuple[int, float, float, int]]:
     """(depth, lr scale, weight decay, number of parameters) of each group."""
     for g in groups:
