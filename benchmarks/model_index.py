@@ -87,6 +87,17 @@ def _schedule(cfg: Config) -> Dict[str, int]:
     return {}
 
 
+def _techniques(cfg: Config) -> List[str]:
+    """The optimizer, and the layer-wise (or stage-wise) lr decay with its rate where the config uses one."""
+    optim = cfg.get('optim_wrapper') or {}
+    found = [str(optim.optimizer.type)] if 'optimizer' in optim else []
+    paramwise = optim.get('paramwise_cfg') or {}
+    if 'layer_decay_rate' in paramwise:
+        kind = 'Stage' if paramwise.get('decay_type') == 'stage_wise' else 'Layer'
+        found.append(f'{kind}-wise LR Decay {paramwise.layer_decay_rate}')
+    return found
+
+
 def _is_cascade_with_masks(cfg: Config) -> bool:
     roi = cfg.model.get('roi_head') or {}
     return roi.get('type') == 'CascadeRoIHead' and roi.get('mask_head') is not None
@@ -116,6 +127,7 @@ def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) ->
     meta = {
         'Training Data': _dataset(cfg),
         **_schedule(cfg),
+        'Training Techniques': _techniques(cfg),
         'Parameters': f'{params / 1e6:.1f}M',
         'FLOPs': f'{flops / 1e9:.1f}G',
         'Input Size': f'{hw[0]}x{hw[1]}',

@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
 from maformer_mm.engine import use_safe_checkpoints
+from maformer_mm.engine.layer_decay import check_layer_decay_constructor
 from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
@@ -86,6 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Trains; returns the finished Runner."""
     args = parse_args(argv)
     cfg, layout = _build(args)
+    check_layer_decay_constructor(cfg)  # mmdet's/mmseg's own would fail with a bare NotImplementedError
     check_data(cfg, ('train', 'val'))
     use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
     prepare_launcher(cfg)

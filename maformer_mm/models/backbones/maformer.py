@@ -344,6 +344,50 @@ class MAFormer(BaseModule):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    def get_layer_depth(self, param_name: str, prefix: str = '', decay_type: str = 'layer_wise') -> Tuple[int, int]:
+        """The depth of a parameter for layer-wise learning-rate decay, as mmpretrain's backbones give it.
+
+        Depth 0 is the stem (the patch embedding); `layer_wise` gives every block its own depth (1 for the first
+        block of stage 1, up to sum(depths)), `stage_wise` gives every stage one (1 to 4), as ConvNeXt's stage-wise
+        mode. A patch merging opens its stage and takes the depth of that stage's first block (layer-wise) or of its
+        stage. Every part of a block (norms, window attention and its relative-position table, GLD and its FC bias,
+        cross-attention, MLP) takes the block's depth. The last depth, num_layers - 1, is everything after the
+        backbone: parameters whose names do not start with `prefix`, and the output norms `norm0`..`norm3`, which
+        dense tasks add to the ImageNet model. docs/decisions.md says why.
+
+        Args:
+            param_name: A parameter's name in the model that holds this backbone.
+            prefix: The backbone's prefix in that model ('backbone.' in a detector).
+            decay_type: 'layer_wise' or 'stage_wise'.
+
+        Returns:
+            (depth, num_layers): num_layers is sum(depths) + 2 (layer-wise) or 6 (stage-wise); the decay scale
+            of the lr is rate ** (num_layers - 1 - depth).
+        """
+        depths = self.arch_settings['depths']
+        if decay_type == 'layer_wise':
+            num_layers = sum(depths) + 2
+        elif decay_type == 'stage_wise':
+            num_layers = self.num_stages + 2
+        else:
+            raise ValueError(f"decay_type must be 'layer_wise' or 'stage_wise', got {decay_type!r}")
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix) :].split('.')
+        if parts[0] == 'patch_embed':
+            return 0, num_layers
+        if parts[0] in {f'norm{i}' for i in self.out_indices}:
+            return num_layers - 1, num_layers
+        if parts[0] == 'stages' and len(parts) > 3 and parts[1].isdigit() and int(parts[1]) < self.num_stages:
+            stage = int(parts[1])
+            if decay_type == 'stage_wise' and parts[2] in ('downsample', 'blocks'):
+                return stage + 1, num_layers
+            if parts[2] == 'downsample' and stage > 0:
+                return sum(depths[:stage]) + 1, num_layers
+            if parts[2] == 'blocks' and parts[3].isdigit() and int(parts[3]) < depths[stage]:
+                return sum(depths[:stage]) + int(parts[3]) + 1, num_layers
+        raise ValueError(f'{param_name!r} names no parameter of this MAFormer (prefix {prefix!r})')
+
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []
         if self.frozen_stages >= 0:
