@@ -168,6 +168,7 @@ NOT_OURS = {
     '--repeats',
     '--groups',
     '--iters',
+    '--count',
 }
 
 
