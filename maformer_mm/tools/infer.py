@@ -5,9 +5,12 @@
 
 - detection configs (mmdet's DetInferencer): boxes, masks and class names drawn in `OUT_DIR/vis/`, and one
   JSON per image in `OUT_DIR/preds/` in mmdet's format (`labels`, `scores`, `bboxes` as x1 y1 x2 y2,
-  `masks` as COCO RLE);
+  `masks` as COCO RLE) plus, per detection, `label_names` (the class name) and `category_ids` (the data set's
+  category id: from `--data-root`, else from the checkpoint when it was trained with `--data-root`, else null);
 - segmentation configs (mmseg's MMSegInferencer): colourised label maps blended over the image in
-  `OUT_DIR/vis/`, and the label maps as PNGs in `OUT_DIR/pred/`;
+  `OUT_DIR/vis/`, and the label maps as PNGs in `OUT_DIR/pred/IMAGE_NAME.png`, with the values of the data set's
+  own label maps, as `tools/test.py --out DIR` writes them (class k is k + 1 where the test dataset sets
+  `reduce_zero_label`, as in ADE20K; mmseg's inferencer alone writes k);
 - classification configs (mmpretrain's ImageClassificationInferencer): the top class drawn in
   `OUT_DIR/vis/`, and one JSON per image in `OUT_DIR/preds/` (`pred_label`, `pred_score`, `pred_class`,
   `pred_scores`).
@@ -16,7 +19,9 @@ The model is built for the classes the checkpoint was trained for: a checkpoint 
 classes, tested with a config for COCO's 80, gets 4-class heads and its class names (from its `meta.dataset_meta`,
 which mmengine's Runner saves). `--data-root DIR` (detection) names the classes as tools/train.py and tools/test.py
 take them, and a checkpoint trained for others is refused naming both lists; so is a checkpoint that records no
-classes and whose tensors do not fit the config's model. The checkpoint is read as data, once.
+classes and whose tensors do not fit the config's model. A checkpoint whose names maformer_mm recorded in
+category-id order (before it followed mmdet's list order) gets the names of `--data-root` in the JSON's order, with
+a warning. CHECKPOINT may be a training run's work dir (its last checkpoint). The checkpoint is read as data, once.
 """
 
 import argparse
@@ -25,7 +30,7 @@ import logging
 import os
 import os.path as osp
 from contextlib import contextmanager
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -34,8 +39,13 @@ import maformer_mm  # noqa: F401
 
 from ..checkpoint.inferencers import check_fits, fit_heads, preloaded_checkpoint
 from ..checkpoint.remote import read_checkpoint
-from ..utils.classes import check_checkpoint_classes, checkpoint_classes, leaf_datasets
-from .cli import add_device_argument, default_device, parse_device
+from ..utils.classes import (
+    check_checkpoint_classes,
+    checkpoint_classes,
+    dataset_setting,
+    leaf_datasets,
+)
+from .cli import add_device_argument, checkpoint_file, default_device, parse_device
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
 
 __all__ = ['Written', 'list_images', 'infer', 'parse_args', 'main']
@@ -54,7 +64,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='config file (detection, segmentation or classification)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help="checkpoint file, or a training run's work dir (its last checkpoint)")
     parser.add_argument('--out-dir', default='outputs', help='where drawn images and predictions are written')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument(
@@ -121,21 +131,72 @@ def _drawing_only(config: Config) -> None:
         config.visualizer.pop('vis_backends', None)
 
 
-def _read_for(config: Config, checkpoint: str, layout: Optional[CocoLayout]) -> Any:
-    """The checkpoint, read once as data; with `--data-root`, refused when it records other classes."""
+def _read_for(checkpoint: str, layout: Optional[CocoLayout]) -> Tuple[Any, bool]:
+    """The checkpoint, read once as data, and whether its class names must be re-attached from `--data-root`
+    (recorded in category-id order by an older maformer_mm); refused when it records other classes."""
     loaded = read_checkpoint(checkpoint, map_location='cpu')
+    reattach = False
     if layout is not None:
-        check_checkpoint_classes(loaded, checkpoint, layout.classes, f'--data-root {layout.root}')
-    return loaded
+        reattach = check_checkpoint_classes(
+            loaded, checkpoint, layout.classes, f'--data-root {layout.root}', layout.id_order
+        )
+    return loaded, reattach
 
 
-def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], config: Config) -> None:
-    """`--data-root`'s classes (and palette) for a checkpoint that records none, where mmdet would name COCO's."""
-    if layout is None or checkpoint_classes(loaded) is not None:
+def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], config: Config, reattach: bool) -> None:
+    """`--data-root`'s classes (and palette, category ids) where the checkpoint records none (mmdet would name
+    COCO's) or names them in category-id order."""
+    if layout is None or (checkpoint_classes(loaded) is not None and not reattach):
         return
     metainfo = dict(next(leaf_datasets(config.test_dataloader.dataset)).metainfo)
     inferencer.model.dataset_meta = metainfo
     inferencer.visualizer.dataset_meta = metainfo
+
+
+def _name_detections(paths: Sequence[str], classes: Sequence[str], category_ids: Optional[Sequence[Any]]) -> None:
+    """Adds `label_names` and `category_ids` (one per detection, beside mmdet's `labels`) to prediction files."""
+    for path in paths:
+        with open(path) as f:
+            pred = json.load(f)
+        labels = pred.get('labels', [])
+        pred['label_names'] = [str(classes[k]) if 0 <= k < len(classes) else None for k in labels]
+        pred['category_ids'] = [
+            category_ids[k] if category_ids is not None and 0 <= k < len(category_ids) else None for k in labels
+        ]
+        with open(path, 'w') as f:
+            json.dump(pred, f)
+
+
+def _category_ids(inferencer: Any, layout: Optional[CocoLayout]) -> Optional[Tuple[Any, ...]]:
+    classes = inferencer.model.dataset_meta.get('classes') or ()
+    ids = layout.category_ids if layout is not None else inferencer.model.dataset_meta.get('category_ids')
+    if ids is None or len(ids) != len(classes):
+        MMLogger.get_current_instance().info(
+            'the predictions carry no category ids (category_ids null): the checkpoint records none (trained '
+            'without --data-root) and no --data-root was given'
+        )
+        return None
+    return tuple(ids)
+
+
+def _label_maps_as_test_writes_them(out_dir: str, images: Sequence[str], config: Config) -> List[str]:
+    """Renames mmseg's `pred/00000000_pred.png` ... to `pred/IMAGE_NAME.png` and shifts the values back by one
+    where the test dataset sets reduce_zero_label, as `tools/test.py --out DIR` (mmseg's IoUMetric) writes them."""
+    import numpy as np
+    from PIL import Image
+
+    shift = bool(dataset_setting(next(leaf_datasets(config.test_dataloader.dataset)), 'reduce_zero_label', False))
+    written = []
+    for index, image in enumerate(images):
+        source = osp.join(out_dir, 'pred', f'{index:08d}_pred.png')
+        target = osp.join(out_dir, 'pred', osp.splitext(osp.basename(image))[0] + '.png')
+        with Image.open(source) as png:
+            labels = np.asarray(png).astype(np.uint8)
+        Image.fromarray(labels + 1 if shift else labels).save(target)
+        if target != source:
+            os.remove(source)
+        written.append(target)
+    return written
 
 
 def _classify(
@@ -191,6 +252,7 @@ def infer(
     `config` is a file or a loaded Config (e.g. with command-line options applied); `data_root` a detection data
     set in the COCO 2017 layout whose classes the checkpoint must have been trained for."""
     paths = [('input', inputs)]
+    checkpoint = checkpoint_file(checkpoint)
     if '://' not in checkpoint:  # URLs and hub names are fetched by the checkpoint loaders
         paths.append(('checkpoint', checkpoint))
     if isinstance(config, str):
@@ -213,7 +275,7 @@ def infer(
         layout = read_coco_layout(data_root, ('test',))
         apply_coco_layout(config, layout)
     _drawing_only(config)
-    loaded = _read_for(config, checkpoint, layout)
+    loaded, reattach = _read_for(checkpoint, layout)
     if scope == 'mmpretrain':
         _classify(images, config, checkpoint, loaded, out_dir, batch_size, device, save_pred)
         return Written(
@@ -228,15 +290,18 @@ def infer(
             from mmseg.apis import MMSegInferencer
 
             inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
-    _set_classes(inferencer, loaded, layout, config)
+    _set_classes(inferencer, loaded, layout, config, reattach)
     if scope == 'mmdet':
         inferencer(
             images, batch_size=batch_size, out_dir=out_dir, pred_score_thr=pred_score_thr, no_save_pred=not save_pred
         )
+        if save_pred:
+            names = [osp.join(out_dir, 'preds', osp.splitext(osp.basename(i))[0] + '.json') for i in images]
+            _name_detections(names, inferencer.model.dataset_meta['classes'], _category_ids(inferencer, layout))
         preds = _files(osp.join(out_dir, 'preds'))
     else:
         inferencer(images, batch_size=batch_size, out_dir=out_dir, pred_out_dir='pred' if save_pred else '')
-        preds = _files(osp.join(out_dir, 'pred'))
+        preds = _label_maps_as_test_writes_them(out_dir, images, config) if save_pred else []
     return Written(vis=_files(osp.join(out_dir, 'vis')), preds=preds if save_pred else [])
 
 
