@@ -377,10 +377,10 @@ def check_coco_file(
         x, y, w, h = box
         if ann.get('ignore', False):
             drops["annotations marked 'ignore'"].append(ref)
-        elif max(0, min(x + w, width) - max(x, 0)) * max(0, min(y + h, height) - max(y, 0)) == 0:
-            drops['boxes outside their image'].append(ref)
         elif ann['area'] <= 0 or w < 1 or h < 1:
             drops['boxes under 1 px or of zero area'].append(ref)
+        elif max(0, min(x + w, width) - max(x, 0)) * max(0, min(y + h, height) - max(y, 0)) == 0:
+            drops['boxes outside their image'].append(ref)
         elif ann['category_id'] not in category_ids:
             drops['annotations of an unknown category id'].append(ref)
         elif ann['category_id'] not in class_ids:

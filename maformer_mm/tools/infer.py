@@ -135,12 +135,13 @@ def _read_for(checkpoint: str, layout: Optional[CocoLayout]) -> Tuple[Any, bool]
     """The checkpoint, read once as data, and whether its class names must be re-attached from `--data-root`
     (recorded in category-id order by an older maformer_mm); refused when it records other classes."""
     loaded = read_checkpoint(checkpoint, map_location='cpu')
-    reattach = False
-    if layout is not None:
-        reattach = check_checkpoint_classes(
-            loaded, checkpoint, layout.classes, f'--data-root {layout.root}', layout.id_order
-        )
-    return loaded, reattach
+    if layout is None:
+        return loaded, False
+    source = f'--data-root {layout.root}'
+    renamed = check_checkpoint_classes(loaded, checkpoint, layout.classes, source, layout.id_order)
+    if renamed:
+        MMLogger.get_current_instance().warning(renamed)
+    return loaded, renamed is not None
 
 
 def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], config: Config, reattach: bool) -> None:

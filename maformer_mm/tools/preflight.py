@@ -44,16 +44,20 @@ from ..utils.classes import (
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
 
 
-def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> List[str]:
-    """Checks the annotation files, label maps and class counts of the config's dataloaders for `splits`; logs what
-    mmdet will leave out of the training set, and returns the lines it logged."""
+def check_data(
+    cfg: Config, splits: Sequence[str] = ('train', 'val', 'test'), log: bool = True
+) -> List[Tuple[str, int]]:
+    """Checks the annotation files, label maps and class counts of the config's dataloaders for `splits`; returns
+    notes for the log as (text, logging level): what mmdet will leave out of the training set (a warning when it
+    leaves something out)... With `log` they are logged here; the tools log them into the run's log instead, once
+    its Runner exists."""
     from mmengine.registry import init_default_scope
 
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     if 'train' in splits:
         _check_batch_augments(cfg)
     declared: Dict[str, Tuple[str, ...]] = {}
-    notes: List[str] = []
+    notes: List[Tuple[str, int]] = []
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
@@ -81,6 +85,8 @@ def check_data(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) ->
                         f'{len(classes)} classes ({shown(classes)}); set them equal'
                     )
     _check_same_classes(declared)
+    for note, level in notes if log else ():
+        print_log(note, logger='current', level=level)
     return notes
 
 
@@ -147,15 +153,11 @@ def _box_only_remedy(cfg: Config) -> str:
     )
 
 
-def _log(note: str, level: int = logging.INFO) -> List[str]:
-    print_log(note, logger='current', level=level)
-    return [note]
-
-
 def _check_coco_annotations(
     cfg: Config, dataset: ConfigDict, split: str, ann_path: str, image_dir: Optional[str], classes: Any
-) -> List[str]:
-    """`check_coco_file` with what the config asks of the data; logs what mmdet leaves out of the training set."""
+) -> List[Tuple[str, int]]:
+    """`check_coco_file` with what the config asks of the data; a note (and its log level) of what mmdet leaves out
+    of the training set."""
     training = not dataset.get('test_mode', False)
     drops = check_coco_file(
         ann_path,
@@ -167,16 +169,15 @@ def _check_coco_annotations(
         filter_cfg=(dataset.get('filter_cfg') or {}) if training else None,
     )
     if drops is None:
-        return _log(
-            f'{split} annotation file {ann_path} is larger than {MAX_CHECKED_BYTES // 2**20} MiB: its annotations '
-            'were not checked before the run'
-        )
+        size = f'larger than {MAX_CHECKED_BYTES // 2**20} MiB'
+        note = f'{split} annotation file {ann_path} is {size}: its annotations were not checked before the run'
+        return [(note, logging.INFO)]
     if training:
-        return _log(drops.summary(ann_path, split), logging.WARNING if drops.dropped else logging.INFO)
+        return [(drops.summary(ann_path, split), logging.WARNING if drops.dropped else logging.INFO)]
     return []
 
 
-def _check_label_maps(dataset: ConfigDict, classes: Sequence[str], split: str) -> List[str]:
+def _check_label_maps(dataset: ConfigDict, classes: Sequence[str], split: str) -> List[Tuple[str, int]]:
     """mmseg data: label values beyond the classes, which the loss would fail on. Skipped where a label map of
     the dataset class renumbers them (classes a subset of the class's own)."""
     dataset_cls = dataset_class(dataset)
@@ -198,7 +199,7 @@ def _check_label_maps(dataset: ConfigDict, classes: Sequence[str], split: str) -
         dataset_setting(dataset, 'ignore_index', 255),
         split,
     )
-    return _log(note) if note else []
+    return [(note, logging.INFO)] if note else []
 
 
 def _check_same_classes(declared: Dict[str, Tuple[str, ...]]) -> None:

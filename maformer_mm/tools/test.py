@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
     cfg, layout = _build(args)
-    check_data(cfg, ('test',))
+    notes = check_data(cfg, ('test',), log=False)
     if layout is not None:
         classes, source, id_order = layout.classes, f'--data-root {layout.root}', layout.id_order
     else:
@@ -133,12 +133,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         source = f'the test data of {args.config}'
         id_order = id_sorted_names(coco_dataset_paths(dataset)[0], classes)
     checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # maformer_mm's checked loader
-    check_checkpoint_classes(checkpoint, args.checkpoint, classes, source, id_order)
+    renamed = check_checkpoint_classes(checkpoint, args.checkpoint, classes, source, id_order)
     prepare_launcher(cfg)  # joins the process group that the block below closes
     with closing_process_group() as hold, on_device(args.device):
         runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
+        for note, level in notes:
+            runner.logger.log(level, note)
+        if renamed:
+            runner.logger.warning(renamed)
         check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)
         del checkpoint  # the Runner loads it into the model itself
         if args.out and _is_pickle(args.out):

@@ -98,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Trains; returns the finished Runner."""
     args = parse_args(argv)
     cfg, layout, dropped = _build(args)
-    check_data(cfg, ('train', 'val'))
+    notes = check_data(cfg, ('train', 'val'), log=False)
     check_pretrained_files(cfg.model, args.config)
     use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
     prepare_launcher(cfg)
@@ -106,6 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
         runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
+        for note, level in notes:
+            runner.logger.log(level, note)
         if args.no_pretrained:
             runner.logger.info(
                 f'--no-pretrained: training from scratch (removed {", ".join(dropped)})'

@@ -7,11 +7,9 @@ fusion head, as `num_things_classes` + `num_stuff_classes`, with a `loss_cls.cla
 class (+ 1 for "no object" there).
 """
 
-import logging
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import ConfigDict
-from mmengine.logging import print_log
 from mmengine.registry import DATASETS
 from torch import nn
 
@@ -244,27 +242,24 @@ def check_checkpoint_classes(
     classes: Optional[Sequence[str]],
     source: str,
     id_order: Optional[Sequence[str]] = None,
-) -> bool:
+) -> Optional[str]:
     """Raises ValueError when the checkpoint (as read from `path`) records other classes in its
     `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data).
 
     A checkpoint that names them in `id_order` (the data's class names sorted by category id) where `classes` are
     in the JSON's list order was trained by maformer_mm before it followed mmdet's order (`in_id_order`): it is
-    accepted with a warning saying that its labels are named by `classes`, and True is returned (the caller names
-    the predictions so); otherwise False.
+    accepted, and the warning to log is returned, saying that its labels are named by `classes` (the caller names
+    the predictions so); otherwise None.
     """
     trained = checkpoint_classes(checkpoint)
     if in_id_order(checkpoint, classes, id_order):
-        print_log(
+        return (
             f'checkpoint {path} names its {len(trained)} classes in category-id order ({shown(trained)}), as '
             "maformer_mm's --data-root recorded them before it followed mmdet's order; mmdet trained its labels in "
-            'the order the JSON lists the categories, so they are named here as the JSON of '
-            f'{source} lists them: {shown(classes)} (label k is the k-th). This holds for a checkpoint '
-            'trained on data that lists its categories in this order',
-            logger='current',
-            level=logging.WARNING,
+            f'the order the JSON lists the categories, so they are named here as {source} lists them: '
+            f'{shown(classes)} (label k is the k-th). This holds for a checkpoint trained on data that lists its '
+            'categories in this order'
         )
-        return True
     if classes is not None and trained is not None and trained != tuple(map(str, classes)):
         same = sorted(trained) == sorted(map(str, classes))
         raise ValueError(
@@ -277,7 +272,7 @@ def check_checkpoint_classes(
                 else ''
             )
         )
-    return False
+    return None
 
 
 def check_checkpoint_fits(
