@@ -212,7 +212,7 @@ def _repeated(entries: Sequence[dict]) -> Dict[Any, int]:
 
 
 def _fields(entries: Sequence[Any], kind: str, required: Sequence[str], problems: List[str]) -> None:
-    """Entries that are not objects, lack a required field or carry an id that is neither an integer nor a string."""
+    """Entries that are not objects, lack a required field or carry an id that is not a number or a string."""
     not_objects = [i for i, e in enumerate(entries) if not isinstance(e, dict)]
     if not_objects:
         problems.append(f'{kind} entries that are not JSON objects: positions {shown(not_objects, 5)}')
@@ -252,7 +252,8 @@ def _missing_images(images: Sequence[dict], image_dir: str) -> List[str]:
             f'({osp.join(image_dir, first["file_name"])}): write them relative to {image_dir} '
             f'({first["file_name"].replace(chr(92), "/")[len(folder) + 1 :]!r}), as COCO does'
         )
-    others = [im for im in missing if im not in repeated]
+    named_again = {id(im) for im in repeated}
+    others = [im for im in missing if id(im) not in named_again]
     if others:
         problems.append(
             f'{len(others)} of {len(images)} image files are not in {image_dir}: image ids '

@@ -6,7 +6,8 @@
 - detection configs (mmdet's DetInferencer): boxes, masks and class names drawn in `OUT_DIR/vis/`, and one
   JSON per image in `OUT_DIR/preds/` in mmdet's format (`labels`, `scores`, `bboxes` as x1 y1 x2 y2,
   `masks` as COCO RLE) plus, per detection, `label_names` (the class name) and `category_ids` (the data set's
-  category id: from `--data-root`, else from the checkpoint when it was trained with `--data-root`, else null);
+  category id: from `--data-root`, else from the checkpoint when it was trained with `--data-root`, else from the
+  config's test annotation file when it is there, else null);
 - segmentation configs (mmseg's MMSegInferencer): colourised label maps blended over the image in
   `OUT_DIR/vis/`, and the label maps as PNGs in `OUT_DIR/pred/IMAGE_NAME.png`, with the values of the data set's
   own label maps, as `tools/test.py --out DIR` writes them (class k is k + 1 where the test dataset sets
@@ -39,11 +40,13 @@ import maformer_mm  # noqa: F401
 
 from ..checkpoint.inferencers import check_fits, fit_heads, preloaded_checkpoint
 from ..checkpoint.remote import read_checkpoint
+from ..datasets.coco_checks import coco_dataset_paths, label_categories, read_coco_categories
 from ..utils.classes import (
     check_checkpoint_classes,
     checkpoint_classes,
     dataset_setting,
     leaf_datasets,
+    rename_id_ordered_classes,
 )
 from .cli import add_device_argument, checkpoint_file, default_device, parse_device
 from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
@@ -131,23 +134,28 @@ def _drawing_only(config: Config) -> None:
         config.visualizer.pop('vis_backends', None)
 
 
-def _read_for(checkpoint: str, layout: Optional[CocoLayout]) -> Tuple[Any, bool]:
-    """The checkpoint, read once as data, and whether its class names must be re-attached from `--data-root`
-    (recorded in category-id order by an older maformer_mm); refused when it records other classes."""
+def _read_for(checkpoint: str, layout: Optional[CocoLayout], config: Config) -> Any:
+    """The checkpoint, read once as data; with `--data-root`, refused when it records other classes. Class names
+    that an older maformer_mm recorded in category-id order are renamed in its meta data (which the inferencers
+    name the labels by) to the JSON's list order, mmdet's, with a warning: from `--data-root`, else from the
+    config's test data where it is a local COCO JSON."""
     loaded = read_checkpoint(checkpoint, map_location='cpu')
     if layout is None:
-        return loaded, False
-    source = f'--data-root {layout.root}'
-    renamed = check_checkpoint_classes(loaded, checkpoint, layout.classes, source, layout.id_order)
+        renamed = rename_id_ordered_classes(loaded, config, checkpoint)
+    else:
+        source = f'--data-root {layout.root}'
+        renamed = check_checkpoint_classes(loaded, checkpoint, layout.classes, source, layout.id_order)
+        if renamed:
+            loaded['meta'].setdefault('dataset_meta', {})['classes'] = layout.classes
     if renamed:
         MMLogger.get_current_instance().warning(renamed)
-    return loaded, renamed is not None
+    return loaded
 
 
-def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], config: Config, reattach: bool) -> None:
-    """`--data-root`'s classes (and palette, category ids) where the checkpoint records none (mmdet would name
-    COCO's) or names them in category-id order."""
-    if layout is None or (checkpoint_classes(loaded) is not None and not reattach):
+def _set_classes(inferencer: Any, loaded: Any, layout: Optional[CocoLayout], config: Config) -> None:
+    """`--data-root`'s classes (and palette, category ids) for a checkpoint that records none, where mmdet would
+    name COCO's."""
+    if layout is None or checkpoint_classes(loaded) is not None:
         return
     metainfo = dict(next(leaf_datasets(config.test_dataloader.dataset)).metainfo)
     inferencer.model.dataset_meta = metainfo
@@ -168,13 +176,23 @@ def _name_detections(paths: Sequence[str], classes: Sequence[str], category_ids:
             json.dump(pred, f)
 
 
-def _category_ids(inferencer: Any, layout: Optional[CocoLayout]) -> Optional[Tuple[Any, ...]]:
-    classes = inferencer.model.dataset_meta.get('classes') or ()
+def _category_ids(inferencer: Any, layout: Optional[CocoLayout], config: Config) -> Optional[Tuple[Any, ...]]:
+    """The category id of each class: from `--data-root`, else from the checkpoint (`--data-root` records them),
+    else from the config's test annotation file where it is a local COCO JSON naming the classes (as mmdet's
+    CocoMetric maps labels to ids); None when none of these knows them."""
+    classes = tuple(inferencer.model.dataset_meta.get('classes') or ())
     ids = layout.category_ids if layout is not None else inferencer.model.dataset_meta.get('category_ids')
+    loader = config.get('test_dataloader')
+    if ids is None and loader and 'dataset' in loader:
+        ann_file = coco_dataset_paths(next(leaf_datasets(loader.dataset)))[0]
+        if ann_file and ann_file.endswith('.json') and osp.isfile(ann_file):
+            categories = label_categories(read_coco_categories(ann_file), classes)
+            if tuple(str(c['name']) for c in categories) == classes:
+                ids = [c['id'] for c in categories]
     if ids is None or len(ids) != len(classes):
         MMLogger.get_current_instance().info(
-            'the predictions carry no category ids (category_ids null): the checkpoint records none (trained '
-            'without --data-root) and no --data-root was given'
+            'the predictions carry no category ids (category_ids null): neither --data-root, the checkpoint nor '
+            "the config's test annotation file gives them"
         )
         return None
     return tuple(ids)
@@ -276,7 +294,7 @@ def infer(
         layout = read_coco_layout(data_root, ('test',))
         apply_coco_layout(config, layout)
     _drawing_only(config)
-    loaded, reattach = _read_for(checkpoint, layout)
+    loaded = _read_for(checkpoint, layout, config)
     if scope == 'mmpretrain':
         _classify(images, config, checkpoint, loaded, out_dir, batch_size, device, save_pred)
         return Written(
@@ -291,14 +309,14 @@ def infer(
             from mmseg.apis import MMSegInferencer
 
             inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
-    _set_classes(inferencer, loaded, layout, config, reattach)
+    _set_classes(inferencer, loaded, layout, config)
     if scope == 'mmdet':
         inferencer(
             images, batch_size=batch_size, out_dir=out_dir, pred_score_thr=pred_score_thr, no_save_pred=not save_pred
         )
         if save_pred:
             names = [osp.join(out_dir, 'preds', osp.splitext(osp.basename(i))[0] + '.json') for i in images]
-            _name_detections(names, inferencer.model.dataset_meta['classes'], _category_ids(inferencer, layout))
+            _name_detections(names, inferencer.model.dataset_meta['classes'], _category_ids(inferencer, layout, config))
         preds = _files(osp.join(out_dir, 'preds'))
     else:
         inferencer(images, batch_size=batch_size, out_dir=out_dir, pred_out_dir='pred' if save_pred else '')

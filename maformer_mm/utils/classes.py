@@ -24,6 +24,7 @@ __all__ = [
     'checkpoint_classes',
     'checkpoint_category_ids',
     'in_id_order',
+    'rename_id_ordered_classes',
     'check_checkpoint_classes',
     'check_checkpoint_fits',
     'shown',
@@ -236,6 +237,36 @@ def in_id_order(checkpoint: Any, classes: Optional[Sequence[str]], id_order: Opt
     )
 
 
+def _named_in_list_order(path: str, trained: Sequence[str], classes: Sequence[str], source: str) -> str:
+    return (
+        f'checkpoint {path} names its {len(trained)} classes in category-id order ({shown(trained)}), as '
+        "maformer_mm's --data-root recorded them before it followed mmdet's order; mmdet trained its labels in "
+        f'the order the JSON lists the categories, so they are named here as {source} lists them: '
+        f'{shown(classes)} (label k is the k-th). This holds for a checkpoint trained on data that lists its '
+        'categories in this order'
+    )
+
+
+def rename_id_ordered_classes(checkpoint: Any, cfg: Any, path: str) -> Optional[str]:
+    """For a model built from `cfg` (an inferencer's): when the checkpoint names its classes in category-id order
+    (`in_id_order`) against the classes and the local COCO JSON of the config's test (or val) dataset, renames them
+    in the checkpoint's `meta.dataset_meta` to the config's classes, which mmdet numbered in the JSON's list order,
+    and returns the warning to log; None (nothing changed) otherwise. Inferencers take the names from that meta."""
+    from ..datasets.coco_checks import coco_dataset_paths, id_sorted_names
+
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
+    if not loader or 'dataset' not in loader:
+        return None
+    dataset = next(leaf_datasets(loader.dataset))
+    classes = dataset_classes(dataset)
+    id_order = id_sorted_names(coco_dataset_paths(dataset)[0], classes)
+    if not in_id_order(checkpoint, classes, id_order):
+        return None
+    message = _named_in_list_order(path, checkpoint_classes(checkpoint), classes, f'the test data of {cfg.filename}')
+    checkpoint['meta'].setdefault('dataset_meta', {})['classes'] = tuple(map(str, classes))
+    return message
+
+
 def check_checkpoint_classes(
     checkpoint: dict,
     path: str,
@@ -253,13 +284,7 @@ def check_checkpoint_classes(
     """
     trained = checkpoint_classes(checkpoint)
     if in_id_order(checkpoint, classes, id_order):
-        return (
-            f'checkpoint {path} names its {len(trained)} classes in category-id order ({shown(trained)}), as '
-            "maformer_mm's --data-root recorded them before it followed mmdet's order; mmdet trained its labels in "
-            f'the order the JSON lists the categories, so they are named here as {source} lists them: '
-            f'{shown(classes)} (label k is the k-th). This holds for a checkpoint trained on data that lists its '
-            'categories in this order'
-        )
+        return _named_in_list_order(path, trained, classes, source)
     if classes is not None and trained is not None and trained != tuple(map(str, classes)):
         same = sorted(trained) == sorted(map(str, classes))
         raise ValueError(

@@ -186,3 +186,12 @@ def test_a_checkpoint_naming_its_classes_in_id_order_gets_them_reattached_from_t
     images = str(data / 'val2017')
     written = infer_tool.infer(images, str(config), str(root / 'work'), str(tmp_path / 'dir'), 0.0, 'cpu')
     assert len(written.preds) == 2 and _labels(tmp_path / 'dir') == labels
+    # without --data-root, from a config that names the data (the mmdet way): the same names
+    own = tmp_path / 'own_data.py'
+    own.write_text(
+        f'_base_ = [{str(config)!r}]\ntest_dataloader = dict(dataset=dict(data_root={str(data)!r}, '
+        "ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'), "
+        f'metainfo=dict(classes={NAMES!r})))\n'
+    )
+    infer_tool.infer(images, str(own), str(old), str(tmp_path / 'config'), 0.0, 'cpu')
+    assert _labels(tmp_path / 'config') == labels

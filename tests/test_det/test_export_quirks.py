@@ -392,8 +392,10 @@ def test_refused_exports_stop_before_a_run_naming_the_file_and_the_id(configs, t
 
 def test_a_permuted_val_list_would_score_a_perfect_model_wrongly(configs, tmp_path):
     """What the refusal prevents: mmdet numbers val's classes in val's list order, so a model's label k (train's
-    k-th category) is scored as val's k-th. Built without the check, perfect predictions score far below 1."""
+    k-th category) is scored as val's k-th. Built without the check, perfect predictions score 1/3 (of the three
+    classes listed backwards, only the middle one keeps its label), against 1.0 with train's file."""
     root = _data(tmp_path, _val_permuted)
     cfg = _configured(configs, 'mask_rcnn_maformer_t', _data(tmp_path / 'clean', None))
+    assert coco_perfect_score(cfg, 'val')['coco/bbox_mAP'] == 1.0
     cfg.val_evaluator.ann_file = str(_ann_file(root, 'val'))
-    assert coco_perfect_score(cfg, 'val')['coco/bbox_mAP'] < 0.5
+    assert coco_perfect_score(cfg, 'val')['coco/bbox_mAP'] == 0.333
