@@ -450,7 +450,8 @@ def coco_dataset_paths(dataset: dict) -> Tuple[Optional[str], Optional[str]]:
     root = dataset.get('data_root') or ''
     ann_file = dataset.get('ann_file')
     ann_path = osp.join(root, ann_file) if ann_file else None
-    prefix = (dataset.get('data_prefix') or {}).get('img', '')
+    prefix = dataset.get('data_prefix') or {}
+    prefix = prefix.get('img', '') if isinstance(prefix, dict) else ''
     folder = osp.join(root, prefix) if root or prefix else ''
     local = not dataset.get('backend_args') and '://' not in folder
     return ann_path, (folder or '.') if local else None

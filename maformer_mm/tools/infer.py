@@ -141,7 +141,8 @@ def _read_for(checkpoint: str, layout: Optional[CocoLayout], config: Config) -> 
     config's test data where it is a local COCO JSON."""
     loaded = read_checkpoint(checkpoint, map_location='cpu')
     if layout is None:
-        renamed = rename_id_ordered_classes(loaded, config, checkpoint)
+        detection = config.get('default_scope', 'mmdet') == 'mmdet'
+        renamed = rename_id_ordered_classes(loaded, config, checkpoint) if detection else None
     else:
         source = f'--data-root {layout.root}'
         renamed = check_checkpoint_classes(loaded, checkpoint, layout.classes, source, layout.id_order)

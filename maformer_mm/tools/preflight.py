@@ -71,8 +71,9 @@ def check_data(
             classes = dataset_classes(dataset)
             if is_json and _is_subclass(dataset, 'mmdet.', 'CocoDataset'):
                 if classes:
-                    _check_category_names(ann_path, classes, split)
-                notes.extend(_check_coco_annotations(cfg, dataset, split, ann_path, image_dir, classes))
+                    _check_category_names(ann_path, classes, split, order=_coco_reads(dataset, 'load_data_list'))
+                if _coco_reads(dataset, 'parse_data_info', 'filter_data'):
+                    notes.extend(_check_coco_annotations(cfg, dataset, split, ann_path, image_dir, classes))
             if classes and _is_subclass(dataset, 'mmseg.', 'BaseSegDataset'):
                 notes.extend(_check_label_maps(dataset, classes, split))
             if not classes:
@@ -97,7 +98,14 @@ def _is_subclass(dataset: ConfigDict, package: str, name: str) -> bool:
     return any(k.__name__ == name and k.__module__.startswith(package) for k in getattr(dataset_cls, '__mro__', ()))
 
 
-def _check_category_names(ann_file: str, classes: Sequence[str], split: str) -> None:
+def _coco_reads(dataset: ConfigDict, *methods: str) -> bool:
+    """Whether the dataset class reads its file with CocoDataset's own `methods` (what coco_checks replicates):
+    CocoPanopticDataset parses other annotations, LVIS numbers its classes otherwise, Cityscapes filters more."""
+    dataset_cls = dataset_class(dataset)
+    return all(getattr(dataset_cls, m).__qualname__ == f'CocoDataset.{m}' for m in methods)
+
+
+def _check_category_names(ann_file: str, classes: Sequence[str], split: str, order: bool = True) -> None:
     """mmdet's CocoDataset looks the config's classes up by category name and numbers them in the file's order: a
     class the JSON lacks shifts the labels of the classes after it, classes in another order than the file's are
     named wrongly, and a category that is no class has its annotations dropped."""
@@ -112,7 +120,8 @@ def _check_category_names(ann_file: str, classes: Sequence[str], split: str) -> 
             f'{shown(names)}. Set metainfo.classes (and every num_classes) to its category names, '
             'or train with --data-root, which does both'
         )
-    check_class_order(categories, classes, ann_file, what)
+    if order:
+        check_class_order(categories, classes, ann_file, what)
     ignored = [n for n in names if n not in classes]
     if ignored:
         print_log(
