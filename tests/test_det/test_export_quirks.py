@@ -168,6 +168,28 @@ def _zero_width_box(root):
         data['annotations'].append(dict(data['annotations'][0], id=999, bbox=[5.0, 5.0, 0.0, 9.0]))
 
 
+def _small_image(root):
+    """An image under mmdet's min_size (32 px in its COCO bases), with an annotation."""
+    with _editing(root, 'train') as data:
+        Image.open(_first_image(root)).crop((0, 0, 20, 20)).save(root / 'train2017' / 'small.png')
+        data['images'].append(dict(id=78, file_name='small.png', width=20, height=20))
+        data['annotations'].append(dict(data['annotations'][0], id=998, image_id=78, bbox=[2.0, 2.0, 10.0, 10.0]))
+
+
+def _annotation_of_no_image(root):
+    with _editing(root, 'train') as data:
+        data['annotations'].append(dict(data['annotations'][0], id=997, image_id=12345))
+
+
+def _missing_image_file(root):
+    _first_image(root).unlink()
+
+
+def _annotation_without_area(root):
+    with _editing(root, 'val') as data:
+        del data['annotations'][1]['area']
+
+
 def _out_of_id_order(root):
     """The issue's case: categories listed as ids 99, 42, 7."""
     for _, data in _both(root):
@@ -261,6 +283,8 @@ ACCEPTED = {
     'box-only export, box-only config': (_box_only, 'faster_rcnn_maformer_t'),
     'an image without annotations (dropped, counted)': (_image_without_annotations, 'mask_rcnn_maformer_t'),
     'a zero-width box (dropped, counted)': (_zero_width_box, 'mask_rcnn_maformer_t'),
+    'an image under min_size (dropped, counted)': (_small_image, 'mask_rcnn_maformer_t'),
+    'an annotation of no listed image (dropped, counted)': (_annotation_of_no_image, 'mask_rcnn_maformer_t'),
 }
 
 
@@ -313,6 +337,16 @@ def test_accepted_exports_load_name_every_label_and_score_perfect_predictions_1(
             f'{head}{images} of {images} images and {anns - 1} of {anns} annotations; 1 boxes under 1 px or of zero '
             'area (ids 999)'
         )
+    elif quirk.startswith('an image under'):
+        assert note == (
+            f'{head}{images - 1} of {images} images and {anns} of {anns} annotations; 1 images under min_size 32 px '
+            '(ids 78)'
+        )
+    elif quirk.startswith('an annotation of no'):
+        assert note == (
+            f'{head}{images} of {images} images and {anns - 1} of {anns} annotations; 1 annotations of no listed '
+            'image (ids 997)'
+        )
     else:
         assert note == f'{head}{images} of {images} images and {anns} of {anns} annotations' and level == logging.INFO
     assert level == (logging.WARNING if 'dropped' in quirk else logging.INFO)
@@ -355,6 +389,16 @@ REFUSED = {
         r"3 file_names start with the image folder 'train2017/' \(e.g. image 1: 'train2017/000001.png'\), which "
         r'mmdet joins to {root}/train2017/ again \({root}/train2017/train2017/000001.png\): write them relative to '
         r"{root}/train2017/ \('000001.png'\)",
+    ),
+    'a missing image file': (
+        _missing_image_file,
+        ValueError,
+        r'1 of 3 image files are not in {root}/train2017/: image ids 1 \(e.g. {root}/train2017/000001.png\)',
+    ),
+    'an annotation without area': (
+        _annotation_without_area,
+        ValueError,
+        r"val annotation file {val} cannot be read as mmdet reads it:\n  - annotations without 'area': 2",
     ),
     'val missing a class': (
         _val_missing_a_class,
