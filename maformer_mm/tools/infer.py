@@ -2,6 +2,7 @@
 
     python tools/infer.py IMAGE_OR_DIR CONFIG CHECKPOINT [--out-dir outputs] [--batch-size 4]
                           [--pred-score-thr 0.3] [--device cuda:0] [--no-save-pred] [--data-root DIR]
+                          [--cfg-options KEY=VALUE ...]
 
 - detection configs (mmdet's DetInferencer): boxes, masks and class names drawn in `OUT_DIR/vis/`, and one
   JSON per image in `OUT_DIR/preds/` in mmdet's format (`labels`, `scores`, `bboxes` as x1 y1 x2 y2,
@@ -33,7 +34,7 @@ import os.path as osp
 from contextlib import contextmanager
 from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 import maformer_mm  # noqa: F401
@@ -80,6 +81,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add_device_argument(parser)
     parser.add_argument('--no-save-pred', action='store_true', help='draw only; write no prediction files')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value (e.g. test_dataloader.dataset.pipeline.1.scale="(640,640)")',
+    )
     parser.add_argument(
         '--data-root',
         help="detection: the classes of a data set in mmdet's COCO 2017 layout, as "
@@ -267,10 +274,12 @@ def infer(
     batch_size: int = 1,
     save_pred: bool = True,
     data_root: Optional[str] = None,
+    cfg_options: Optional[dict] = None,
 ) -> Written:
     """Runs the inferencer of the config's scope on `inputs` (a file or a folder); returns what it wrote.
     `config` is a file or a loaded Config (e.g. with command-line options applied); `data_root` a detection data
-    set in the COCO 2017 layout whose classes the checkpoint must have been trained for."""
+    set in the COCO 2017 layout whose classes the checkpoint must have been trained for; `cfg_options` settings
+    applied after it (as tools/train.py and tools/test.py apply `--cfg-options`)."""
     paths = [('input', inputs)]
     checkpoint = checkpoint_file(checkpoint)
     if '://' not in checkpoint:  # URLs and hub names are fetched by the checkpoint loaders
@@ -294,6 +303,8 @@ def infer(
             raise ValueError(f'--data-root reads COCO-format detection data; {config.filename} is an {scope} config')
         layout = read_coco_layout(data_root, ('test',))
         apply_coco_layout(config, layout)
+    if cfg_options:
+        config.merge_from_dict(cfg_options)
     _drawing_only(config)
     loaded = _read_for(checkpoint, layout, config)
     if scope == 'mmpretrain':
@@ -337,6 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Written:
         args.batch_size,
         not args.no_save_pred,
         args.data_root,
+        args.cfg_options,
     )
     print(
         f'wrote {len(written.vis)} images to {osp.join(args.out_dir, "vis")}'

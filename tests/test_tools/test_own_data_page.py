@@ -23,7 +23,7 @@ SHRINK = {
         'default_hooks.checkpoint.save_optimizer=False',
     ],
     'tools/test.py': ['--cfg-options', 'test_dataloader.dataset.pipeline.1.scale=(64,64)'],
-    'tools/infer.py': [],
+    'tools/infer.py': ['--cfg-options', 'test_dataloader.dataset.pipeline.1.scale=(64,64)'],
 }
 
 
