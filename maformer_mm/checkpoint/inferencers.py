@@ -18,6 +18,7 @@ own base class and never reads a saved config; tools/infer.py fits its heads the
 `check_fits`).
 """
 
+import logging
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,6 +34,7 @@ from ..utils.classes import (
     dataset_classes,
     leaf_datasets,
     num_classes_fields,
+    rename_id_ordered_classes,
     set_num_classes,
     shown,
 )
@@ -136,11 +138,18 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
     model.cfg = cfg
     if checkpoint is not None:
         check_fits(model, checkpoint, str(weights), cfg)
+        renamed = rename_id_ordered_classes(checkpoint, cfg, str(weights)) if _is_detection(cfg) else None
+        if renamed:  # names an older maformer_mm recorded in category-id order, matched to mmdet's label order
+            print_log(renamed, logger='current', level=logging.WARNING)
         defuse_config_texts(checkpoint)  # what the subclass's `_load_weights_to_model` sees, as mmengine's loader
     self._load_weights_to_model(model, checkpoint, cfg)
     model.to(device)
     model.eval()
     return model
+
+
+def _is_detection(cfg: Any) -> bool:
+    return cfg.get('default_scope', 'mmdet') == 'mmdet'
 
 
 _METAFILE_LOADER = '_maformer_mm_metafile_loader'  # mmengine's own `_load_model_from_metafile`, kept on the class

@@ -27,6 +27,7 @@ __all__ = [
     'run_arg_parser',
     'parse_run_args',
     'config_from_args',
+    'checkpoint_file',
     'build_runner',
 ]
 
@@ -141,7 +142,9 @@ def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.Argum
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help="config file, or the name of one of maformer_mm's configs")
     if checkpoint:
-        parser.add_argument('checkpoint', help='checkpoint file, URL or hub name')
+        parser.add_argument(
+            'checkpoint', help="checkpoint file, URL or hub name, or a training run's work dir (its last checkpoint)"
+        )
         add_checkpoint_sha256_argument(parser)
     parser.add_argument(
         '--work-dir', help='where logs, metrics and checkpoints go (default: ./work_dirs/<config name>)'
@@ -204,6 +207,30 @@ def config_from_args(
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg, layout
+
+
+def checkpoint_file(path: str) -> str:
+    """A CHECKPOINT argument: a file, URL or hub name as it is, or a work dir: the checkpoint its `last_checkpoint`
+    names (mmengine writes that file into the work dir with each checkpoint), so that a command can name a training
+    run's result without knowing its schedule.
+
+    Raises:
+        FileNotFoundError: a folder without `last_checkpoint`, or whose `last_checkpoint` names no file there.
+    """
+    if not osp.isdir(path):
+        return path
+    record = osp.join(path, 'last_checkpoint')
+    if not osp.isfile(record):
+        raise FileNotFoundError(
+            f'checkpoint {path} is a folder without a last_checkpoint file (mmengine writes one into the work dir '
+            'with each checkpoint): give a checkpoint file'
+        )
+    with open(record) as f:
+        named = f.read().strip()
+    for candidate in (osp.join(path, osp.basename(named)), named):  # the work dir may have moved since
+        if named and osp.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'{record} names {named!r}, which is not in {path}')
 
 
 _RUNS = itertools.count()

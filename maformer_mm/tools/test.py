@@ -2,6 +2,7 @@
 
     python tools/test.py configs/mask_rcnn_maformer_s.py CKPT [--out results.pkl] [--show-dir DIR] [--tta]
     python tools/test.py configs/mask_rcnn_maformer_t.py CKPT --data-root data/my_coco   # your own COCO data
+    python tools/test.py configs/mask_rcnn_maformer_t.py work_dirs/mask_rcnn_maformer_t   # its last checkpoint
     python tools/test.py configs/upernet_maformer_t_512x512_160k_ade20k.py CKPT --out preds/  # one PNG per image
     tools/dist_test.sh configs/mask_rcnn_maformer_s.py CKPT 8
 
@@ -17,7 +18,15 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import maformer_mm  # noqa: F401
 from maformer_mm.checkpoint.remote import expected_sha256
-from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
+from maformer_mm.datasets.coco_checks import coco_dataset_paths, id_sorted_names
+from maformer_mm.tools.cli import (
+    build_runner,
+    checkpoint_file,
+    config_from_args,
+    on_device,
+    parse_run_args,
+    run_arg_parser,
+)
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
 from maformer_mm.tools.preflight import check_data
@@ -75,6 +84,7 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
+    args.checkpoint = checkpoint_file(args.checkpoint)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg, layout = config_from_args(args, ('test',))
@@ -115,20 +125,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
     cfg, layout = _build(args)
-    check_data(cfg, ('test',))
+    notes = check_data(cfg, ('test',), log=False)
     if layout is not None:
-        classes, source = layout.classes, f'--data-root {layout.root}'
+        classes, source, id_order = layout.classes, f'--data-root {layout.root}', layout.id_order
     else:
-        classes = dataset_classes(next(leaf_datasets(cfg.test_dataloader.dataset)))
+        dataset = next(leaf_datasets(cfg.test_dataloader.dataset))
+        classes = dataset_classes(dataset)
         source = f'the test data of {args.config}'
+        id_order = id_sorted_names(coco_dataset_paths(dataset)[0], classes)
     with expected_sha256(args.checkpoint_sha256):  # the Runner's load below reads the file again, also checked
         checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # the checked loader
-    check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
+    renamed = check_checkpoint_classes(checkpoint, args.checkpoint, classes, source, id_order)
     prepare_launcher(cfg)  # joins the process group that the block below closes
     with closing_process_group() as hold, on_device(args.device), expected_sha256(args.checkpoint_sha256):
         runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
+        for note, level in notes:
+            runner.logger.log(level, note)
+        if renamed:
+            runner.logger.warning(renamed)
         check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)
         del checkpoint  # the Runner loads it into the model itself
         if args.out and _is_pickle(args.out):

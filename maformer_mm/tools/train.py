@@ -2,14 +2,17 @@
 
     python tools/train.py configs/mask_rcnn_maformer_s.py [--work-dir DIR] [--amp] [--resume [CKPT]]
     python tools/train.py configs/mask_rcnn_maformer_t.py --data-root data/my_coco   # your own COCO-format data
+    python tools/train.py configs/mask_rcnn_maformer_t.py --no-pretrained   # without checkpoints/maformer_t_in1k.pth
     tools/dist_train.sh configs/mask_rcnn_maformer_s.py 8
 
-The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root` and `--device`.
+The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root`, `--no-pretrained` and `--device`.
+A pretrained checkpoint the config names but that is not there stops the run before anything is built, naming the
+setting and `--no-pretrained`.
 """
 
 import argparse
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -22,6 +25,7 @@ from maformer_mm.tools.cli import build_runner, config_from_args, on_device, par
 from maformer_mm.tools.data_root import CocoLayout
 from maformer_mm.tools.launch import closing_process_group, prepare_launcher
 from maformer_mm.tools.preflight import check_data
+from maformer_mm.utils.pretrained import check_pretrained_files, drop_pretrained
 
 __all__ = ['parse_args', 'build_config', 'apply_amp', 'main']
 
@@ -35,6 +39,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)',
     )
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr to the actual batch size')
+    parser.add_argument(
+        '--no-pretrained',
+        action='store_true',
+        help="train from scratch: drop the config's pretrained weights (init_cfg type='Pretrained', e.g. "
+        'checkpoints/maformer_t_in1k.pth)',
+    )
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -64,8 +74,10 @@ def apply_amp(cfg: Config, device: torch.device) -> None:
         cfg.optim_wrapper.device_type = device.type
 
 
-def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
+def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout], List[str]]:
+    """The config, the layout `--data-root` read, and the pretrained inits `--no-pretrained` removed."""
     cfg, layout = config_from_args(args, ('train', 'val', 'test'))
+    dropped = drop_pretrained(cfg.model) if args.no_pretrained else []
     if args.amp:
         apply_amp(cfg, args.device)
     if args.auto_scale_lr:
@@ -80,21 +92,30 @@ def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
-    return cfg, layout
+    return cfg, layout, dropped
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Trains; returns the finished Runner."""
     args = parse_args(argv)
-    cfg, layout = _build(args)
+    cfg, layout, dropped = _build(args)
     check_layer_decay_constructor(cfg)  # mmdet's/mmseg's own would fail with a bare NotImplementedError
-    check_data(cfg, ('train', 'val'))
+    notes = check_data(cfg, ('train', 'val'), log=False)
+    check_pretrained_files(cfg.model, args.config)
     use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
     prepare_launcher(cfg)
     with closing_process_group() as hold, on_device(args.device):
         runner = hold(build_runner(cfg))
         if layout is not None:
             runner.logger.info(layout.summary())
+        for note, level in notes:
+            runner.logger.log(level, note)
+        if args.no_pretrained:
+            runner.logger.info(
+                f'--no-pretrained: training from scratch (removed {", ".join(dropped)})'
+                if dropped
+                else '--no-pretrained: the config names no pretrained weights'
+            )
         runner.train()
     return runner
 

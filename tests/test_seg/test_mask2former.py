@@ -169,8 +169,9 @@ def test_infer_tool_writes_label_maps_of_the_trained_model(trained, ade_data, tm
     import numpy as np
     from PIL import Image
 
-    labels = np.array(Image.open(written.preds[0]))
-    assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
+    assert [Path(p).name for p in written.preds] == [image.stem + '.png']  # named as tools/test.py --out names them
+    labels = np.array(Image.open(written.preds[0]))  # and valued so: class k is k + 1 (reduce_zero_label)
+    assert labels.shape == (64, 64) and set(np.unique(labels)) <= {1, 2, 3}
 
 
 def test_onnx_export_of_the_trained_segmentor(trained, tmp_path, capsys):
