@@ -195,3 +195,9 @@ def test_a_checkpoint_naming_its_classes_in_id_order_gets_them_reattached_from_t
     )
     infer_tool.infer(images, str(own), str(old), str(tmp_path / 'config'), 0.0, 'cpu')
     assert _labels(tmp_path / 'config') == labels
+    # mmdet's DetInferencer used directly with that config renames them too (maformer_mm's `_init_model`)
+    from mmdet.apis import DetInferencer
+
+    before = load_mmengine_checkpoint(old)['meta']['dataset_meta']['classes']
+    inferencer = DetInferencer(model=str(own), weights=str(old), device='cpu', show_progress=False)
+    assert tuple(inferencer.model.dataset_meta['classes']) == tuple(NAMES) != tuple(before)
