@@ -19,8 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from maformer_mm.tools.get_flops import DEFAULT_SHAPES, config_complexity
-from maformer_mm.zoo import config_dir, list_configs
+from maformer_mm.analysis.complexity import config_complexity
+from maformer_mm.config.zoo import config_dir, list_configs
+from maformer_mm.hosts import FLOP_SHAPES as DEFAULT_SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).with_name('model_index_cache.json')

@@ -184,7 +184,7 @@ def coco_perfect_score(cfg, split: str = 'val', metrics: Sequence[str] = ('bbox'
     from mmdet.registry import METRICS
     from mmengine.registry import init_default_scope
 
-    from maformer_mm.utils.classes import leaf_datasets
+    from maformer_mm.config.classes import leaf_datasets
 
     init_default_scope('mmdet')
     evaluator = cfg[f'{split}_evaluator']

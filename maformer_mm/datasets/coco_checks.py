@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..utils.classes import shown
+from ..config.classes import shown
 
 __all__ = [
     'MAX_CHECKED_BYTES',

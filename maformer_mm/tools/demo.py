@@ -21,13 +21,13 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from mmengine.config import Config
 
-from ..zoo import config_dir
-from . import infer as infer_tool
-from . import test as test_tool
-from . import train as train_tool
-from .cli import add_device_argument
-from .pictures import detection_pictures
-from .plot_curve import plot_curve, read_curve
+from maformer_mm.apis.inference import infer
+from maformer_mm.config.zoo import config_dir
+from maformer_mm.tools import test as test_tool
+from maformer_mm.tools import train as train_tool
+from maformer_mm.tools.cli import add_device_argument
+from maformer_mm.visualization.curves import plot_curve, read_curve
+from maformer_mm.visualization.pictures import detection_pictures
 
 __all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'summary', 'main']
 
@@ -141,9 +141,7 @@ def train_test_draw(
         for path in images[: args.num_vis]:
             shutil.copy(path, folder)
         # the training run's config: the demo's options (image size...) reach the inferencer's pipeline too
-        written = infer_tool.infer(
-            folder, runner.cfg, checkpoint, out_dir, device=args.device, batch_size=min(args.num_vis, 4)
-        )
+        written = infer(folder, runner.cfg, checkpoint, out_dir, device=args.device, batch_size=min(args.num_vis, 4))
     pictures = draw(runner.cfg, checkpoint, images, osp.join(args.work_dir, 'pictures'))
     curve = plot_curve(read_curve(args.work_dir), osp.join(args.work_dir, 'curve.png'), osp.basename(config))
     return DemoResult(checkpoint, metrics, written.vis, written.preds, pictures, curve)
@@ -173,7 +171,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
-    from .demo_data import write_coco
+    from maformer_mm.datasets.synthetic import write_coco
 
     args = parse_args(argv)
     size = args.image_size

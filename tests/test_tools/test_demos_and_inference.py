@@ -153,7 +153,7 @@ def test_seg_pictures_draw_the_prediction_only_where_the_ground_truth_has_a_clas
 
 @pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
 def test_demos_draw_the_training_curve_of_their_logged_points(which, metric, det_demo, seg_demo):
-    from maformer_mm.tools.plot_curve import read_curve
+    from maformer_mm.visualization.curves import read_curve
 
     root, result = det_demo if which == 'det' else seg_demo
     assert result.curve == str(root / 'work' / 'curve.png')

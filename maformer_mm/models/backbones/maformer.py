@@ -144,6 +144,12 @@ class MAFormer(BaseModule):
     num_stages = 4
     maf_stages = (0, 1)
 
+    @classmethod
+    def variants(cls) -> Dict[str, dict]:
+        """The named variants in the table's order, by their long names (`{'tiny': {...}, 'small': ...}`); each also
+        answers to its first letter. Configs, the model index, the README and the tests take the list from here."""
+        return {name: dict(settings) for name, settings in cls.arch_zoo.items() if len(name) > 1}
+
     def __init__(
         self,
         arch: Union[str, dict] = 'tiny',

@@ -32,7 +32,7 @@ from ..datasets.coco_checks import (
     read_coco_categories,
 )
 from ..datasets.seg_checks import check_label_maps
-from ..utils.classes import (
+from .classes import (
     dataset_class,
     dataset_classes,
     dataset_setting,
