@@ -41,7 +41,7 @@ class CocoLayout:
 
     `classes` are in mmdet's label order (the JSON's list order), `category_ids` their ids in the first file read,
     `id_order` the same names sorted by category id: the order maformer_mm wrote into checkpoints before it
-    followed mmdet's (see `maformer_mm.utils.classes.check_checkpoint_classes`).
+    followed mmdet's (see `maformer_mm.checkpoint.classes.check_checkpoint_classes`).
     """
 
     root: str

@@ -12,7 +12,7 @@ wrong for mmdet and pycocotools (`maformer_mm/datasets/coco_checks.py`: missing 
 polygons, repeated ids, `file_name`s that repeat the image folder...), and label values beyond the classes in
 segmentation data (`maformer_mm/datasets/seg_checks.py`); what mmdet's filters will leave out of the training set
 is logged. `tools/train.py` and `tools/test.py` call `check_data` first. (Where configs and checkpoints keep their
-classes is `maformer_mm/utils/classes.py`.)
+classes is `maformer_mm/config/classes.py`; of checkpoints, `maformer_mm/checkpoint/classes.py`.)
 """
 
 import logging
