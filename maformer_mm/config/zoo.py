@@ -16,9 +16,11 @@ the package's folder, in a wheel install and in an editable one alike (a distrib
 site-packages, which an editable install lacks).
 """
 
+import contextlib
+import functools
 import os.path as osp
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
@@ -30,6 +32,7 @@ __all__ = [
     'resolve_config',
     'load_config',
     'model_index',
+    'memoised_package_config_index',
     'register_config_package',
 ]
 
@@ -107,6 +110,21 @@ def model_index() -> Dict[str, dict]:
 
     models = load(str(config_dir() / 'metafile.yml'))['Models']
     return {m['Config'].split('/', 1)[1]: m for m in models}
+
+
+@contextlib.contextmanager
+def memoised_package_config_index() -> Iterator[None]:
+    """Within this context, mmengine reads each YAML file of an installed package's model index once. For every
+    `mmdet::`/`mmseg::` base of a config it re-reads the package's whole index (about 100 files for mmdet, ~1 s);
+    memoising those reads changes no parsed config."""
+    import mmengine.config.utils as config_utils
+
+    original = config_utils.load
+    config_utils.load = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        config_utils.load = original
 
 
 def register_config_package() -> None:
