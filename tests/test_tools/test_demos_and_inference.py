@@ -70,6 +70,14 @@ def test_det_demo_trains_evaluates_draws_and_saves_json(det_demo):
     assert json.loads((root / 'data' / 'demo_data.json').read_text())['size'] == [64, 64]
 
 
+def test_infer_takes_the_config_by_name(det_demo, tmp_path):
+    """`maformer-infer IMAGE mask_rcnn_maformer_t_demo CKPT`: the shipped config by its name (issue 28)."""
+    root, result = det_demo
+    image = str(root / 'data' / 'val' / '000001.png')
+    written = infer.main([image, 'mask_rcnn_maformer_t_demo', result.checkpoint, '--out-dir', str(tmp_path)])
+    assert [Path(p).name for p in written.vis] == ['000001.png'] and len(written.preds) == 1
+
+
 def test_demo_keeps_a_set_made_with_other_settings(det_demo):
     root, _ = det_demo
     before = sorted(p.name for p in (root / 'data' / 'train').iterdir())
