@@ -8,7 +8,7 @@
    curve, loss and bbox mAP against iterations (WORK_DIR/curve.png).
 
     python tools/demo.py [--work-dir DIR] [--data-root DIR] [--device cpu]
-                         [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12]
+                         [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12] [--seed 0]
 """
 
 import argparse
@@ -17,8 +17,9 @@ import json
 import os.path as osp
 import shutil
 import tempfile
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
+import torch
 from mmengine.config import Config
 
 from maformer_mm.apis.inference import infer
@@ -29,7 +30,16 @@ from maformer_mm.tools.cli import add_device_argument
 from maformer_mm.visualization.curves import plot_curve, read_curve
 from maformer_mm.visualization.pictures import detection_pictures
 
-__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'summary', 'main']
+__all__ = [
+    'DemoResult',
+    'demo_arg_parser',
+    'reproducible',
+    'prepare_data',
+    'resize_options',
+    'train_test_draw',
+    'summary',
+    'main',
+]
 
 CONFIG_DIR = config_dir()
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
@@ -65,8 +75,21 @@ def demo_arg_parser(
         help='validation images that tools/infer.py draws and writes predictions of (the demo draws '
         'every validation image beside its ground truth besides)',
     )
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='random seed of the training run (the same seed gives the same numbers on the CPU: its kernels are '
+        'made deterministic there)',
+    )
     add_device_argument(parser)
     return parser
+
+
+def reproducible(seed: int, device: Any) -> List[str]:
+    """`--cfg-options` that seed a run, with torch's deterministic kernels on the CPU; not on CUDA, where torch's
+    deterministic mode needs `CUBLAS_WORKSPACE_CONFIG` set before CUDA starts."""
+    return [f'randomness.seed={seed}'] + (['randomness.deterministic=True'] if str(device).startswith('cpu') else [])
 
 
 def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, schedule: str) -> argparse.Namespace:
@@ -129,12 +152,17 @@ def train_test_draw(
     matching the `val_images` pattern with tools/infer.py, draws every such image beside its prediction with
     `draw(config, checkpoint, images, out_dir)`, and draws the training curve."""
     device = ['--device', str(args.device)]
-    runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
-    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics = test_tool.main(
-        [config, checkpoint, '--work-dir', args.work_dir, *device, *test_args, '--cfg-options', *options]
-    )
+    options = [*options, *reproducible(args.seed, args.device)]
+    deterministic = torch.are_deterministic_algorithms_enabled()  # mmengine turns it on for the process
+    try:
+        runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
+        with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
+            checkpoint = f.read().strip()
+        metrics = test_tool.main(
+            [config, checkpoint, '--work-dir', args.work_dir, *device, *test_args, '--cfg-options', *options]
+        )
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     images = sorted(glob.glob(val_images))
     out_dir = osp.join(args.work_dir, 'predictions')
     with tempfile.TemporaryDirectory() as folder:
