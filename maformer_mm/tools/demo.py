@@ -44,8 +44,8 @@ __all__ = [
 CONFIG_DIR = config_dir()
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
 MARKER = 'demo_data.json'  # the generator settings a demo set was written with
+RESIZE_TYPES = ('Resize', 'RandomResize')  # the pipeline steps whose scale --image-size sets
 # The demos never resume: their checkpoint keeps the weights (and meta data) only, a third of the size.
-RESIZE_TYPES = ('Resize', 'RandomResize')
 WEIGHTS_ONLY = ['default_hooks.checkpoint.save_optimizer=False', 'default_hooks.checkpoint.save_param_scheduler=False']
 
 
@@ -126,8 +126,6 @@ def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable
 def resize_options(config: str, size: int) -> List[str]:
     """`--cfg-options` that set the scale of the Resize steps (by type) of `config`'s train and test pipelines to
     `size` x `size`. mmengine reaches list items by index only, so the indices are looked up here."""
-    from mmengine.config import Config
-
     cfg = Config.fromfile(config)
     options = []
     for split in ('train', 'test'):
