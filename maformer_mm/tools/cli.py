@@ -4,9 +4,8 @@
 import argparse
 import os
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
-import torch
 from mmengine.config import Config, DictAction
 
 from maformer_mm.checkpoint.remote import check_sha256
@@ -24,35 +23,33 @@ __all__ = [
 ]
 
 
-def _device_type(value: str) -> torch.device:
-    try:
-        return parse_device(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` as an argparse type: its ValueError becomes argparse's message for the option."""
+
+    def checked(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return checked
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """`--device`, parsed and checked by `parse_device` into a torch.device (the same option in every tool)."""
     parser.add_argument(
         '--device',
-        type=_device_type,
+        type=_option_type(parse_device),
         default=default_device(),
         help='cpu, cuda or cuda:N (default: cuda when available, else cpu)',
     )
-
-
-def _sha256_type(value: str) -> str:
-    try:
-        return check_sha256(value, '--checkpoint-sha256')
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_checkpoint_sha256_argument(parser: argparse.ArgumentParser) -> None:
     """`--checkpoint-sha256 HEX`: the checkpoint file (local, downloaded or cached) must have this full SHA-256."""
     parser.add_argument(
         '--checkpoint-sha256',
-        type=_sha256_type,
+        type=_option_type(lambda value: check_sha256(value, '--checkpoint-sha256')),
         help="the checkpoint's full SHA-256 (64 hex digits, as sha256sum prints it): the file read, wherever it "
         'comes from, must have it',
     )
