@@ -10,7 +10,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 from torch import nn
 
-from ..config.classes import dataset_classes, leaf_datasets, shown
+from ..config.classes import dataset_classes, leaf_datasets
+from ..messages import shown
 from .state_dict import loadable_state_dict
 
 __all__ = [

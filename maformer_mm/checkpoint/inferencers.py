@@ -28,8 +28,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import nn
 
-from ..config.classes import dataset_classes, leaf_datasets, num_classes_fields, set_num_classes, shown
+from ..config.classes import dataset_classes, leaf_datasets, num_classes_fields, set_num_classes
 from ..hosts import TASKS
+from ..messages import shown
 from .classes import check_checkpoint_fits, checkpoint_classes, rename_id_ordered_classes
 from .config_text import defuse_config_texts, value_at
 from .remote import read_checkpoint

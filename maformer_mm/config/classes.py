@@ -21,7 +21,6 @@ __all__ = [
     'dataset_classes',
     'num_classes_fields',
     'set_num_classes',
-    'shown',
 ]
 
 
@@ -176,8 +175,3 @@ def set_num_classes(model: ConfigDict, num_classes: int) -> List[str]:
 
     visit(model, 'model')
     return fields
-
-
-def shown(names: Sequence[object], limit: int = 6) -> str:
-    """The first `limit` names, comma-separated, and how many there are when that is not all of them."""
-    return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')

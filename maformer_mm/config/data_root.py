@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 from mmengine.config import Config, ConfigDict
 
 from ..datasets.coco_checks import check_coco_json, id_key, read_coco_categories
-from .classes import leaf_datasets, set_num_classes, shown
+from ..messages import shown
+from .classes import leaf_datasets, set_num_classes
 
 __all__ = ['CocoLayout', 'read_coco_layout', 'apply_coco_layout']
 

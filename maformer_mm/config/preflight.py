@@ -32,14 +32,8 @@ from ..datasets.coco_checks import (
     read_coco_categories,
 )
 from ..datasets.seg_checks import check_label_maps
-from .classes import (
-    dataset_class,
-    dataset_classes,
-    dataset_setting,
-    leaf_datasets,
-    num_classes_fields,
-    shown,
-)
+from ..messages import shown
+from .classes import dataset_class, dataset_classes, dataset_setting, leaf_datasets, num_classes_fields
 
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
 

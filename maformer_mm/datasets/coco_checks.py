@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config.classes import shown
+from ..messages import shown
 
 __all__ = [
     'MAX_CHECKED_BYTES',
