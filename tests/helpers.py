@@ -3,14 +3,15 @@ running the project's tools the way a user does (as subprocesses), and checks th
 share."""
 
 import contextlib
-import functools
 import io
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
+
+from maformer_mm.config.zoo import memoised_package_config_index  # noqa: F401  (the tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,21 +158,6 @@ def assert_no_decay_on_norms_and_position_terms(config: str, weight_decay: float
         assert decay[id(param)] == (0.0 if no_decay else weight_decay), name
 
 
-@contextlib.contextmanager
-def memoised_package_config_index() -> Iterator[None]:
-    """Within this context, mmengine reads each YAML file of an installed package's model index once. For every
-    `mmdet::`/`mmseg::` base of a config it re-reads the package's whole index (about 100 files for mmdet, ~1 s);
-    memoising those reads changes no parsed config."""
-    import mmengine.config.utils as config_utils
-
-    original = config_utils.load
-    config_utils.load = functools.lru_cache(maxsize=None)(original)
-    try:
-        yield
-    finally:
-        config_utils.load = original
-
-
 def coco_perfect_score(cfg, split: str = 'val', metrics: Sequence[str] = ('bbox',), model_classes=None) -> dict:
     """The metrics the config's `split` evaluator gives a model that finds every (non-crowd) object of the split's
     COCO JSON exactly, each with the label its category name has among `model_classes` (by default the train
@@ -184,7 +170,7 @@ def coco_perfect_score(cfg, split: str = 'val', metrics: Sequence[str] = ('bbox'
     from mmdet.registry import METRICS
     from mmengine.registry import init_default_scope
 
-    from maformer_mm.utils.classes import leaf_datasets
+    from maformer_mm.config.classes import leaf_datasets
 
     init_default_scope('mmdet')
     evaluator = cfg[f'{split}_evaluator']

@@ -13,7 +13,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from PIL import Image, ImageDraw
 
-from maformer_mm.tools.demo_data import CLASSES, draw_scene
+from maformer_mm.datasets.synthetic import CLASSES, draw_scene
 from tests.helpers import REPO, TINY_ARCH
 
 CONFIG_DIR = REPO / 'configs'

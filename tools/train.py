@@ -9,7 +9,7 @@ The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root
 (`--help` lists them). The code is maformer_mm/tools/train.py.
 """
 
-from maformer_mm.tools.train import build_config, main, parse_args  # noqa: F401
+from maformer_mm.tools.train import main
 
 if __name__ == '__main__':
     main()

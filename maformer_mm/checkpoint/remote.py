@@ -24,7 +24,6 @@ source. What mmengine's callers get has its config texts removed (`config_text.d
 """
 
 import hashlib
-import logging
 import os
 import os.path as osp
 import re
@@ -39,6 +38,7 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
+from ..messages import warn
 from .config_text import defuse_config_texts
 from .errors import DOCS, UnsafeCheckpointError
 from .safe_load import load_mmengine_checkpoint
@@ -48,6 +48,8 @@ __all__ = [
     'fetch_url',
     'hash_prefix',
     'check_sha256',
+    'is_remote',
+    'checkpoint_file',
     'expected_sha256',
     'install_mmengine_loaders',
     'SCHEMES',
@@ -254,11 +256,7 @@ def read_torchvision(filename: str, map_location: Any = None) -> Any:
     from mmengine.runner import checkpoint as mmengine_checkpoint
 
     if filename.startswith('modelzoo://'):
-        print_log(
-            'The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn('The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead')
     name = filename.split('://', 1)[1]
     return read_http(_model_url(mmengine_checkpoint.get_torchvision_models(), name, filename), map_location)
 
@@ -271,11 +269,7 @@ def read_openmmlab(filename: str, map_location: Any = None) -> Any:
     prefix, name = filename.split('://', 1)
     deprecated = mmengine_checkpoint.get_deprecated_model_names()
     if name in deprecated:
-        print_log(
-            f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn(f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}')
         name = deprecated[name]
     url = _model_url(mmengine_checkpoint.get_external_models(), name, filename)
     if url.startswith(('http://', 'https://')):
@@ -335,6 +329,36 @@ SCHEMES: Dict[str, Reader] = {
     r'(\S+\:)?s3://': read_ceph,
     r'(\S+\:)?petrel://': read_ceph,
 }
+
+
+def is_remote(name: str) -> bool:
+    """Whether a checkpoint name is a URL or hub name (`scheme://...`), which the loaders fetch, rather than a path
+    to check on this machine."""
+    return '://' in str(name)
+
+
+def checkpoint_file(path: str) -> str:
+    """A CHECKPOINT argument: a file, URL or hub name as it is, or a work dir: the checkpoint its `last_checkpoint`
+    names (mmengine writes that file into the work dir with each checkpoint), so that a command can name a training
+    run's result without knowing its schedule.
+
+    Raises:
+        FileNotFoundError: a folder without `last_checkpoint`, or whose `last_checkpoint` names no file there.
+    """
+    if not osp.isdir(path):
+        return path
+    record = osp.join(path, 'last_checkpoint')
+    if not osp.isfile(record):
+        raise FileNotFoundError(
+            f'checkpoint {path} is a folder without a last_checkpoint file (mmengine writes one into the work dir '
+            'with each checkpoint): give a checkpoint file'
+        )
+    with open(record) as f:
+        named = f.read().strip()
+    for candidate in (osp.join(path, osp.basename(named)), named):  # the work dir may have moved since
+        if named and osp.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'{record} names {named!r}, which is not in {path}')
 
 
 def read_checkpoint(filename: str, map_location: Any = None, sha256: Optional[str] = None) -> Any:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..utils.classes import shown
+from ..messages import shown
 
 __all__ = [
     'MAX_CHECKED_BYTES',
@@ -133,7 +133,7 @@ def id_key(category_id: Any) -> Tuple[str, Any]:
 
 def id_sorted_names(ann_file: Optional[str], classes: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
     """The names of the file's categories among `classes`, sorted by category id: the order in which maformer_mm
-    named classes before it followed mmdet's (see `maformer_mm.utils.classes.in_id_order`); None when `ann_file`
+    named classes before it followed mmdet's (see `maformer_mm.checkpoint.classes.in_id_order`); None when `ann_file`
     is not a local COCO JSON file."""
     if not classes or not ann_file or not str(ann_file).endswith('.json') or not osp.isfile(ann_file):
         return None

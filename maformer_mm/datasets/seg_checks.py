@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..utils.classes import shown
+from ..messages import shown
 
 __all__ = ['MAX_SCANNED', 'label_map_files', 'check_label_maps']
 

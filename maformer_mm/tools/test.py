@@ -14,23 +14,11 @@ import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.runner.checkpoint import CheckpointLoader
 
-import maformer_mm  # noqa: F401
-from maformer_mm.checkpoint.remote import expected_sha256
-from maformer_mm.datasets.coco_checks import coco_dataset_paths, id_sorted_names
-from maformer_mm.tools.cli import (
-    build_runner,
-    checkpoint_file,
-    config_from_args,
-    on_device,
-    parse_run_args,
-    run_arg_parser,
-)
-from maformer_mm.tools.data_root import CocoLayout
-from maformer_mm.tools.launch import closing_process_group, prepare_launcher
-from maformer_mm.tools.preflight import check_data
-from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, dataset_classes, leaf_datasets
+from maformer_mm.checkpoint.remote import checkpoint_file, is_remote
+from maformer_mm.config.data_root import CocoLayout
+from maformer_mm.engine.runs import test
+from maformer_mm.tools.cli import config_from_args, parse_run_args, run_arg_parser
 
 __all__ = ['parse_args', 'build_config', 'main']
 
@@ -85,7 +73,7 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
 
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
     args.checkpoint = checkpoint_file(args.checkpoint)
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
+    if not is_remote(args.checkpoint) and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg, layout = config_from_args(args, ('test',))
     cfg.load_from = args.checkpoint
@@ -125,31 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
     cfg, layout = _build(args)
-    notes = check_data(cfg, ('test',), log=False)
-    if layout is not None:
-        classes, source, id_order = layout.classes, f'--data-root {layout.root}', layout.id_order
-    else:
-        dataset = next(leaf_datasets(cfg.test_dataloader.dataset))
-        classes = dataset_classes(dataset)
-        source = f'the test data of {args.config}'
-        id_order = id_sorted_names(coco_dataset_paths(dataset)[0], classes)
-    with expected_sha256(args.checkpoint_sha256):  # the Runner's load below reads the file again, also checked
-        checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # the checked loader
-    renamed = check_checkpoint_classes(checkpoint, args.checkpoint, classes, source, id_order)
-    prepare_launcher(cfg)  # joins the process group that the block below closes
-    with closing_process_group() as hold, on_device(args.device), expected_sha256(args.checkpoint_sha256):
-        runner = hold(build_runner(cfg))
-        if layout is not None:
-            runner.logger.info(layout.summary())
-        for note, level in notes:
-            runner.logger.log(level, note)
-        if renamed:
-            runner.logger.warning(renamed)
-        check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)
-        del checkpoint  # the Runner loads it into the model itself
-        if args.out and _is_pickle(args.out):
-            runner.test_evaluator.metrics.append(_dump_metric(cfg, args.out))
-        return runner.test()
+    extra = [_dump_metric(cfg, args.out)] if args.out and _is_pickle(args.out) else []
+    return test(cfg, args.checkpoint, args.device, args.config, layout, args.checkpoint_sha256, extra)
 
 
 if __name__ == '__main__':

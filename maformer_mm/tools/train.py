@@ -18,14 +18,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
-from maformer_mm.engine import use_safe_checkpoints
-from maformer_mm.engine.layer_decay import check_layer_decay_constructor
-from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
-from maformer_mm.tools.data_root import CocoLayout
-from maformer_mm.tools.launch import closing_process_group, prepare_launcher
-from maformer_mm.tools.preflight import check_data
-from maformer_mm.utils.pretrained import check_pretrained_files, drop_pretrained
+from maformer_mm.checkpoint.remote import is_remote
+from maformer_mm.config.data_root import CocoLayout
+from maformer_mm.config.pretrained import drop_pretrained
+from maformer_mm.engine.runs import train
+from maformer_mm.tools.cli import config_from_args, parse_run_args, run_arg_parser
 
 __all__ = ['parse_args', 'build_config', 'apply_amp', 'main']
 
@@ -88,7 +85,7 @@ def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout], List
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):  # URLs and hub names are read when resuming
+        if not is_remote(args.resume) and not osp.isfile(args.resume):  # URLs and hub names are read when resuming
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
@@ -99,25 +96,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Trains; returns the finished Runner."""
     args = parse_args(argv)
     cfg, layout, dropped = _build(args)
-    check_layer_decay_constructor(cfg)  # mmdet's/mmseg's own would fail with a bare NotImplementedError
-    notes = check_data(cfg, ('train', 'val'), log=False)
-    check_pretrained_files(cfg.model, args.config)
-    use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
-    prepare_launcher(cfg)
-    with closing_process_group() as hold, on_device(args.device):
-        runner = hold(build_runner(cfg))
-        if layout is not None:
-            runner.logger.info(layout.summary())
-        for note, level in notes:
-            runner.logger.log(level, note)
-        if args.no_pretrained:
-            runner.logger.info(
-                f'--no-pretrained: training from scratch (removed {", ".join(dropped)})'
-                if dropped
-                else '--no-pretrained: the config names no pretrained weights'
-            )
-        runner.train()
-    return runner
+    notes = []
+    if args.no_pretrained:
+        notes.append(
+            f'--no-pretrained: training from scratch (removed {", ".join(dropped)})'
+            if dropped
+            else '--no-pretrained: the config names no pretrained weights'
+        )
+    return train(cfg, args.device, args.config, layout, notes)
 
 
 if __name__ == '__main__':

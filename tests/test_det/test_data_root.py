@@ -15,14 +15,15 @@ import torch
 from mmengine.config import Config
 
 import maformer_mm  # noqa: F401
+from maformer_mm.checkpoint.classes import check_checkpoint_classes, check_checkpoint_fits
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
+from maformer_mm.config.classes import leaf_datasets
+from maformer_mm.config.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.config.preflight import check_data
+from maformer_mm.config.zoo import load_config
+from maformer_mm.datasets.synthetic import write_coco
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.cli import load_config
-from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
-from maformer_mm.tools.demo_data import write_coco
-from maformer_mm.tools.preflight import check_data
-from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, leaf_datasets
 from tests.helpers import (
     REPO,
     USER_ARCH,

@@ -17,10 +17,10 @@ from mmengine.config import Config
 from PIL import Image
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.cli import load_config
-from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
-from maformer_mm.tools.demo_data import write_coco
-from maformer_mm.tools.preflight import check_data
+from maformer_mm.config.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.config.preflight import check_data
+from maformer_mm.config.zoo import load_config
+from maformer_mm.datasets.synthetic import write_coco
 from tests.helpers import REPO, assert_every_label_names_its_category, coco_perfect_score, memoised_package_config_index
 
 CLASSES = ('ball', 'box', 'wedge')

@@ -18,9 +18,9 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import maformer_mm  # noqa: F401
+from maformer_mm.config.classes import set_num_classes
+from maformer_mm.datasets.synthetic import CLASSES, write_coco
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.demo_data import CLASSES, write_coco
-from maformer_mm.utils.classes import set_num_classes
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
     ARCH_OF,
@@ -57,7 +57,7 @@ def _task(name: str) -> str:
 
 @pytest.fixture(scope='module')
 def configs() -> dict:
-    from maformer_mm.tools.cli import load_config
+    from maformer_mm.config.zoo import load_config
 
     with memoised_package_config_index():
         ours = {p.stem: Config.fromfile(str(p)) for p in M2F_COCO_CONFIGS + M2F_PANOPTIC_CONFIGS}

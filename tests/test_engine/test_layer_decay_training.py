@@ -11,8 +11,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
+from maformer_mm.datasets.synthetic import write_ade, write_coco
 from maformer_mm.tools import train
-from maformer_mm.tools.demo_data import write_ade, write_coco
 from tests.helpers import TINY_ARCH
 from tests.query_heads import (
     SIZE,

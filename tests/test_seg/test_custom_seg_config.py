@@ -13,8 +13,8 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.demo_data import write_ade
-from maformer_mm.tools.preflight import check_data
+from maformer_mm.config.preflight import check_data
+from maformer_mm.datasets.synthetic import write_ade
 from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'upernet_maformer_t_my_seg.py')

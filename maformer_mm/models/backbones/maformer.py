@@ -22,25 +22,12 @@ from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 
 __all__ = ['MAFormer', 'MAFormerStage']
 
-_Size = Union[int, Tuple[int, int]]
+_ImageSize = Union[int, Tuple[int, int]]  # a side, or (H, W)
 
 
-# Selective `with_cp`: the outputs of the fused attention kernels are kept, and the rest of a block
-# (projections, MLP, norms, GLD) is recomputed in the backward pass. The kernels are most of a block's
-# compute, but their outputs are small (the result and one log-sum-exp per query, never the N x M
-# weights), so keeping them keeps most of the memory saving for a fraction of the re-forward time.
-# Every fused kernel torch 2.13's SDPA may pick is listed (the policy sees these top-level ops; the
-# kernels they call run below the dispatcher). On CUDA it tries, in order, cuDNN (first only on sm90/sm100
-# with cuDNN > 9.15, as torch 2.13's CUDA 13 wheels bring), flash, memory-efficient, math:
-# - cuDNN: fp16/bf16, a mask only if it needs no gradient (`check_attn_mask_shape`): the window attention in
-#   inference; global and cross-attention under AMP where it comes first.
-# - flash: fp16/bf16 without a mask: global and cross-attention under AMP.
-# - memory-efficient: fp32 too, and a float bias with a gradient: the window attention in training, and fp32.
-#   The bias must have stride 1 in its last dimension, or all three are rejected (`WindowAttention`).
-# - the CPU's flash kernel (`..._for_cpu`), and the backend-neutral overrideable op.
-# The math fallback is no single op: it runs as matmuls and a softmax whose N x M weights are the very memory
-# checkpointing frees, so it is recomputed. It serves what no fused kernel takes: on CPU the window attention in
-# training (CPU flash attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
+# Selective `with_cp`: the outputs of every fused attention kernel torch 2.13's SDPA may pick are kept (small: the
+# result and a log-sum-exp per query), the rest of a block is recomputed in the backward pass. Which kernel each
+# attention runs, and why the math fallback is recomputed: docs/gpu.md, "Selective with_cp".
 _KEPT_OPS = tuple(
     getattr(torch.ops.aten, name).default
     for name in (
@@ -144,6 +131,12 @@ class MAFormer(BaseModule):
     num_stages = 4
     maf_stages = (0, 1)
 
+    @classmethod
+    def variants(cls) -> Dict[str, dict]:
+        """The named variants in the table's order, by their long names (`{'tiny': {...}, 'small': ...}`); each also
+        answers to its first letter. Configs, the model index, the README and the tests take the list from here."""
+        return {name: dict(settings) for name, settings in cls.arch_zoo.items() if len(name) > 1}
+
     def __init__(
         self,
         arch: Union[str, dict] = 'tiny',
@@ -156,7 +149,7 @@ class MAFormer(BaseModule):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        pretrain_img_size: _Size = 224,
+        pretrain_img_size: _ImageSize = 224,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         frozen_stages: int = -1,
         vit_window_size: int = 0,

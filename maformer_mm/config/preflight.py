@@ -12,7 +12,7 @@ wrong for mmdet and pycocotools (`maformer_mm/datasets/coco_checks.py`: missing 
 polygons, repeated ids, `file_name`s that repeat the image folder...), and label values beyond the classes in
 segmentation data (`maformer_mm/datasets/seg_checks.py`); what mmdet's filters will leave out of the training set
 is logged. `tools/train.py` and `tools/test.py` call `check_data` first. (Where configs and checkpoints keep their
-classes is `maformer_mm/utils/classes.py`.)
+classes is `maformer_mm/config/classes.py`; of checkpoints, `maformer_mm/checkpoint/classes.py`.)
 """
 
 import logging
@@ -32,14 +32,8 @@ from ..datasets.coco_checks import (
     read_coco_categories,
 )
 from ..datasets.seg_checks import check_label_maps
-from ..utils.classes import (
-    dataset_class,
-    dataset_classes,
-    dataset_setting,
-    leaf_datasets,
-    num_classes_fields,
-    shown,
-)
+from ..messages import shown, warn
+from .classes import dataset_class, dataset_classes, dataset_setting, leaf_datasets, num_classes_fields
 
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
 
@@ -124,11 +118,9 @@ def _check_category_names(ann_file: str, classes: Sequence[str], split: str, ord
         check_class_order(categories, classes, ann_file, what)
     ignored = [n for n in names if n not in classes]
     if ignored:
-        print_log(
+        warn(
             f'{what} {ann_file}: the annotations of categories {shown(ignored)} are '
-            "ignored (they are not among the config's metainfo.classes)",
-            logger='current',
-            level=logging.WARNING,
+            "ignored (they are not among the config's metainfo.classes)"
         )
 
 

@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 from mmengine.config import Config, ConfigDict
 
 from ..datasets.coco_checks import check_coco_json, id_key, read_coco_categories
-from ..utils.classes import leaf_datasets, set_num_classes, shown
+from ..messages import shown
+from .classes import leaf_datasets, set_num_classes
 
 __all__ = ['CocoLayout', 'read_coco_layout', 'apply_coco_layout']
 
@@ -41,7 +42,7 @@ class CocoLayout:
 
     `classes` are in mmdet's label order (the JSON's list order), `category_ids` their ids in the first file read,
     `id_order` the same names sorted by category id: the order maformer_mm wrote into checkpoints before it
-    followed mmdet's (see `maformer_mm.utils.classes.check_checkpoint_classes`).
+    followed mmdet's (see `maformer_mm.checkpoint.classes.check_checkpoint_classes`).
     """
 
     root: str
