@@ -24,8 +24,6 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from elftools.elf.elffile import ELFFile
-
 # The fat binary that nvcc embeds in `.nv_fatbin`: a sequence of containers, each a 16-byte header
 # (magic, version, header size, size of the entries) followed by entries. Every entry is one compiled
 # kernel image: kind 1 is PTX, kind 2 an ELF cubin, and its target architecture (75, 90, 120, ...) sits
@@ -35,6 +33,14 @@ FATBIN_PTX, FATBIN_CUBIN = 1, 2
 
 
 # ----------------------------------------------------------------------------------------------- ELF
+def ELFFile(stream):  # noqa: N802 (pyelftools' class)
+    """pyelftools' ELF reader, imported on first use: tools/gpu_check.sh imports this module before pyelftools
+    (carried in the wheelhouse) is installed."""
+    from elftools.elf.elffile import ELFFile as reader
+
+    return reader(stream)
+
+
 def elf_sections(path: str) -> Dict[str, Tuple[int, int]]:
     """name -> (file offset, size) of every section of an ELF file (read with pyelftools)."""
     with open(path, 'rb') as f:
@@ -126,6 +132,18 @@ def required_archs(arch_list: str) -> Set[str]:
         if item.endswith('+PTX'):
             wanted.add(f'compute_{number}')
     return wanted
+
+
+def runs_on(archs: Sequence[str], capability: Tuple[int, int]) -> bool:
+    """Whether kernels built for `archs` ('sm_90', 'compute_90', ...) run on a GPU of `capability` (9, 0).
+
+    A GPU runs a cubin built for its own major version and a minor version up to its own, and compiles PTX
+    built for a capability up to its own.
+    """
+    major, minor = capability
+    cubin = any(a == f'sm_{major}{m}' for a in archs for m in range(minor + 1))
+    ptx = any(a.startswith('compute_') and int(a.split('_')[1]) <= major * 10 + minor for a in archs)
+    return cubin or ptx
 
 
 # --------------------------------------------------------------------------------------------- GPUs
