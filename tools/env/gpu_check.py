@@ -57,35 +57,49 @@ CPU_BENCHMARK = (
     '1',
 )
 
-# Run in the private environment: imports from OUT/site and a model built from the shipped configs.
+# Run in the private environment (from OUT, so that no local file shadows a config name): imports from OUT/site, a
+# model built from the shipped configs and, for the full set, mmcv's compiled ops checked (tools/env/mmcv_build.py).
 SMOKE = r"""
-import json, sys, torch
-device, full = sys.argv[1], sys.argv[2] == 'full'
+import json, sys
+device, full, check_mode, suite = sys.argv[1], sys.argv[2] == 'full', sys.argv[3], sys.argv[4]
+if full:
+    try:
+        import mmcv._ext
+    except Exception as error:  # another torch's symbols: ImportError, or worse
+        print(json.dumps(dict(ext_error=f'{type(error).__name__}: {error}'.splitlines()[0])))
+        sys.exit(0)
+import torch
 import maformer_mm, mmcv, mmengine
 from mmengine.config import Config
 from maformer_mm.zoo import resolve_config
 modules = {'maformer_mm': maformer_mm, 'mmcv': mmcv, 'mmengine': mmengine}
+result = {}
 cfg = Config.fromfile(resolve_config('mask_rcnn_maformer_t'))  # inherits mmdet:: bases from mmdet's shipped configs
 if full:
     import mmdet, mmdet.models, mmseg.models, mmpretrain.models
-    from mmcv.ops import RoIAlign, nms
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model).to(device)
     modules['mmdet'] = mmdet
-    built = 'Mask R-CNN MAFormer-T'
+    result['built'] = 'Mask R-CNN MAFormer-T'
+    sys.path.append(suite)
+    from tools.env.mmcv_build import check
+    try:
+        result['mmcv_check'] = check(check_mode, '')['proof']
+    except SystemExit as error:
+        result['mmcv_error'] = str(error)
 else:
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model.backbone).to(device).eval()
     with torch.no_grad():
         shapes = [list(o.shape) for o in model(torch.rand(1, 3, 64, 64, device=device))]
-    built = f'MAFormer-T backbone of Mask R-CNN MAFormer-T, outputs {shapes}'
-print(json.dumps(dict(
-    built=built,
+    result['built'] = f'MAFormer-T backbone of Mask R-CNN MAFormer-T, outputs {shapes}'
+result.update(
     parameters=sum(p.numel() for p in model.parameters()),
     files={name: module.__file__ for name, module in modules.items()},
-)))
+)
+print(json.dumps(result))
 """
 
 
@@ -358,36 +372,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report['errors'].append(f'the offline install failed (logs/install.log): {text.strip().splitlines()[-1]}')
         return finish(report, out, start)
     report['result'] = 'running'
-    ext = glob.glob(osp.join(site, 'mmcv', '_ext*.so'))
-    if not report['refused']:
-        status, text = steps.run('checks', [sys.executable, '-c', 'import mmcv._ext'])
-        if status != 0:
-            report['refused'].append(f'mmcv._ext does not load with this torch: {text.strip().splitlines()[-1]}')
-    if report['refused']:
-        for path in ext:
-            os.remove(path)  # mmcv without its extension, as mmcv-lite: `import mmcv.ops` fails cleanly
-    report['set'] = 'reduced' if report['refused'] else 'full'
     pip_wheel = next(osp.join(wheelhouse, w['file']) for w in manifest['wheels'] if w['name'] == 'pip')
     status, text = steps.run('checks', [sys.executable, '-c', UNMET, site, pip_wheel])
     report['requirements_unmet'] = json.loads(text.strip().splitlines()[-1]) if status == 0 else []
-
-    status, text = steps.run('checks', [sys.executable, '-c', SMOKE, args.device, report['set']], cwd=out)
-    if status != 0:
-        report['errors'].append(
-            'imports or the model build failed in the private install (logs/checks.log): '
-            + text.strip().splitlines()[-1]
-        )
-        return finish(report, out, start)
-    report['smoke'] = json.loads(text.strip().splitlines()[-1])
-    outside = {m: f for m, f in report['smoke']['files'].items() if not f.startswith(site)}
+    check_mode = 'cuda' if args.device == 'cuda' or manifest['target']['archs'] else 'cpu'
+    smoke: dict = {}
+    for kind in ('full', 'reduced'):
+        if report['refused']:
+            kind = 'reduced'
+            for path in glob.glob(osp.join(site, 'mmcv', '_ext*.so')):
+                os.remove(path)  # mmcv without its extension, as mmcv-lite: `import mmcv.ops` fails cleanly
+        status, text = steps.run('checks', [sys.executable, '-c', SMOKE, args.device, kind, check_mode, SUITE], cwd=out)
+        if status != 0:
+            report['errors'].append(
+                'imports or the model build failed in the private install (logs/checks.log): '
+                + text.strip().splitlines()[-1]
+            )
+            return finish(report, out, start)
+        smoke = json.loads(text.strip().splitlines()[-1])
+        if 'ext_error' not in smoke:
+            break
+        report['refused'].append(f'mmcv._ext does not load with this torch: {smoke["ext_error"]}')
+    report['set'] = kind
+    report['smoke'] = smoke
+    outside = {m: f for m, f in smoke['files'].items() if not f.startswith(site)}
     if outside:
         report['errors'].append(f'imported from outside the private install: {outside}')
-    if report['set'] == 'full':
-        mode = 'cuda' if args.device == 'cuda' or manifest['target']['archs'] else 'cpu'
-        status, text = steps.run('checks', [sys.executable, osp.join('tools', 'env', 'mmcv_build.py'), 'check', mode])
-        report['mmcv_check'] = text.strip().splitlines()[0] if status == 0 else None
-        if status != 0:
-            report['errors'].append(f'mmcv build check failed: {text.strip().splitlines()[-1]}')
+    if 'mmcv_check' in smoke:
+        report['mmcv_check'] = smoke['mmcv_check']
+    if 'mmcv_error' in smoke:
+        report['errors'].append(f'mmcv build check failed: {smoke["mmcv_error"]}')
 
     junit = osp.join(out, 'pytest.xml')
     selection = list(REDUCED_TESTS) if report['set'] == 'reduced' else ['tests/test_gpu']

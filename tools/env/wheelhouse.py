@@ -347,7 +347,7 @@ def pack(out_dir: str, leave_out: Sequence[str], archs: str = '') -> dict:
     node_has = closure(left, dists, strict=False)
     carried = closure(roots, dists, stop=set(node_has) - set(ALWAYS))
 
-    wheels = [dict(name='maformer-mm', version=own.split('-')[1], file=own)]
+    wheels = [dict(name='maformer-mm', version=own.split('-')[1], file=own, stripped=[])]
     for name in sorted(carried):
         wheels.append(repack(dists[name], out_dir))
     for wheel in wheels:
