@@ -60,12 +60,14 @@ STAMP := $(VENV)/.stamp-$(KEY)-$(MMCV_MODE)$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 # mmcv build as it is). With any of them, a build environment for that target (Python from PATH or pyenv, torch
 # from the registry, mmcv compiled for WH_ARCHS: about 40 minutes on 2 cores), unless .venv is that target.
 #   WH_PYTHON=3.12  WH_TORCH=2.11.0  WH_CUDA=13  WH_ARCHS='9.0'  WH_OUT=DIR (default build/wheelhouse)
-#   WH_ENV=DIR (the build environment; default build/wheelhouse-env/<target>), WH_TORCH_INDEX=URL
+#   WH_ENV=DIR (the build environment; default build/wheelhouse-env/<target>), WH_TORCH_INDEX=URL,
+#   WH_LEAVE_OUT='torch torchvision' (what the nodes have: never carried; default LEAVE_OUT in tools/env/wheelhouse.py)
 WH_OUT ?= build/wheelhouse
 WH_SETTINGS := $(strip $(WH_PYTHON)$(WH_TORCH)$(WH_CUDA)$(WH_ARCHS)$(WH_ENV)$(WH_TORCH_INDEX))
 WH_FLAGS := $(if $(WH_PYTHON),--python '$(WH_PYTHON)') $(if $(WH_TORCH),--torch '$(WH_TORCH)') \
             $(if $(WH_CUDA),--cuda '$(WH_CUDA)') $(if $(WH_ARCHS),--archs '$(WH_ARCHS)') \
-            $(if $(WH_ENV),--env '$(WH_ENV)') $(if $(WH_TORCH_INDEX),--torch-index '$(WH_TORCH_INDEX)')
+            $(if $(WH_ENV),--env '$(WH_ENV)') $(if $(WH_TORCH_INDEX),--torch-index '$(WH_TORCH_INDEX)') \
+            $(if $(WH_LEAVE_OUT),--leave-out $(WH_LEAVE_OUT))
 
 .PHONY: env test demo demo-seg clean-env wheelhouse
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.helpers import REPO
 from tools.env import gpu_check
-from tools.env.mmcv_build import elf_sections
-from tools.env.wheelhouse import MANIFEST, SUMS, installed, normalize, record_hash, sha256
+from tools.env.mmcv_build import elf_sections, glibc_needed, mmcv_ext_path
+from tools.env.wheelhouse import MANIFEST, SUMS, installed, normalize, public_version, record_hash, sha256
 
 CARRIED = {'maformer-mm', 'mmcv', 'mmdet', 'mmsegmentation', 'mmpretrain', 'mmengine', 'pycocotools', 'setuptools'}
 NODE_OWN = {'torch', 'torchvision', 'numpy', 'scipy', 'opencv-python', 'matplotlib', 'pillow'}
@@ -82,6 +82,7 @@ def test_the_wheelhouse_holds_the_stack_beyond_the_nodes_own(wheelhouse):
     assert target['python'] == '%d.%d' % sys.version_info[:2] and target['torch'] == torch.__version__
     assert target['torch_cuda'] == torch.version.cuda and target['cxx11_abi'] == torch._C._GLIBCXX_USE_CXX11_ABI
     assert manifest['mmcv']['cuda_ops'] == bool(target['archs'])  # this environment's build, as it is
+    assert target['glibc_needed'] == glibc_needed(mmcv_ext_path()) and public_version(target['glibc_needed']) > (2, 2)
     assert manifest['total_mib'] < 60
     listed = {w['file']: w for w in manifest['wheels']}
     assert {p.name for p in wheelhouse.glob('*.whl')} == set(listed)
@@ -201,6 +202,10 @@ def test_abi_mismatches_name_what_differs():
     assert 'sees no GPU' in none and '--device cpu' in none
     (cpu_build,) = gpu_check.abi_mismatches(dict(target, archs=[]), node, 'cuda')
     assert 'a CPU-only mmcv' in cpu_build
+    needs = dict(target, glibc_needed='2.32')
+    assert gpu_check.abi_mismatches(needs, dict(node, glibc='2.35'), 'cuda') == []
+    (glibc,) = gpu_check.abi_mismatches(needs, dict(node, glibc='2.28'), 'cuda')
+    assert "the node's glibc is 2.28" in glibc and 'needs 2.32' in glibc
 
 
 def test_a_damaged_transfer_and_bad_arguments_are_named(wheelhouse, tmp_path):

@@ -155,6 +155,9 @@ def abi_mismatches(target: dict, node: dict, device: str) -> List[str]:
     if node.get('cxx11_abi') != target['cxx11_abi']:
         node_abi, built_abi = int(bool(node.get('cxx11_abi'))), int(target['cxx11_abi'])
         problems.append(f"the node's torch has _GLIBCXX_USE_CXX11_ABI={node_abi}, the wheelhouse {built_abi}")
+    needed = target.get('glibc_needed')
+    if needed and node.get('glibc') and public_version(node['glibc']) < public_version(needed):
+        problems.append(f"the node's glibc is {node['glibc']}, mmcv's extension was built where it needs {needed}")
     if device == 'cuda':
         if not node.get('gpus'):
             problems.append(
@@ -198,9 +201,10 @@ class Steps:
 
 
 def private_env(site: str, device: str) -> dict:
-    """The environment of every command after the install: OUT/site first, nothing of the user's own on the path."""
+    """The environment of every command after the install: OUT/site first on the path (before the node's own
+    site-packages, user site included, where its torch may live), pip's settings of the node dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('PIP_') and k not in ('PYTHONPATH', 'PYTHONHOME')}
-    env.update(PYTHONPATH=site, PYTHONNOUSERSITE='1', PIP_CONFIG_FILE=os.devnull, PYTHONUNBUFFERED='1')
+    env.update(PYTHONPATH=site, PIP_CONFIG_FILE=os.devnull, PYTHONUNBUFFERED='1')
     if device == 'cpu':
         env['CUDA_VISIBLE_DEVICES'] = ''  # the CPU stand-ins, also on a machine with a GPU
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)

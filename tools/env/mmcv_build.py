@@ -93,6 +93,16 @@ def links_and_symbols(path: str) -> Tuple[List[str], List[str]]:
     return needed, symbols
 
 
+def glibc_needed(path: str) -> str:
+    """The newest glibc symbol version an ELF file needs ('2.32' for `__libc_single_threaded`), '' for none:
+    a machine with an older glibc cannot load it."""
+    with open(path, 'rb') as f:
+        section = ELFFile(f).get_section_by_name('.gnu.version_r')
+        names = [aux.name for _, auxs in section.iter_versions() for aux in auxs] if section is not None else []
+    versions = [tuple(int(x) for x in n[len('GLIBC_') :].split('.')) for n in names if n.startswith('GLIBC_')]
+    return '.'.join(map(str, max(versions))) if versions else ''
+
+
 def inspect_library(path: str) -> dict:
     """The CUDA evidence of a shared library: fat-binary size and architectures, CUDA libraries, kernels."""
     sections = elf_sections(path)

@@ -37,8 +37,10 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MANIFEST = 'manifest.json'
 CHECKS = 'maformer_mm-checks.tar.gz'
 SUMS = 'SHA256SUMS'
-# What a CUDA torch container holds, with everything these require: never carried. torch and torchvision
-# must be the node's own (their CUDA build is the node's); the others are large and in such images.
+# What a CUDA torch container holds, with everything these require: never carried (`--leave-out`). torch and
+# torchvision are the node's own whatever is asked (their CUDA build is the node's); the others are large and in
+# such images.
+NODE_TORCH = ('torch', 'torchvision')
 LEAVE_OUT = ('torch', 'torchvision', 'numpy', 'scipy', 'opencv-python', 'opencv-python-headless', 'matplotlib')
 # Carried even where the node has them: mmengine's `mmdet::` config bases need pkg_resources (setuptools < 82).
 ALWAYS = ('setuptools',)
@@ -317,7 +319,7 @@ def source_commit() -> str:
 
 def pack(out_dir: str, leave_out: Sequence[str], archs: str = '') -> dict:
     """Writes the wheelhouse of this interpreter's environment into `out_dir`; returns its manifest."""
-    from tools.env.mmcv_build import inspect_library, mmcv_ext_path, required_archs
+    from tools.env.mmcv_build import glibc_needed, inspect_library, mmcv_ext_path, required_archs
 
     start = time.time()
     facts = torch_facts()
@@ -343,7 +345,7 @@ def pack(out_dir: str, leave_out: Sequence[str], archs: str = '') -> dict:
             roots.setdefault(need[0], set()).update(need[1])
     for name in CHECK_TOOLS:
         roots.setdefault(name, set())
-    left = {normalize(n): set() for n in leave_out if normalize(n) in dists}
+    left = {normalize(n): set() for n in (*NODE_TORCH, *leave_out) if normalize(n) in dists}
     node_has = closure(left, dists, strict=False)
     carried = closure(roots, dists, stop=set(node_has) - set(ALWAYS))
 
@@ -368,6 +370,7 @@ def pack(out_dir: str, leave_out: Sequence[str], archs: str = '') -> dict:
         target=dict(
             {k: facts[k] for k in ('python', 'python_tag', 'platform', 'glibc', 'torch', 'torch_cuda', 'cxx11_abi')},
             archs=ext['archs'],
+            glibc_needed=glibc_needed(ext['path']),
         ),
         mmcv=dict(
             version=dists['mmcv'].version,
