@@ -168,6 +168,9 @@ NOT_OURS = {
     '--repeats',
     '--groups',
     '--iters',
+    '--quick',
+    '--no-index',
+    '--strip-debug',
 }
 
 

@@ -152,18 +152,22 @@ def test_gpu_check_installs_offline_and_runs_end_to_end_on_cpu(wheelhouse, node,
     assert '### Mask R-CNN training iteration (96x64, batch 2)' in text
 
 
-def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(wheelhouse, node, tmp_path):
-    other = tmp_path / 'wheelhouse'
-    other.mkdir()
+def built_for(wheelhouse: Path, folder: Path, **target) -> Path:
+    """A copy of the wheelhouse (links to its wheels) whose manifest names another target, its sums updated."""
+    folder.mkdir()
     for path in wheelhouse.iterdir():
-        (other / path.name).symlink_to(path)
+        if path.name not in (MANIFEST, SUMS):
+            (folder / path.name).symlink_to(path)
     manifest = json.loads((wheelhouse / MANIFEST).read_text())
-    manifest['target']['torch'] = '2.11.0+cu130'
-    (other / MANIFEST).unlink()
-    (other / MANIFEST).write_text(json.dumps(manifest))
-    (other / SUMS).unlink()
-    sums = (wheelhouse / SUMS).read_text().replace(sha256(wheelhouse / MANIFEST), sha256(other / MANIFEST))
-    (other / SUMS).write_text(sums)
+    manifest['target'].update(target)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    sums = (wheelhouse / SUMS).read_text().replace(sha256(wheelhouse / MANIFEST), sha256(folder / MANIFEST))
+    (folder / SUMS).write_text(sums)
+    return folder
+
+
+def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(wheelhouse, node, tmp_path):
+    other = built_for(wheelhouse, tmp_path / 'wheelhouse', torch='2.11.0+cu130')
     out = tmp_path / 'report'
     proc = run_gpu_check(other, out, node, '--device', 'cpu')
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -179,6 +183,17 @@ def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(whee
     bench = report['benchmark']
     assert [r['model'] for r in bench['backbones']] == ['MAFormer-T'] and bench['detectors'] == []
     assert 'refused: the node has torch' in (out / 'report.md').read_text()
+
+
+def test_another_python_stops_before_the_install(wheelhouse, node, tmp_path):
+    other = built_for(wheelhouse, tmp_path / 'wheelhouse', python='3.9')
+    out = tmp_path / 'report'
+    proc = run_gpu_check(other, out, node, '--device', 'cpu')
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / 'report.json').read_text())
+    assert report['set'] == 'none' and not (out / 'site').exists() and report['tests'] == []
+    (error,) = report['errors']
+    assert 'the wheelhouse is for Python 3.9' in error and 'WH_PYTHON=%d.%d' % sys.version_info[:2] in error
 
 
 def test_abi_mismatches_name_what_differs():

@@ -370,6 +370,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         return finish(report, out, start)
     report['refused'] = abi_mismatches(manifest['target'], node, args.device)
+    if node['python'] != manifest['target']['python']:  # its compiled wheels (pycocotools, ...) cannot install
+        report['errors'].append(
+            f'the wheelhouse is for Python {manifest["target"]["python"]} and {sys.executable} is Python '
+            f'{node["python"]}: set PYTHON to a Python {manifest["target"]["python"]} that has torch, or build a '
+            f'wheelhouse with WH_PYTHON={node["python"]}'
+        )
+        return finish(report, out, start)
 
     status, text = install(steps, wheelhouse, manifest, site)
     if status != 0:
