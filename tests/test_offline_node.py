@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import REPO
 from tools.env import gpu_check
+from tools.env import wheelhouse as wheelhouse_tool
 from tools.env.mmcv_build import elf_sections, glibc_needed, mmcv_ext_path
 from tools.env.wheelhouse import MANIFEST, SUMS, installed, normalize, public_version, record_hash, sha256
 
@@ -29,17 +30,16 @@ NODE_OWN = {'torch', 'torchvision', 'numpy', 'scipy', 'opencv-python', 'matplotl
 
 @pytest.fixture(scope='module')
 def wheelhouse(tmp_path_factory) -> Path:
-    """`make wheelhouse`'s command without settings: the pinned stack from .venv, into a fresh folder."""
+    """What `make wheelhouse` without settings packs: this environment (the pinned stack), into a fresh folder."""
     out = tmp_path_factory.mktemp('offline') / 'wheelhouse'
     proc = subprocess.run(
-        [sys.executable, '-m', 'tools.env.wheelhouse', 'build', '--out', out],
+        [sys.executable, '-m', 'tools.env.wheelhouse', 'pack', '--out', out],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'from ' + str(REPO / '.venv' / 'bin' / 'python') in proc.stderr  # .venv is the target: nothing built
     return out
 
 
@@ -248,10 +248,27 @@ def test_make_wheelhouse_passes_the_target_settings():
     assert not line.startswith('.venv')  # a target of its own needs no .venv
 
 
-def test_normalized_names_and_leave_out_defaults():
-    from tools.env.wheelhouse import LEAVE_OUT, compressed_tag
+def test_the_pinned_stack_is_packed_from_venv_and_another_target_gets_its_own_environment(tmp_path):
+    venv_python, facts = str(REPO / '.venv' / 'bin' / 'python'), wheelhouse_tool.torch_facts()
 
+    def choose(*settings: str):
+        return wheelhouse_tool.target_env(
+            wheelhouse_tool.make_parser().parse_args(['build', '--out', 'x', *settings]), venv_python, facts
+        )
+
+    assert choose() == (venv_python, False, dict(python=facts['python'], torch='2.13.0', cuda=None))
+    assert choose('--python', facts['python'], '--torch', '2.13.0', '--cuda', '13')[:2] == (venv_python, False)
+    python, build_it, target = choose('--python', '3.12', '--torch', '2.11.0', '--cuda', '13', '--archs', '9.0')
+    assert build_it and target == dict(python='3.12', torch='2.11.0', cuda='13')
+    assert python == str(REPO / 'build' / 'wheelhouse-env' / 'py3.12-torch2.11.0-cu13-9.0' / 'bin' / 'python')
+    assert choose('--cuda', '12')[1]  # .venv's torch is built for CUDA 13
+    assert choose('--env', str(tmp_path / 'e'))[:2] == (str(tmp_path / 'e' / 'bin' / 'python'), True)
+    if not facts['torch_cuda'] or not wheelhouse_tool.has_archs(venv_python, '9.0'):
+        assert choose('--archs', '9.0')[1]  # .venv's mmcv has no sm_90 kernels: a build of its own
+
+
+def test_normalized_names_and_leave_out_defaults():
     assert normalize('Opencv_Python') == normalize('opencv.python') == 'opencv-python'
-    assert {'torch', 'torchvision', 'numpy', 'scipy', 'opencv-python', 'matplotlib'} <= set(LEAVE_OUT)
+    assert {'torch', 'torchvision', 'numpy', 'scipy', 'opencv-python', 'matplotlib'} <= set(wheelhouse_tool.LEAVE_OUT)
     tags = ['cp312-cp312-manylinux_2_17_x86_64', 'cp312-cp312-manylinux2014_x86_64']
-    assert compressed_tag(tags) == 'cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64'
+    assert wheelhouse_tool.compressed_tag(tags) == 'cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64'

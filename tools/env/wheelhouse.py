@@ -464,39 +464,38 @@ def prepare(env: str, interpreter: str, torch: str, cuda: Optional[str], archs: 
     return python
 
 
+def target_env(args: argparse.Namespace, venv_python: str, venv: Optional[dict]) -> Tuple[str, bool, dict]:
+    """(python of the environment to pack, whether it must be prepared first, the target) for the settings `args`:
+    .venv (`venv` are its facts) when it is the target, else `--env` or a folder named after the target."""
+    target = dict(
+        python=args.python or (venv['python'] if venv else '%d.%d' % sys.version_info[:2]),
+        torch=args.torch or requirement_pin('torch').split('=')[-1],
+        cuda=str(args.cuda) if args.cuda else None,
+    )
+    if args.env:
+        return osp.join(osp.abspath(args.env), 'bin', 'python'), True, target
+    if venv and not matches(venv, **target) and (not args.archs or has_archs(venv_python, args.archs)):
+        return venv_python, False, target  # .venv is the target: nothing to build
+    slug = 'py{python}-torch{torch}-cu{cuda}-'.format(**dict(target, cuda=target['cuda'] or 'any'))
+    slug = re.sub(r'[^0-9A-Za-z.-]+', '_', slug + (args.archs or 'default'))
+    return osp.join(REPO, 'build', 'wheelhouse-env', slug, 'bin', 'python'), True, target
+
+
 def build(args: argparse.Namespace) -> dict:
     """Chooses or prepares the environment for the target, then packs the wheelhouse in it."""
     start = time.time()
     venv_python = osp.join(REPO, '.venv', 'bin', 'python')
     venv = run_json(venv_python, 'facts') if osp.exists(venv_python) else None
-    python = args.python or (venv['python'] if venv else '%d.%d' % sys.version_info[:2])
-    torch = args.torch or requirement_pin('torch').split('=')[-1]
-    cuda = str(args.cuda) if args.cuda else None
-    if args.env:
-        env_python = osp.join(args.env, 'bin', 'python')
-    elif venv and not matches(venv, python, torch, cuda) and (not args.archs or has_archs(venv_python, args.archs)):
-        env_python = venv_python  # .venv is the target: nothing to build
-    else:
-        slug = re.sub(r'[^0-9A-Za-z.]+', '_', f'py{python}-torch{torch}-cu{cuda or "any"}-{args.archs or "default"}')
-        env_python = osp.join(REPO, 'build', 'wheelhouse-env', slug, 'bin', 'python')
-    if env_python != venv_python:
-        interpreter = args.python_exe or find_python(python)
-        prepare(osp.dirname(osp.dirname(env_python)), interpreter, torch, cuda, args.archs or '', args.torch_index)
-        facts = run_json(env_python, 'facts')
-        differences = matches(facts, python, torch, cuda)
+    env_python, build_it, target = target_env(args, venv_python, venv)
+    if build_it:
+        interpreter = args.python_exe or ('' if osp.exists(env_python) else find_python(target['python']))
+        env = osp.dirname(osp.dirname(env_python))
+        prepare(env, interpreter, target['torch'], target['cuda'], args.archs or '', args.torch_index)
+        differences = matches(run_json(env_python, 'facts'), **target)
         if differences:
             raise SystemExit(f'{env_python} is not the target: {"; ".join(differences)}')
-    command = [
-        env_python,
-        '-m',
-        'tools.env.wheelhouse',
-        'pack',
-        '--out',
-        osp.abspath(args.out),
-        '--archs',
-        args.archs or '',
-    ]
-    command += ['--leave-out', *args.leave_out]
+    command = [env_python, '-m', 'tools.env.wheelhouse', 'pack', '--out', osp.abspath(args.out)]
+    command += ['--archs', args.archs or '', '--leave-out', *args.leave_out]
     subprocess.run(command, cwd=REPO, check=True)
     with open(osp.join(args.out, MANIFEST)) as f:
         manifest = json.load(f)
@@ -527,7 +526,7 @@ def summary(manifest: dict) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('facts', help="this interpreter's Python and torch, as JSON")
@@ -543,7 +542,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     builder.add_argument('--cuda', help="the CUDA major version of the target's torch, e.g. 13")
     builder.add_argument('--torch-index', help='an extra index with torch builds for that CUDA version')
     builder.add_argument('--env', help='the build environment folder (default: .venv when it is the target)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = make_parser().parse_args(argv)
     if args.command == 'facts':
         print(json.dumps(torch_facts()))
     elif args.command == 'pack':
