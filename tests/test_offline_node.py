@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import REPO
 from tools.env import gpu_check
@@ -77,8 +78,6 @@ def test_the_wheelhouse_holds_the_stack_beyond_the_nodes_own(wheelhouse):
     assert not names & NODE_OWN and not any(n.startswith(('nvidia-', 'cuda-', 'triton')) for n in names)
     assert NODE_OWN <= set(manifest['left_out'])
     target = manifest['target']
-    import torch
-
     assert target['python'] == '%d.%d' % sys.version_info[:2] and target['torch'] == torch.__version__
     assert target['torch_cuda'] == torch.version.cuda and target['cxx11_abi'] == torch._C._GLIBCXX_USE_CXX11_ABI
     assert manifest['mmcv']['cuda_ops'] == bool(target['archs'])  # this environment's build, as it is
@@ -185,15 +184,21 @@ def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(whee
     assert 'refused: the node has torch' in (out / 'report.md').read_text()
 
 
-def test_another_python_stops_before_the_install(wheelhouse, node, tmp_path):
+def test_another_python_or_no_gpu_stops_before_the_install(wheelhouse, node, tmp_path):
+    def stopped(folder: Path, out: Path, *args: str) -> str:
+        proc = run_gpu_check(folder, out, node, *args)
+        assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+        report = json.loads((out / 'report.json').read_text())
+        assert report['set'] == 'none' and not (out / 'site').exists() and report['tests'] == []
+        (error,) = report['errors']
+        return error
+
     other = built_for(wheelhouse, tmp_path / 'wheelhouse', python='3.9')
-    out = tmp_path / 'report'
-    proc = run_gpu_check(other, out, node, '--device', 'cpu')
-    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / 'report.json').read_text())
-    assert report['set'] == 'none' and not (out / 'site').exists() and report['tests'] == []
-    (error,) = report['errors']
+    error = stopped(other, tmp_path / 'python', '--device', 'cpu')
     assert 'the wheelhouse is for Python 3.9' in error and 'WH_PYTHON=%d.%d' % sys.version_info[:2] in error
+    if not torch.cuda.is_available():
+        error = stopped(wheelhouse, tmp_path / 'no_gpu')  # --device cuda, the default
+        assert 'sees no GPU here' in error and '--device cpu' in error
 
 
 def test_abi_mismatches_name_what_differs():
@@ -213,8 +218,6 @@ def test_abi_mismatches_name_what_differs():
     assert 'compute capability 8.0' in arch and 'sm_90' in arch and "WH_ARCHS='8.0'" in arch
     b200 = dict(h100, name='NVIDIA B200', capability='10.0')
     assert gpu_check.abi_mismatches(dict(target, archs=['sm_90', 'compute_90']), dict(node, gpus=[b200]), 'cuda') == []
-    (none,) = gpu_check.abi_mismatches(target, dict(node, gpus=[]), 'cuda')
-    assert 'sees no GPU' in none and '--device cpu' in none
     (cpu_build,) = gpu_check.abi_mismatches(dict(target, archs=[]), node, 'cuda')
     assert 'a CPU-only mmcv' in cpu_build
     needs = dict(target, glibc_needed='2.32')

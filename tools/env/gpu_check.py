@@ -159,10 +159,6 @@ def abi_mismatches(target: dict, node: dict, device: str) -> List[str]:
     if needed and node.get('glibc') and public_version(node['glibc']) < public_version(needed):
         problems.append(f"the node's glibc is {node['glibc']}, mmcv's extension was built where it needs {needed}")
     if device == 'cuda':
-        if not node.get('gpus'):
-            problems.append(
-                'torch sees no GPU on this node (torch.cuda.is_available() is False): run with --device cpu'
-            )
         for gpu in node.get('gpus', []):
             capability = tuple(int(x) for x in gpu['capability'].split('.'))
             if not runs_on(target['archs'], capability):
@@ -370,6 +366,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         return finish(report, out, start)
     report['refused'] = abi_mismatches(manifest['target'], node, args.device)
+    if args.device == 'cuda' and not node.get('gpus'):
+        report['errors'].append(
+            f'torch {node["torch"]} sees no GPU here (torch.cuda.is_available() is False): check the driver '
+            '(nvidia-smi) and CUDA_VISIBLE_DEVICES, or run the CPU stand-ins with --device cpu'
+        )
+        return finish(report, out, start)
     if node['python'] != manifest['target']['python']:  # its compiled wheels (pycocotools, ...) cannot install
         report['errors'].append(
             f'the wheelhouse is for Python {manifest["target"]["python"]} and {sys.executable} is Python '
