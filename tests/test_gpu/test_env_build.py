@@ -113,7 +113,7 @@ def test_arch_list_and_toolkit_requirements():
     torch_requires = importlib.metadata.requires('torch')
     pinned = [r for r in torch_requires if r.startswith('cuda-toolkit')]
     assert pinned and toolkit_requirements(torch_requires, torch.version.cuda) == [
-        'cuda-toolkit[nvcc,cccl]==' + pinned[0].split('==')[1].split(';')[0].strip()
+        'cuda-toolkit[nvcc,cccl,crt,nvvm]==' + pinned[0].split('==')[1].split(';')[0].strip()
     ]
     # CUDA 12 wheels from PyTorch's index pin per-library packages: nvcc of the same minor version
     assert toolkit_requirements(['nvidia-cuda-runtime-cu12==12.6.77'], '12.6') == [

@@ -169,15 +169,17 @@ def gpu_archs() -> str:
 def toolkit_requirements(torch_requires: Sequence[str], cuda_version: str) -> List[str]:
     """The packages that bring nvcc and the CUDA headers matching torch's CUDA.
 
-    torch's CUDA 13 wheels pin NVIDIA's `cuda-toolkit` meta-package: the same version with its `nvcc`
-    and `cccl` extras is the matching compiler. Wheels that pin the older per-library packages
-    (`nvidia-cuda-runtime-cu12`, ...) get `nvidia-cuda-nvcc-cu12` and `nvidia-cuda-cccl-cu12` of the
-    same CUDA minor version.
+    torch's CUDA 13 wheels pin NVIDIA's `cuda-toolkit` meta-package: the same version with its `nvcc`,
+    `cccl`, `crt` and `nvvm` extras is the matching compiler. `nvcc` alone is not enough: nvidia-cuda-nvcc
+    requires nvidia-nvvm and nvidia-cuda-crt unpinned, so pip takes the newest (13.5 beside a 13.0 ptxas:
+    "ptxas fatal: Unsupported .version 9.5"); the `crt` and `nvvm` extras pin them to the toolkit's.
+    Wheels that pin the older per-library packages (`nvidia-cuda-runtime-cu12`, ...) get `nvidia-cuda-nvcc-cu12`
+    and `nvidia-cuda-cccl-cu12` of the same CUDA minor version.
     """
     for requirement in torch_requires:
         match = re.match(r'\s*cuda-toolkit\s*(\[[^\]]*\])?\s*==\s*([0-9.]+)', requirement)
         if match:
-            return [f'cuda-toolkit[nvcc,cccl]=={match.group(2)}']
+            return [f'cuda-toolkit[nvcc,cccl,crt,nvvm]=={match.group(2)}']
     major, minor = cuda_version.split('.')[:2]
     return [f'nvidia-cuda-{part}-cu{major}=={major}.{minor}.*' for part in ('nvcc', 'cccl', 'runtime')]
 
