@@ -251,23 +251,25 @@ def test_make_wheelhouse_passes_the_target_settings():
     assert not line.startswith('.venv')  # a target of its own needs no .venv
 
 
-def test_the_pinned_stack_is_packed_from_venv_and_another_target_gets_its_own_environment(tmp_path):
+def test_the_pinned_stack_is_packed_from_venv_and_another_target_gets_its_own_environment(tmp_path, monkeypatch):
     venv_python, facts = str(REPO / '.venv' / 'bin' / 'python'), wheelhouse_tool.torch_facts()
+    # which kernels .venv's mmcv holds is `mmcv_build.py check cuda --archs` (tests/test_gpu/test_env_build.py)
+    monkeypatch.setattr(wheelhouse_tool, 'has_archs', lambda python, archs: python == venv_python and archs == '8.0')
 
     def choose(*settings: str):
-        return wheelhouse_tool.target_env(
-            wheelhouse_tool.make_parser().parse_args(['build', '--out', 'x', *settings]), venv_python, facts
-        )
+        args = wheelhouse_tool.make_parser().parse_args(['build', '--out', 'x', *settings])
+        return wheelhouse_tool.target_env(args, venv_python, facts)
 
     assert choose() == (venv_python, False, dict(python=facts['python'], torch='2.13.0', cuda=None))
     assert choose('--python', facts['python'], '--torch', '2.13.0', '--cuda', '13')[:2] == (venv_python, False)
+    assert choose('--archs', '8.0')[:2] == (venv_python, False)  # .venv's mmcv has those kernels
     python, build_it, target = choose('--python', '3.12', '--torch', '2.11.0', '--cuda', '13', '--archs', '9.0')
     assert build_it and target == dict(python='3.12', torch='2.11.0', cuda='13')
     assert python == str(REPO / 'build' / 'wheelhouse-env' / 'py3.12-torch2.11.0-cu13-9.0' / 'bin' / 'python')
+    assert choose('--archs', '9.0')[0].endswith('py%s-torch2.13.0-cuany-9.0/bin/python' % facts['python'])
     assert choose('--cuda', '12')[1]  # .venv's torch is built for CUDA 13
+    assert choose('--torch', '2.12.0')[1] and choose('--python', '3.99')[1]
     assert choose('--env', str(tmp_path / 'e'))[:2] == (str(tmp_path / 'e' / 'bin' / 'python'), True)
-    if not facts['torch_cuda'] or not wheelhouse_tool.has_archs(venv_python, '9.0'):
-        assert choose('--archs', '9.0')[1]  # .venv's mmcv has no sm_90 kernels: a build of its own
 
 
 def test_normalized_names_and_leave_out_defaults():
