@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 import maformer_mm  # noqa: F401
+from maformer_mm.config.zoo import load_config
 from maformer_mm.deploy import ExportTarget, build_target, export_onnx
 from maformer_mm.deploy.targets import BackboneFeatures
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.cli import load_config
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)

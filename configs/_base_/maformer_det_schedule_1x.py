@@ -7,6 +7,9 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
+# mmengine's CheckpointHook, but atomic saves, and a resume that deletes nothing the checkpoint names
+# (docs/checkpoints_and_safety.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)

@@ -71,4 +71,5 @@ auto_scale_lr = dict(enable=False, base_batch_size=1024)
 # 2048), an averaging horizon of about 10 epochs. Validation runs on the EMA weights, and the checkpoints store
 # them under `state_dict` (the raw weights go to `ema_state_dict`), so downstream configs read the EMA model.
 custom_hooks = [dict(type='EMAHook', momentum=8e-5, priority='ABOVE_NORMAL'), dict(type='InvalidLossHook')]
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+# mmengine's CheckpointHook, but atomic saves and a resume that deletes nothing the checkpoint names
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3))

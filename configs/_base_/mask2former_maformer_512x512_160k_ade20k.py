@@ -16,6 +16,9 @@ _base_ = [
 ]
 # mmdet.models: the pixel decoder, losses and matcher of mmseg's Mask2FormerHead are mmdet's.
 custom_imports = dict(imports=['maformer_mm', 'mmdet.models'], allow_failed_imports=False)
+# mmengine's CheckpointHook, but atomic saves, and a resume that deletes nothing the checkpoint names
+# (docs/checkpoints_and_safety.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 # ImageNet-1K weights of the backbone (docs/query_heads.md). Override with
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or model.backbone.init_cfg=None to start from scratch.

@@ -16,6 +16,9 @@ _base_ = [
     './mask2former_maformer_optim.py',
 ]
 custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
+# mmengine's CheckpointHook, but atomic saves, and a resume that deletes nothing the checkpoint names
+# (docs/checkpoints_and_safety.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 # ImageNet-1K weights of the backbone (docs/query_heads.md). Override with
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or model.backbone.init_cfg=None to start from scratch.

@@ -11,6 +11,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['maformer_mm'], allow_failed_imports=False)
+# mmengine's CheckpointHook, but atomic saves, and a resume that deletes nothing the checkpoint names
+# (docs/checkpoints_and_safety.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)

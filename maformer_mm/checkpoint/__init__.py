@@ -1,9 +1,9 @@
-"""Checkpoints: reading them as data (never as code) from files, URLs and hub names, keeping mmengine from running
-the config texts they carry, finding the weights in them, loading them into a backbone or an inferencer, and
+"""Checkpoints: reading them as data (never as code) from files, URLs and hub names, keeping the config texts they
+carry from mmengine, finding the weights in them, loading them into a backbone or an inferencer, and
 converting timm-style weights to this project's names."""
 
 from .backbone import load_backbone_checkpoint, load_backbone_state_dict
-from .config_text import ConfigTextError, defuse_config_texts, read_config_text
+from .config_text import defuse_config_texts, saved_gpu_ids
 from .convert import convert_timm, convert_timm_head, dropped_timm_keys
 from .inferencers import install_inferencer_checks
 from .remote import fetch_url, install_mmengine_loaders, read_checkpoint
@@ -19,8 +19,7 @@ __all__ = [
     'fetch_url',
     'install_mmengine_loaders',
     'install_inferencer_checks',
-    'ConfigTextError',
-    'read_config_text',
+    'saved_gpu_ids',
     'defuse_config_texts',
     'STATE_DICT_KEYS',
     'model_state_dict',

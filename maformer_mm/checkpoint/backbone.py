@@ -17,7 +17,6 @@ from torch import nn
 
 from .convert import map_timm_key
 from .remote import read_checkpoint
-from .safe_load import load_mmengine_checkpoint
 from .state_dict import backbone_state_dict
 
 __all__ = ['load_backbone_state_dict', 'load_backbone_checkpoint']
@@ -61,15 +60,17 @@ def load_backbone_state_dict(
 
 
 def load_backbone_checkpoint(
-    model: nn.Module, filename: str, prefix: Optional[str] = None, map_location: str = 'cpu'
+    model: nn.Module,
+    filename: str,
+    prefix: Optional[str] = None,
+    map_location: str = 'cpu',
+    sha256: Optional[str] = None,
 ) -> 'torch.nn.modules.module._IncompatibleKeys':
     """Reads `filename` (a path, a URL or a hub name such as `open-mmlab://...`; any form `backbone_state_dict`
-    accepts, training checkpoints included, as data) and loads its backbone tensors into `model`."""
+    accepts, training checkpoints included, as data; with the full SHA-256 `sha256` when given) and loads its
+    backbone tensors into `model`."""
     filename = str(filename)
-    if '://' in filename:
-        checkpoint = read_checkpoint(filename, map_location=map_location)
-    elif not osp.isfile(filename):
+    if '://' not in filename and not osp.isfile(filename):
         raise FileNotFoundError(f'{type(model).__name__} pretrained checkpoint not found: {filename}')
-    else:
-        checkpoint = load_mmengine_checkpoint(filename, map_location=map_location)
+    checkpoint = read_checkpoint(filename, map_location=map_location, sha256=sha256)
     return load_backbone_state_dict(model, backbone_state_dict(checkpoint, prefix), source=filename)

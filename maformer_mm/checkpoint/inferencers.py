@@ -1,22 +1,24 @@
-"""OpenMMLab inferencers built from a checkpoint: its saved config only as data, its heads as it was trained.
+"""OpenMMLab inferencers built from a checkpoint: never from the config it carries, its heads as it was trained.
 
 mmengine's `BaseInferencer._init_model` (behind mmdet's DetInferencer and mmseg's MMSegInferencer) builds the model
 from the config, then loads the checkpoint non-strictly. Two things go wrong there:
-- given weights but no config, it runs the config text the checkpoint carries (`Config.fromstring`), after
-  substituting its templates;
+- given weights but no config, it builds the config the checkpoint carries: a file then chooses what runs
+  (mmengine imports any dotted `type` name, also in a text that is plain data);
 - given a config whose heads are sized for other classes than the checkpoint's (a checkpoint trained with
   `--data-root` on 4 classes, a config for COCO's 80), it loads everything else, logs "size mismatch" and predicts
   with a randomly initialised head.
 
 `install_inferencer_checks` (run by `import maformer_mm`) replaces that method by `_init_model` below, which does
 mmengine's steps with these differences: the checkpoint is read once, as data (`remote.read_checkpoint`); without a
-config, the saved one is used only when it is plain data (`config_text.read_config_text`), else a clear error; the
-heads' `num_classes` are set to the classes the checkpoint records (`meta.dataset_meta.classes`, what mmengine's
-Runner saves); and a tensor whose shape still differs from the model's is an error naming both class lists, never
-a warning. mmpretrain's ImageClassificationInferencer has its own base class and never reads a saved config;
-tools/infer.py fits its heads the same way (`fit_heads`, `check_fits`).
+config it refuses, saying what to pass (a config file, or one of this package's configs by name, which
+`_load_model_from_name` accepts as `model`); the heads' `num_classes` are set to the classes the checkpoint records
+(`meta.dataset_meta.classes`, what mmengine's Runner saves); and a tensor whose shape still differs from the
+model's is an error naming both class lists, never a warning. mmpretrain's ImageClassificationInferencer has its
+own base class and never reads a saved config; tools/infer.py fits its heads the same way (`fit_heads`,
+`check_fits`).
 """
 
+import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Optional, Sequence, Tuple
@@ -25,60 +27,30 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import nn
 
-from ..utils.classes import (
-    check_checkpoint_fits,
-    checkpoint_classes,
-    dataset_classes,
-    leaf_datasets,
-    num_classes_fields,
-    set_num_classes,
-    shown,
-)
-from .config_text import (
-    INFERENCER_CONFIGS,
-    ConfigTextError,
-    config_as_text,
-    defuse_config_texts,
-    read_config_text,
-    unimported_modules,
-    value_at,
-)
+from ..config.classes import dataset_classes, leaf_datasets, num_classes_fields, set_num_classes
+from ..hosts import TASKS
+from ..messages import shown, warn
+from .classes import check_checkpoint_fits, checkpoint_classes, rename_id_ordered_classes
+from .config_text import defuse_config_texts, value_at
 from .remote import read_checkpoint
 from .safe_load import DOCS
 
-__all__ = ['saved_config', 'fit_heads', 'check_fits', 'preloaded_checkpoint', 'install_inferencer_checks']
+__all__ = ['fit_heads', 'check_fits', 'preloaded_checkpoint', 'install_inferencer_checks']
 
 
-def saved_config(checkpoint: Any, source: str) -> Config:
-    """The config a checkpoint carries, evaluated as data (nothing in it runs).
-
-    Raises:
-        ValueError: there is none, it is not plain data (templates, code, `_base_`), or its `custom_imports` name
-            modules not imported in this process; the message says which and what to give instead.
-    """
-    texts = ((keys, value_at(checkpoint, keys)) for keys in INFERENCER_CONFIGS)
-    found = next(((keys, text) for keys, text in texts if text is not None), None)
-    give = 'Give the config file the checkpoint was trained with (e.g. DetInferencer(model=CONFIG, weights=CKPT))'
-    if found is None:
-        raise ValueError(f'{source} holds no saved config (message_hub.runtime_info.cfg or meta.cfg). {give}')
-    keys, text = found
-    where = '.'.join(keys)
-    try:
-        values = read_config_text(text)
-    except ConfigTextError as error:
-        raise ValueError(
-            f'{source}: its saved config ({where}) was not used: {error}. A saved config is read only '
-            f'as plain data, since mmengine would run it as Python. {give} (see {DOCS})'
-        ) from None
-    missing = unimported_modules(values)
-    if missing:
-        raise ValueError(
-            f'{source}: its saved config ({where}) imports {missing} (custom_imports), which this '
-            f'process has not imported. Import them yourself if you trust them, or: {give}'
-        )
-    if not isinstance(values.get('model'), dict):
-        raise ValueError(f'{source}: its saved config ({where}) has no model. {give}')
-    return Config(values, cfg_text=config_as_text(values))
+def _no_config(checkpoint: Any, source: str) -> ValueError:
+    """The refusal of weights without a config, naming what to pass (and the config the run was named after)."""
+    experiment = value_at(checkpoint, ('meta', 'experiment_name'))
+    trained = ''
+    if isinstance(experiment, str) and re.fullmatch(r'[\w.-]{1,200}_\d{8}_\d{6}', experiment):
+        trained = f' (it was trained with a config named {experiment[:-16]!r}, its meta.experiment_name says)'
+    return ValueError(
+        f'{source} was given without a config{trained}. maformer_mm never builds the config a checkpoint carries: '
+        'a file can name any importable callable there. Pass the config it was trained with, a file or one of '
+        "maformer_mm's configs by name: DetInferencer(model='configs/mask_rcnn_maformer_t.py', weights=CKPT), "
+        "DetInferencer(model='mask_rcnn_maformer_t', weights=CKPT) or MMSegInferencer(model="
+        f"'upernet_maformer_t_512x512_160k_ade20k', weights=CKPT) (see {DOCS})"
+    )
 
 
 def _config_classes(cfg: Config) -> Optional[Sequence[str]]:
@@ -149,10 +121,8 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
         checkpoint = held[1]
     else:
         checkpoint = read_checkpoint(weights, map_location='cpu') if weights is not None else None
-    if not cfg:
-        if checkpoint is None:
-            raise ValueError('an inferencer without a config needs weights that carry one; give the config file')
-        cfg.update(saved_config(checkpoint, str(weights))._cfg_dict)
+    if not cfg:  # mmengine would build the config saved in the checkpoint
+        raise _no_config(checkpoint, str(weights))
     if cfg.model.get('pretrained') is not None:
         del cfg.model.pretrained
     if checkpoint is not None:
@@ -161,6 +131,9 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
     model.cfg = cfg
     if checkpoint is not None:
         check_fits(model, checkpoint, str(weights), cfg)
+        renamed = rename_id_ordered_classes(checkpoint, cfg, str(weights)) if _is_detection(cfg) else None
+        if renamed:  # names an older maformer_mm recorded in category-id order, matched to mmdet's label order
+            warn(renamed)
         defuse_config_texts(checkpoint)  # what the subclass's `_load_weights_to_model` sees, as mmengine's loader
     self._load_weights_to_model(model, checkpoint, cfg)
     model.to(device)
@@ -168,8 +141,31 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
     return model
 
 
+def _is_detection(cfg: Any) -> bool:
+    return TASKS.get(cfg.get('default_scope', 'mmdet')) == 'detection'
+
+
+_METAFILE_LOADER = '_maformer_mm_metafile_loader'  # mmengine's own `_load_model_from_metafile`, kept on the class
+
+
+def _load_model_from_name(self: Any, model: str) -> Tuple[Config, Optional[str]]:
+    """mmengine's `_load_model_from_metafile` (model names of the inferencer's host library), preceded by the names
+    of maformer_mm's configs (`mask_rcnn_maformer_t`, `maformer_mm::maformer/mask_rcnn_maformer_t.py`)."""
+    from ..config.zoo import resolve_config
+
+    try:
+        path = resolve_config(model)
+    except FileNotFoundError:
+        return getattr(type(self), _METAFILE_LOADER)(self, model)
+    return Config.fromfile(path), None
+
+
 def install_inferencer_checks() -> None:
-    """Makes mmengine's BaseInferencer (DetInferencer, MMSegInferencer) build its model with `_init_model` above."""
+    """Makes mmengine's BaseInferencer (DetInferencer, MMSegInferencer) build its model with `_init_model` above and
+    take maformer_mm's config names as `model`. Idempotent."""
     from mmengine.infer import BaseInferencer
 
+    if not hasattr(BaseInferencer, _METAFILE_LOADER):
+        setattr(BaseInferencer, _METAFILE_LOADER, BaseInferencer._load_model_from_metafile)
+    BaseInferencer._load_model_from_metafile = _load_model_from_name
     BaseInferencer._init_model = _init_model

@@ -15,29 +15,45 @@ that mmengine 0.10.7 registers:
 Each ends in `load_mmengine_checkpoint` of one local file. A URL is downloaded into a private temporary folder
 (with torch's progress bar), its SHA-256 compared with the prefix its name carries (`name-<sha256 prefix>.pth`, the
 torch hub and OpenMMLab convention), read and checked, and only then moved into the cache
-(`torch.hub.get_dir()/checkpoints`, created when missing); a refused file is deleted. A file already in the cache
-is read the same way, hash and checks included. What mmengine's callers get has its config texts defused
-(`config_text.defuse_config_texts`): no text from a file reaches `Config.fromstring`.
+(`torch.hub.get_dir()/checkpoints`, created when missing), with the URL it came from recorded beside it
+(`NAME.url`); a refused file is deleted. A file already in the cache is read the same way, hash and checks included,
+and refused when its record names another URL (two URLs that end in the same file name share torch hub's cache
+entry); a file placed there by hand has no record and loads. Where the caller gives a full SHA-256
+(`expected_sha256`: `--checkpoint-sha256`, `sha256=` in `init_cfg`), the file read must have it, whatever its
+source. What mmengine's callers get has its config texts removed (`config_text.defuse_config_texts`).
 """
 
 import hashlib
-import logging
 import os
 import os.path as osp
 import re
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Dict, Iterator, Optional
 from urllib.parse import urlparse
 
 import torch
 from mmengine.logging import print_log
 
+from ..messages import warn
 from .config_text import defuse_config_texts
-from .safe_load import DOCS, UnsafeCheckpointError, load_mmengine_checkpoint
+from .errors import DOCS, UnsafeCheckpointError
+from .safe_load import load_mmengine_checkpoint
 
-__all__ = ['read_checkpoint', 'fetch_url', 'hash_prefix', 'install_mmengine_loaders', 'SCHEMES']
+__all__ = [
+    'read_checkpoint',
+    'fetch_url',
+    'hash_prefix',
+    'check_sha256',
+    'is_remote',
+    'checkpoint_file',
+    'expected_sha256',
+    'install_mmengine_loaders',
+    'SCHEMES',
+]
 
 Reader = Callable[[str, Any], Any]
 _HASHED = re.compile(r'-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$')
@@ -69,6 +85,47 @@ def _check_hash(path: str, shown: str, expected: Optional[str]) -> None:
         )
 
 
+_EXPECTED: ContextVar[Optional[str]] = ContextVar('maformer_mm_expected_sha256', default=None)
+_FULL_SHA256 = re.compile(r'[0-9a-f]{64}')
+
+
+def check_sha256(value: str, option: str = 'sha256') -> str:
+    """`value` as a full SHA-256 (64 hex digits, any case); ValueError naming `option` otherwise."""
+    digest = str(value).strip().lower()
+    if not _FULL_SHA256.fullmatch(digest):
+        raise ValueError(f'{option} {value!r} is not a SHA-256: give its 64 hex digits (sha256sum FILE)')
+    return digest
+
+
+@contextmanager
+def expected_sha256(digest: Optional[str]) -> Iterator[None]:
+    """Within the block, every checkpoint file read here (local, downloaded, cached or fetched) must have the SHA-256
+    `digest`; nothing is checked when it is None."""
+    token = _EXPECTED.set(check_sha256(digest) if digest is not None else None)
+    try:
+        yield
+    finally:
+        _EXPECTED.reset(token)
+
+
+def _read_file(path: str, shown: str, map_location: Any) -> Any:
+    """The one local file a reader ends in: the expected SHA-256 checked when one is given, then read as data."""
+    expected = _EXPECTED.get()
+    if expected is not None:
+        actual = _sha256(path)
+        if actual != expected:
+            raise UnsafeCheckpointError(
+                f'{shown} was refused: its SHA-256 is {actual}, not the {expected} you gave. It was not loaded; '
+                f'check that you have the file you meant (see {DOCS} in maformer_mm)'
+            )
+    try:
+        return load_mmengine_checkpoint(path, map_location)
+    except UnsafeCheckpointError as error:
+        if shown == path:
+            raise
+        raise UnsafeCheckpointError(str(error).replace(path, shown)) from None
+
+
 def _cache_dir(model_dir: Optional[str]) -> str:
     folder = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
     os.makedirs(folder, exist_ok=True)  # a fresh TORCH_HOME has none
@@ -91,6 +148,18 @@ def _refused_download(error: UnsafeCheckpointError, part: str, url: str) -> Unsa
     )
 
 
+_SOURCE = '.url'  # beside a cached file: the URL it was downloaded from
+
+
+def _recorded_url(cached: str) -> Optional[str]:
+    """The URL recorded for a cached file; None for a file without a record (placed there by hand)."""
+    try:
+        with open(cached + _SOURCE) as record:
+            return record.read().strip()
+    except OSError:
+        return None
+
+
 def fetch_url(
     url: str, map_location: Any = None, model_dir: Optional[str] = None, progress: Optional[bool] = None
 ) -> Any:
@@ -105,9 +174,16 @@ def fetch_url(
     cached = osp.join(folder, name)
     expected = hash_prefix(name)
     if osp.isfile(cached):
+        recorded = _recorded_url(cached)
+        if recorded is not None and recorded != url:
+            raise UnsafeCheckpointError(
+                f"{cached} (torch hub's cache) was refused for {url}: it was downloaded from {recorded}, another URL "
+                f'that ends in the same file name. It was not loaded; delete it to download {url}, or give a '
+                f'model_dir / TORCH_HOME of its own to each source (see {DOCS} in maformer_mm)'
+            )
         _check_hash(cached, f"{cached} (torch hub's cache of {url})", expected)
         try:
-            return load_mmengine_checkpoint(cached, map_location)
+            return _read_file(cached, cached, map_location)
         except UnsafeCheckpointError as error:
             raise UnsafeCheckpointError(
                 f"{error}. It is torch hub's cached copy of {url}: delete it to download the file again"
@@ -120,9 +196,12 @@ def fetch_url(
         torch.hub.download_url_to_file(url, part, hash_prefix=None, progress=show)
         try:
             _check_hash(part, part, expected)
-            checkpoint = load_mmengine_checkpoint(part, map_location)
+            checkpoint = _read_file(part, part, map_location)
         except UnsafeCheckpointError as error:
             raise _refused_download(error, part, url) from None
+        with open(osp.join(private, name + _SOURCE), 'w') as record:
+            record.write(url + '\n')
+        os.replace(osp.join(private, name + _SOURCE), cached + _SOURCE)  # the record first: never a file without it
         os.replace(part, cached)
         return checkpoint
     finally:
@@ -130,7 +209,12 @@ def fetch_url(
 
 
 def _schemes_text() -> str:
-    return ', '.join(p for p in SCHEMES if p)
+    """The prefixes mmengine's CheckpointLoader has a loader for, as a user writes them (`s3://` for the pattern
+    `(\\S+\\:)?s3://`, which also takes `CLUSTER:s3://`)."""
+    from mmengine.runner import CheckpointLoader
+
+    names = [re.sub(r'^\(\\S\+\\:\)\?', '', prefix) for prefix in CheckpointLoader._schemes if prefix]
+    return ', '.join(dict.fromkeys(names))
 
 
 def read_local(filename: str, map_location: Any = None) -> Any:
@@ -138,10 +222,11 @@ def read_local(filename: str, map_location: Any = None) -> Any:
     path = osp.expanduser(filename)
     if not osp.isfile(path) and re.match(r'^[A-Za-z][\w+.-]*://', filename):
         raise FileNotFoundError(
-            f'{filename}: no checkpoint loader is registered for its prefix (mmengine knows '
-            f'{_schemes_text()}); give a local path or a URL'
+            f'{filename}: no checkpoint loader is registered for its prefix {filename.split("://", 1)[0]}://; '
+            f'the registered prefixes are {_schemes_text()} (s3:// and petrel:// also as CLUSTER:s3://). Give a '
+            'local path, a URL or one of those'
         )
-    return load_mmengine_checkpoint(path, map_location)
+    return _read_file(path, filename, map_location)
 
 
 def read_http(
@@ -171,11 +256,7 @@ def read_torchvision(filename: str, map_location: Any = None) -> Any:
     from mmengine.runner import checkpoint as mmengine_checkpoint
 
     if filename.startswith('modelzoo://'):
-        print_log(
-            'The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn('The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead')
     name = filename.split('://', 1)[1]
     return read_http(_model_url(mmengine_checkpoint.get_torchvision_models(), name, filename), map_location)
 
@@ -188,11 +269,7 @@ def read_openmmlab(filename: str, map_location: Any = None) -> Any:
     prefix, name = filename.split('://', 1)
     deprecated = mmengine_checkpoint.get_deprecated_model_names()
     if name in deprecated:
-        print_log(
-            f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn(f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}')
         name = deprecated[name]
     url = _model_url(mmengine_checkpoint.get_external_models(), name, filename)
     if url.startswith(('http://', 'https://')):
@@ -208,21 +285,13 @@ def read_mmcls(filename: str, map_location: Any = None) -> Any:
     return mmengine_checkpoint._process_mmcls_checkpoint(read_http(url, map_location))
 
 
-def _read_fetched(path: str, shown: str, map_location: Any) -> Any:
-    """A fetched file in a private temporary folder, read like a local one; a refusal names `shown`."""
-    try:
-        return load_mmengine_checkpoint(path, map_location)
-    except UnsafeCheckpointError as error:
-        raise UnsafeCheckpointError(str(error).replace(path, shown)) from None
-
-
 def _read_bytes(data: bytes, name: str, shown: str, map_location: Any) -> Any:
     """Fetched bytes, written to a private temporary file and read like a local one."""
     with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
         path = osp.join(folder, name or 'checkpoint.pth')
         with open(path, 'wb') as f:
             f.write(data)
-        return _read_fetched(path, shown, map_location)
+        return _read_file(path, shown, map_location)
 
 
 def read_pavi(filename: str, map_location: Any = None) -> Any:
@@ -235,7 +304,7 @@ def read_pavi(filename: str, map_location: Any = None) -> Any:
     with tempfile.TemporaryDirectory(prefix='maformer_mm_') as folder:
         path = osp.join(folder, model.name)
         model.download(path)
-        return _read_fetched(path, filename, map_location)
+        return _read_file(path, filename, map_location)
 
 
 def read_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
@@ -262,13 +331,57 @@ SCHEMES: Dict[str, Reader] = {
 }
 
 
-def read_checkpoint(filename: str, map_location: Any = None) -> Any:
+def is_remote(name: str) -> bool:
+    """Whether a checkpoint name is a URL or hub name (`scheme://...`), which the loaders fetch, rather than a path
+    to check on this machine."""
+    return '://' in str(name)
+
+
+def checkpoint_file(path: str) -> str:
+    """A CHECKPOINT argument: a file, URL or hub name as it is, or a work dir: the checkpoint its `last_checkpoint`
+    names (mmengine writes that file into the work dir with each checkpoint), so that a command can name a training
+    run's result without knowing its schedule.
+
+    Raises:
+        FileNotFoundError: a folder without `last_checkpoint`, or whose `last_checkpoint` names no file there.
+    """
+    if not osp.isdir(path):
+        return path
+    record = osp.join(path, 'last_checkpoint')
+    if not osp.isfile(record):
+        raise FileNotFoundError(
+            f'checkpoint {path} is a folder without a last_checkpoint file (mmengine writes one into the work dir '
+            'with each checkpoint): give a checkpoint file'
+        )
+    with open(record) as f:
+        named = f.read().strip()
+    for candidate in (osp.join(path, osp.basename(named)), named):  # the work dir may have moved since
+        if named and osp.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'{record} names {named!r}, which is not in {path}')
+
+
+def read_checkpoint(filename: str, map_location: Any = None, sha256: Optional[str] = None) -> Any:
     """The checkpoint at any path mmengine accepts, read as data by the loader mmengine has for its prefix, with its
-    config texts as saved (nothing parses them here); a loader registered by someone else is called as it is."""
+    config texts as saved (nothing parses them here); a loader registered by someone else is called as it is.
+
+    Raises:
+        UnsafeCheckpointError: `sha256` is given and the file read has another SHA-256, or the file is refused.
+        ValueError: `sha256` is not a SHA-256, or a loader of someone else's serves the prefix (it cannot be checked).
+    """
     from mmengine.runner import CheckpointLoader
 
     loader = CheckpointLoader._get_checkpoint_loader(str(filename))
-    return getattr(loader, 'reader', loader)(str(filename), map_location)
+    reader = getattr(loader, 'reader', None)
+    if reader is None:
+        if sha256 is not None:
+            raise ValueError(
+                f'{filename}: its prefix is served by {loader.__name__}, not by maformer_mm, which cannot '
+                'check its SHA-256'
+            )
+        return loader(str(filename), map_location)
+    with expected_sha256(sha256):
+        return reader(str(filename), map_location)
 
 
 def _for_mmengine(reader: Reader) -> Callable[..., Any]:

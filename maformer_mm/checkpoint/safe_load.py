@@ -1,41 +1,36 @@
-"""Reading checkpoints as data: torch's weights-only unpickler with an allow-list of our own per kind of load, then a
-check of everything that was read.
+"""Reading checkpoints as data: what the file is, torch's weights-only unpickler with an allow-list of our own per
+kind of load, then a check of everything that was read.
 
 Two settings, both torch's weights-only unpickler (`unpickle`), never full unpickling, and neither reads or changes
 torch's process-wide allow-list (`torch.serialization.add_safe_globals`), so loads in threads are independent:
 
 - `load_weights` (strict: plain weights) admits torch's own list only: tensors and plain containers.
 - `load_mmengine_checkpoint` (mmengine and mmpretrain training checkpoints: `--resume`, `load_from`, tools/test.py,
-  the inferencers, backbone `init_cfg`, tools/convert_checkpoint.py) admits besides what mmengine 0.10.7 writes:
-  its message hub's `HistoryBuffer` objects and their numpy arrays and scalars. `collections.Counter` and
-  `OrderedDict` are on torch's own list already.
+  the inferencers, backbone `init_cfg`, tools/convert_checkpoint.py) admits besides what mmengine 0.10.7 writes,
+  each name bound to a checking stand-in (`mmengine_state`, `numpy_state`).
 
-What is admitted is bound to checking stand-ins, never to functions that can return arbitrary objects:
-- A HistoryBuffer pickles its statistics methods as `getattr(HistoryBuffer, 'mean')` (pickle protocol 2 writes
-  nested names that way). The name `builtins.getattr` is bound to `_history_buffer_method`, which returns those
-  four methods and refuses every other lookup.
-- The HistoryBuffer name is bound to a subclass whose `__setstate__` checks the state and, unlike mmengine's,
-  never writes the class-wide `_statistics_methods` table; instances get their real class back after the check.
-- `numpy.dtype`, `_reconstruct` and `scalar` are bound to wrappers that admit the dtypes real checkpoints use
-  (`float64`, `int64`); object and structured dtypes never.
-
-After every load `check_checkpoint` walks the result and refuses anything that is not plain data: callables
-anywhere, instance attributes on containers and tensors, a HistoryBuffer with other attributes than its own, numpy
-arrays of other dtypes or with dtype metadata. Errors name the file, what was found where, and what to do.
-Config texts inside checkpoints are data here; `config_text` keeps mmengine from parsing them.
+Before unpickling, the file's first bytes say what it is: an empty file, an HTML page, a gzip body, a damaged or
+truncated zip, a zip with entries torch's format does not have, or no torch file at all are refused in those words.
+After it, `plain_data.resolve` refuses anything that is not plain data and makes numpy values from their checked
+state. Every refusal is an `UnsafeCheckpointError` that names the file, the reason and what to do; a malformed file
+never surfaces as another exception type. Config texts inside checkpoints are data here; `config_text` keeps
+mmengine from reading them.
 """
 
 import os
 import os.path as osp
 import pickle
-import types
-from collections import Counter, OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+import re
+import tarfile
+import zipfile
+from typing import Any, Dict, Union
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
 
+from .errors import DOCS, WHAT_TO_DO, UnsafeCheckpointError, refusal
+from .mmengine_state import mmengine_names
+from .numpy_state import ADMITTED_DTYPES
+from .plain_data import resolve
 from .unpickle import Admitted, torch_detail, unpickle
 
 __all__ = [
@@ -48,278 +43,125 @@ __all__ = [
     'DOCS',
 ]
 
-DOCS = 'docs/checkpoints_and_safety.md'
-_README = f'see {DOCS} in maformer_mm'
-_STATISTICS = ('min', 'max', 'current', 'mean')  # what HistoryBuffer registers itself
-ADMITTED_DTYPES = tuple(np.dtype(t) for t in ('float64', 'int64'))  # HistoryBuffer logs and counts, scalars
-_NUMPY_SCALARS = tuple(d.type for d in ADMITTED_DTYPES)
-_HISTORY_STATE = frozenset({'max_length', '_log_history', '_count_history'})
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray})
-_TORCH_VALUES = frozenset({torch.device, torch.dtype, torch.layout, torch.memory_format, torch.qscheme})
-_SEQUENCES = frozenset({list, tuple, set, torch.Size})
-_CONTAINER_ATTRS = {dict: frozenset(), OrderedDict: frozenset({'_metadata'}), Counter: frozenset()}
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds something that is not plain data; the message names the file and what was found."""
-
-
-def _article(noun: str) -> str:
-    return f'{"an" if noun[:1].lower() in "aeiou" else "a"} {noun}'
-
-
-def _describe(value: Any) -> str:
-    """A short description of an unexpected object that runs none of its code (no repr of unknown types)."""
-    if isinstance(value, type):
-        return f'the class {value.__module__}.{value.__qualname__}'
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
-        return f'the function {getattr(value, "__module__", None) or "?"}.{value.__qualname__}'
-    kind = type(value)
-    if kind in _PLAIN:
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + '...'
-    return _article(f'{kind.__module__}.{kind.__qualname__}') + (' (callable)' if callable(value) else '')
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Stand-ins bound to the names mmengine checkpoints use, admitted for mmengine checkpoint loads only.
-
-
-class _HistoryBufferState(HistoryBuffer):
-    """mmengine's HistoryBuffer while a checkpoint loads: takes a checked state, never touches the class."""
-
-    def __init__(self, *args, **kwargs) -> None:  # only REDUCE calls a class; mmengine pickles by NEWOBJ
-        raise pickle.UnpicklingError('the checkpoint calls HistoryBuffer(...); mmengine stores it by its state')
-
-    def __setstate__(self, state: Any) -> None:
-        if type(state) is not dict:
-            raise pickle.UnpicklingError(f'HistoryBuffer state is {_describe(state)}, not a dict')
-        methods = state.get('statistics_methods', {})
-        unexpected = sorted(map(str, set(state) - _HISTORY_STATE - {'statistics_methods'}))
-        if unexpected or type(methods) is not dict:
-            raise pickle.UnpicklingError(
-                f'HistoryBuffer state with unexpected entries {unexpected or "statistics_methods"}'
-            )
-        for name, method in methods.items():
-            if name not in _STATISTICS or method is not getattr(HistoryBuffer, name):
-                raise pickle.UnpicklingError(
-                    f'HistoryBuffer statistics method {_describe(name)} bound to '
-                    f'{_describe(method)}; only HistoryBuffer.{{{",".join(_STATISTICS)}}}'
-                )
-        self.__dict__.update({k: v for k, v in state.items() if k != 'statistics_methods'})
-
-
-def _history_buffer_method(*args: Any) -> Callable:
-    """Bound to `builtins.getattr`: the only lookups mmengine checkpoints hold are HistoryBuffer's statistics."""
-    if len(args) == 2 and args[0] is _HistoryBufferState and args[1] in _STATISTICS:
-        return getattr(HistoryBuffer, args[1])
-    shown = ', '.join(_describe(a) for a in args)
-    raise pickle.UnpicklingError(
-        f'the checkpoint calls getattr({shown}); the only attribute lookups allowed are '
-        f'HistoryBuffer.{{{",".join(_STATISTICS)}}}'
-    )
-
-
-def _multiarray() -> types.ModuleType:
-    return np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-
-
-def _admitted_dtype(dtype: Any) -> bool:
-    """One of ADMITTED_DTYPES exactly: no fields, no sub-array, no object, no metadata (a dtype's state may carry a
-    metadata dict holding anything, and dtype equality ignores it)."""
-    return (
-        isinstance(dtype, np.dtype)
-        and dtype.fields is None
-        and dtype.subdtype is None
-        and not dtype.hasobject
-        and dtype.metadata is None
-        and dtype in ADMITTED_DTYPES
-    )
-
-
-def _numpy_dtype(*args: Any) -> np.dtype:
-    """Bound to `numpy.dtype`: numpy pickles a dtype as `dtype('f8', False, True)` plus its state."""
-    specs = {d.str[1:] for d in ADMITTED_DTYPES}
-    if not (1 <= len(args) <= 3 and type(args[0]) is str and args[0] in specs and all(a is False for a in args[1:2])):
-        raise pickle.UnpicklingError(
-            f'the checkpoint builds numpy.dtype({", ".join(_describe(a) for a in args)}); '
-            f'admitted: {", ".join(d.name for d in ADMITTED_DTYPES)}'
-        )
-    return np.dtype(args[0], align=False, copy=True)  # a copy: its state is set next, never on numpy's own
-
-
-def _numpy_reconstruct(*args: Any) -> np.ndarray:
-    """Bound to numpy's `_reconstruct(ndarray, (0,), b'b')`, the empty array that the array's state fills."""
-    if (
-        len(args) != 3
-        or args[0] is not np.ndarray
-        or type(args[1]) is not tuple
-        or args[1] != (0,)
-        or type(args[2]) is not bytes
-        or args[2] != b'b'
-    ):
-        raise pickle.UnpicklingError(f'the checkpoint calls numpy _reconstruct({", ".join(map(_describe, args))})')
-    return _multiarray()._reconstruct(np.ndarray, (0,), b'b')
-
-
-def _numpy_scalar(*args: Any) -> np.generic:
-    """Bound to numpy's `scalar(dtype, bytes)`, how numpy pickles its scalars."""
-    if len(args) != 2 or not _admitted_dtype(args[0]) or type(args[1]) is not bytes:
-        raise pickle.UnpicklingError(f'the checkpoint builds a numpy scalar from ({", ".join(map(_describe, args))})')
-    return _multiarray().scalar(args[0], args[1])
-
-
-def _mmengine_globals() -> List[Tuple[Any, str]]:
-    """(object, pickled name) pairs admitted for mmengine checkpoints."""
-    entries = [
-        (_HistoryBufferState, f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname__}'),
-        (_history_buffer_method, 'builtins.getattr'),
-        (_numpy_dtype, 'numpy.dtype'),
-        (np.ndarray, 'numpy.ndarray'),
-    ]
-    for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):  # numpy 2 / numpy 1 names
-        entries += [(_numpy_reconstruct, f'{module}._reconstruct'), (_numpy_scalar, f'{module}.scalar')]
-    for dtype in ADMITTED_DTYPES:  # the dtype's class must be admitted for its state to be set
-        kind = type(dtype)
-        entries.append((kind, f'{kind.__module__}.{kind.__qualname__}'))
-    return entries
-
-
-MMENGINE_GLOBAL_NAMES = frozenset(name for _, name in _mmengine_globals())
 _WEIGHTS = Admitted({})  # torch's own list, nothing added
-_MMENGINE = Admitted({name: obj for obj, name in _mmengine_globals()})
-_WHAT_TO_DO = (
-    'It was not loaded. Use a checkpoint that holds tensors and plain data only: a state dict, a '
-    'training checkpoint of mmengine, mmdet, mmseg or mmpretrain, or a .safetensors file'
-)
+_MMENGINE = Admitted(mmengine_names())
+MMENGINE_GLOBAL_NAMES = frozenset(_MMENGINE.names)
 # timm's train.py saves its argparse arguments in its checkpoints: the converter can read such a file you trust.
 _CONVERTER_HINT = (
     "This looks like a checkpoint of timm's train.py, which stores its arguments: if you trust its "
     'source, write its weights once with `python tools/convert_checkpoint.py {source} '
     'OUT.safetensors --trust`'
 )
+_FETCH_AGAIN = 'Fetch or copy the file again, or give the checkpoint itself'
+# Entries of torch's zip format (torch.save since 1.6), under the archive's one top folder.
+_TORCH_ENTRIES = re.compile(
+    r'(data\.pkl|version|byteorder|\.format_version|\.storage_alignment|\.data/version|\.data/serialization_id'
+    r'|data/\d+|constants\.pkl|code/.*|extra/.*|\.data/.*)'
+)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The check after every load.
+def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> Any:
+    """`checkpoint` (a loaded object) if it is plain data, with numpy values made from their checked state.
 
-
-class _Attr(str):
-    """An attribute name in a path (printed as `.name`, not `['name']`)."""
-
-
-def _path_text(path: Tuple) -> str:
-    parts = []
-    for key in path:
-        if isinstance(key, _Attr):
-            parts.append(f'.{key}')
-        elif type(key) in (str, int):
-            parts.append(f'[{key!r}]')
-        else:
-            parts.append(f'[<{type(key).__name__} key>]')
-    return 'checkpoint' + ''.join(parts)
-
-
-def _check_array(value: Any) -> Optional[str]:
-    if not _admitted_dtype(value.dtype):
-        extra = ' with dtype metadata' if value.dtype.metadata is not None else ''
-        return f'a numpy {"array" if isinstance(value, np.ndarray) else "scalar"} of dtype {value.dtype}{extra}'
-    return None
-
-
-def _check_history_buffer(value: _HistoryBufferState) -> Optional[str]:
-    state = value.__dict__
-    if set(state) != _HISTORY_STATE:
-        return f'a HistoryBuffer with the attributes {sorted(state)} (expected {sorted(_HISTORY_STATE)})'
-    logs, counts = state['_log_history'], state['_count_history']
-    if type(state['max_length']) is not int or type(logs) is not np.ndarray or type(counts) is not np.ndarray:
-        return 'a HistoryBuffer whose max_length is not an int or whose histories are not numpy arrays'
-    if logs.ndim != 1 or logs.shape != counts.shape:
-        return f'a HistoryBuffer with histories of shapes {logs.shape} and {counts.shape}'
-    return None
-
-
-def check_checkpoint(checkpoint: Any, source: str, mmengine: bool = False) -> None:
-    """Raises `UnsafeCheckpointError` unless `checkpoint` (a loaded object) is plain data.
-
-    Plain data: None, bool, int, float, complex, str, bytes; dict, list, tuple, set, `OrderedDict` (with a state
-    dict's `_metadata`), `Counter`, `torch.Size`; tensors without instance attributes or hooks; torch devices
-    and dtypes. With `mmengine=True` also HistoryBuffers with exactly their own attributes and numpy arrays and
-    scalars of the admitted dtypes (the HistoryBuffers get their class back). Saved config texts are strings like
-    any other: nothing runs them (`config_text`). Shared and cyclic references are checked once.
+    Raises:
+        UnsafeCheckpointError: it is not (`plain_data` says what is plain data).
     """
-    stack: List[Tuple[Any, Tuple]] = [(checkpoint, ())]
-    seen = set()
-    buffers = []
-    while stack:
-        value, path = stack.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        kind = type(value)
-        problem = None
-        if kind in _PLAIN or kind in _TORCH_VALUES:
-            continue
-        if kind in _CONTAINER_ATTRS:
-            extra = set(getattr(value, '__dict__', {})) - _CONTAINER_ATTRS[kind]
-            if extra:
-                problem = f'{_article(kind.__qualname__)} with the instance attributes {sorted(map(str, extra))}'
-            else:
-                stack.extend((v, path + (_Attr(k),)) for k, v in getattr(value, '__dict__', {}).items())
-                for key, item in value.items():
-                    stack.append((key, path + ('<key>',)))
-                    stack.append((item, path + (key,)))
-        elif kind in _SEQUENCES:
-            stack.extend((item, path + (i,)) for i, item in enumerate(value))
-        elif isinstance(value, torch.Tensor):
-            if value.__dict__ or value._backward_hooks:
-                problem = 'a tensor with instance attributes or backward hooks'
-        elif isinstance(value, (torch.UntypedStorage, torch.TypedStorage)):
-            pass
-        elif mmengine and (kind is np.ndarray or kind in _NUMPY_SCALARS):
-            problem = _check_array(value)
-        elif mmengine and kind is _HistoryBufferState:
-            problem = _check_history_buffer(value)
-            if problem is None:
-                buffers.append(value)
-                stack.extend((v, path + (_Attr(k),)) for k, v in value.__dict__.items())
-        else:
-            problem = _describe(value)
-            if mmengine is False and (kind is np.ndarray or kind in _NUMPY_SCALARS or kind is _HistoryBufferState):
-                problem += ' (mmengine training state; backbone weights are tensors and plain containers)'
-        if problem:
-            raise UnsafeCheckpointError(
-                f'{source} was refused: it holds {problem} at {_path_text(path)}, which is '
-                f'not plain data. {_WHAT_TO_DO} ({_README})'
-            )
-    for buffer in buffers:
-        buffer.__class__ = HistoryBuffer
+    return resolve(checkpoint, source, mmengine)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Loaders.
+def _first_bytes(source: str) -> bytes:
+    with open(source, 'rb') as f:
+        return f.read(512)
+
+
+def _shown_bytes(head: bytes) -> str:
+    text = head[:16].decode('latin1')
+    return ''.join(c if c.isprintable() and c.isascii() else '.' for c in text)
+
+
+def _check_zip(source: str) -> None:
+    """A zip must be whole (its central directory is written last) and hold torch's entries under one folder."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
+        raise refusal(
+            source,
+            f'it is a truncated or damaged zip archive ({error}); torch writes checkpoints as zip archives, so the '
+            'file was probably cut short while it was written, downloaded or copied',
+            _FETCH_AGAIN,
+        ) from None
+    records = [name.split('/', 1)[0] for name in names if name.count('/') == 1 and name.endswith('/data.pkl')]
+    folder = records[0] if len(records) == 1 else None
+    unexpected = [
+        name
+        for name in names
+        if folder is None or not name.startswith(folder + '/') or not _TORCH_ENTRIES.fullmatch(name[len(folder) + 1 :])
+    ]
+    if unexpected:
+        shown = ', '.join(unexpected[:4]) + (' ...' if len(unexpected) > 4 else '')
+        where = f'in the folder {folder}/' if folder else 'in one folder'
+        raise refusal(
+            source,
+            f'it is a zip archive but not a torch checkpoint: torch keeps data.pkl, data/N and version {where}, and '
+            f'this archive also has {len(unexpected)} other entries ({shown})',
+        )
+
+
+def _check_format(source: str) -> None:
+    """Refuses, in words a user recognises, a file that is not in one of torch's formats."""
+    head = _first_bytes(source)
+    if not head:
+        raise refusal(source, 'it is empty (0 bytes): an interrupted download or copy?', _FETCH_AGAIN)
+    if head[:4] == b'PK\x03\x04' or head[:4] == b'PK\x05\x06':
+        _check_zip(source)
+        return
+    if head[:2] == b'\x1f\x8b':
+        raise refusal(
+            source,
+            'it is gzip-compressed (a .gz file, or a download served compressed)',
+            'Decompress it (gunzip) and give the checkpoint inside',
+        )
+    stripped = head.lstrip(b'\xef\xbb\xbf \t\r\n').lower()
+    if stripped.startswith((b'<!doctype', b'<html', b'<?xml', b'<head', b'<body', b'<')):
+        raise refusal(
+            source,
+            f'it is an HTML or XML page (it starts with "{_shown_bytes(stripped.splitlines()[0])}"), not a '
+            'checkpoint: a link that served a web page (a login, error or redirect page) instead of the file',
+            'Download the file itself (the direct link to the .pth) and give that',
+        )
+    if head[:1] == b'\x80' or tarfile.is_tarfile(source):  # a pickle (torch's format before 1.6), or legacy tar
+        return
+    raise refusal(
+        source,
+        f'it is not a torch checkpoint (a zip archive or a pickle); it starts with "{_shown_bytes(head)}"',
+    )
 
 
 def _unpickle_checked(source: str, map_location: Any, admitted: Admitted) -> Any:
     try:
         return unpickle(source, map_location, admitted)
-    except RuntimeError as error:  # torch's words for a file that is no torch file (anything else is not ours)
-        if 'magic number' not in str(error):
-            raise
-        raise UnsafeCheckpointError(
-            f'{source} was refused: it is not a torch checkpoint file ({error}). {_WHAT_TO_DO} ({_README})'
-        ) from None
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, EOFError) as error:  # a malformed pickle
-        raise UnsafeCheckpointError(
-            f'{source} was refused while unpickling: {type(error).__name__}: '
-            f'{torch_detail(str(error))}. {_WHAT_TO_DO} ({_README})'
-        ) from None
+    except UnsafeCheckpointError:
+        raise
     except pickle.UnpicklingError as error:
         detail = torch_detail(str(error))
-        hint = _CONVERTER_HINT.format(source=source) if 'GLOBAL argparse.Namespace ' in detail else _WHAT_TO_DO
-        raise UnsafeCheckpointError(
-            f'{source} was refused while unpickling: {detail.rstrip(".")}. {hint} ({_README})'
+        hint = _CONVERTER_HINT.format(source=source) if 'GLOBAL argparse.Namespace ' in detail else WHAT_TO_DO
+        raise refusal(source, f'unpickling stopped: {detail}', hint) from None
+    except TypeError as error:
+        if 'PendingArray' not in str(error):
+            raise refusal(source, f'it is malformed (TypeError: {torch_detail(str(error))})') from None
+        raise refusal(
+            source,
+            'unpickling stopped: it makes a tensor from a numpy array '
+            "(torch._utils._rebuild_device_tensor_from_numpy), which would share the array's memory; tensors are "
+            "read from torch's own storage records only",
         ) from None
+    except MemoryError:
+        raise refusal(source, 'unpickling stopped: it asks for more memory than this machine has') from None
+    except Exception as error:  # a malformed file: torch's and Python's own error types, never passed on raw
+        detail = torch_detail(str(error))
+        detail = re.sub(r'\[enforce fail at [^\]]*\]\s*\.?\s*', '', detail)
+        raise refusal(source, f'it is malformed ({type(error).__name__}: {detail})') from None
 
 
 def _load_safetensors(source: str, map_location: Any) -> Dict[str, torch.Tensor]:
@@ -333,10 +175,7 @@ def _load_safetensors(source: str, map_location: Any) -> Dict[str, torch.Tensor]
     try:
         return load_file(source, device=device)
     except Exception as error:  # safetensors raises its own error types for malformed headers
-        raise UnsafeCheckpointError(
-            f'{source} was refused: it is not a valid .safetensors file '
-            f'({type(error).__name__}: {error}). {_WHAT_TO_DO} ({_README})'
-        ) from None
+        raise refusal(source, f'it is not a valid .safetensors file ({type(error).__name__}: {error})') from None
 
 
 def load_weights(filename: Union[str, os.PathLike], map_location: Any = 'cpu') -> Any:
@@ -359,7 +198,8 @@ def load_mmengine_checkpoint(filename: Union[str, os.PathLike], map_location: An
 
     Raises:
         FileNotFoundError: no such file.
-        UnsafeCheckpointError: the file holds something that is not plain data (the message says what and where).
+        UnsafeCheckpointError: the file is not a checkpoint or holds something that is not plain data (the message
+            says what and where).
     """
     return _load_checked(filename, map_location, mmengine=True)
 
@@ -370,8 +210,12 @@ def _load_checked(filename: Union[str, os.PathLike], map_location: Any, mmengine
     if not osp.isfile(source):
         raise FileNotFoundError(f'checkpoint not found: {source}')
     if source.endswith('.safetensors'):
-        checkpoint = _load_safetensors(source, map_location)
-    else:
-        checkpoint = _unpickle_checked(source, map_location, _MMENGINE if mmengine else _WEIGHTS)
-    check_checkpoint(checkpoint, source, mmengine=mmengine)
-    return checkpoint
+        return _load_safetensors(source, map_location)
+    _check_format(source)
+    checkpoint = _unpickle_checked(source, map_location, _MMENGINE if mmengine else _WEIGHTS)
+    try:
+        return check_checkpoint(checkpoint, source, mmengine=mmengine)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as error:  # an object that breaks the walk itself (the fuzzer's finds): malformed, refused
+        raise refusal(source, f'it holds malformed data ({type(error).__name__}: {torch_detail(str(error))})') from None

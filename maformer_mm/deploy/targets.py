@@ -22,7 +22,6 @@ legacy exporter at a fixed size only (`exporter.MSDA_REASON`).
 """
 
 import copy
-import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -35,12 +34,12 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
+from ..hosts import TASKS, data_samples, query_head_kind
 from .exportable import make_exportable
 
 __all__ = ['ExportTarget', 'build_model', 'build_target', 'query_head_kind', 'TASK_KINDS']
 
-# default_scope -> the kind of model a config describes
-TASK_KINDS = {'mmpretrain': 'classification', 'mmseg': 'segmentation', 'mmdet': 'detection'}
+TASK_KINDS = TASKS  # default_scope -> the kind of model a config describes (hosts.TASKS)
 
 
 @dataclass
@@ -97,9 +96,7 @@ class QuerySegmentorScores(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
-        from mmseg.structures import SegDataSample
-
-        samples = [SegDataSample() for _ in range(images.shape[0])]  # the heads only count them
+        samples = data_samples('mmseg', tuple(images.shape[-2:]), images.shape[0])  # the heads only count them
         cls_logits, mask_logits = self.model.decode_head(self.model.extract_feat(images), samples)
         scores = torch.einsum('bqc,bqhw->bchw', cls_logits[-1].softmax(-1)[..., :-1], mask_logits[-1].sigmoid())
         return (scores,)
@@ -114,33 +111,9 @@ class QueryDetectorOutputs(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        from mmdet.structures import DetDataSample
-
         h, w = images.shape[-2:]
-        meta = dict(
-            img_shape=(h, w), batch_input_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)
-        )
-        cls_logits, second = self.model(
-            images, [DetDataSample(metainfo=meta) for _ in range(images.shape[0])], mode='tensor'
-        )
+        cls_logits, second = self.model(images, data_samples('mmdet', (h, w), images.shape[0]), mode='tensor')
         return cls_logits[-1], second[-1]
-
-
-def query_head_kind(model: nn.Module) -> Optional[str]:
-    """'detr' for mmdet's DETR-family detectors, 'maskformer' for its MaskFormer family, 'maskformer_seg' for an
-    mmseg segmentor with such a head; None otherwise."""
-    head = getattr(model, 'decode_head', None)
-    if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
-        return 'maskformer_seg'
-    try:
-        from mmdet.models.detectors import DetectionTransformer, MaskFormer
-    except ImportError:
-        return None
-    if isinstance(model, DetectionTransformer):
-        return 'detr'
-    if isinstance(model, MaskFormer):
-        return 'maskformer'
-    return None
 
 
 class DetectorFeatures(nn.Module):

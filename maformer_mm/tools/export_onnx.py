@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (
+from maformer_mm.config.zoo import load_config
+from maformer_mm.deploy import (
     EXPORTERS,
     OnnxVerificationError,
     build_target,
@@ -32,7 +33,7 @@ from ..deploy import (
     other_sizes,
     verify_onnx,
 )
-from .cli import load_config, parse_hw
+from maformer_mm.tools.cli import parse_hw
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

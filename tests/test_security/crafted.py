@@ -78,6 +78,49 @@ def exec_reached_from(function: bytes, marker: Path) -> bytes:
     return checkpoint_with(b']' + b'(' + holder + runner + b'e')
 
 
+def bytes_(data: bytes) -> bytes:
+    """bytes as protocol 2 pickles them in Python 3: `_codecs.encode(text, 'latin1')`."""
+    return call(glob('_codecs', 'encode'), text(data.decode('latin1')), text('latin1'))
+
+
+def float32_dtype() -> bytes:
+    return build(
+        call(glob('numpy', 'dtype'), text('f4'), b'\x89', b'\x88'),
+        b'(' + integer(3) + text('<') + b'NNN' + integer(-1) + integer(-1) + integer(0) + b't',
+    )
+
+
+def array_state(count: int) -> bytes:
+    """numpy's array state: (1, (count,), float32, False, data)."""
+    return (
+        b'(' + integer(1) + b'(' + integer(count) + b't' + float32_dtype() + b'\x89' + bytes_(bytes(4 * count)) + b't'
+    )
+
+
+def use_after_free(newobj: bool) -> bytes:
+    """The array freed under a tensor: an array (by `_reconstruct`, or by NEWOBJ), a tensor made from it by torch's
+    allowed `_rebuild_device_tensor_from_numpy` (which shares its memory), then a second BUILD of the same array
+    through the memo, which makes numpy free the buffer the tensor points at."""
+    if newobj:
+        array = glob('numpy', 'ndarray') + b'(' + b'(' + integer(0) + b't' + b't' + b'\x81'
+    else:
+        array = call(
+            glob('numpy._core.multiarray', '_reconstruct'),
+            glob('numpy', 'ndarray'),
+            b'(' + integer(0) + b't',
+            bytes_(b'b'),
+        )
+    array = build(array, array_state(4096)) + put(1)
+    tensor = call(
+        glob('torch._utils', '_rebuild_device_tensor_from_numpy'),
+        get(1),
+        glob('torch', 'float32'),
+        text('cpu'),
+        b'\x89',
+    )
+    return checkpoint_with(b']' + b'(' + array + tensor + build(get(1), array_state(1)) + b'e')
+
+
 def _crafted(marker: Path) -> Dict[str, bytes]:
     history_buffer = glob(*HISTORY_BUFFER)
     return {
@@ -157,6 +200,47 @@ def _crafted(marker: Path) -> Dict[str, bytes]:
         'object_array_by_constructor': checkpoint_with(
             call(glob('numpy', 'ndarray'), b'(' + integer(1) + b't', text('O'))
         ),
+        'double_build_array': use_after_free(newobj=False),
+        'array_built_twice': checkpoint_with(
+            build(
+                build(
+                    call(
+                        glob('numpy._core.multiarray', '_reconstruct'),
+                        glob('numpy', 'ndarray'),
+                        b'(' + integer(0) + b't',
+                        bytes_(b'b'),
+                    ),
+                    array_state(4),
+                ),
+                array_state(1),
+            )
+        ),
+        'double_build_array_newobj': use_after_free(newobj=True),
+        # A tensor sharing an array's memory, even without a second BUILD (the array could be changed later).
+        'tensor_from_array': checkpoint_with(
+            call(
+                glob('torch._utils', '_rebuild_device_tensor_from_numpy'),
+                build(
+                    call(
+                        glob('numpy._core.multiarray', '_reconstruct'),
+                        glob('numpy', 'ndarray'),
+                        b'(' + integer(0) + b't',
+                        bytes_(b'b'),
+                    ),
+                    array_state(4),
+                ),
+                glob('torch', 'float32'),
+                text('cpu'),
+                b'\x89',
+            )
+        ),
+        # One dtype given its state twice: numpy would change the item size of arrays already made with it.
+        'double_build_dtype': checkpoint_with(
+            build(
+                float32_dtype() + put(2),
+                b'(' + integer(3) + text('<') + b'NNN' + integer(-1) + integer(-1) + integer(0) + b't',
+            )
+        ),
     }
 
 
@@ -169,6 +253,11 @@ CRAFTED_NAMES = (
     'object_array',
     'callable_in_scalar_dtype_metadata',
     'object_array_by_constructor',
+    'double_build_array',
+    'double_build_array_newobj',
+    'array_built_twice',
+    'tensor_from_array',
+    'double_build_dtype',
 )
 
 
@@ -209,6 +298,12 @@ def config_template(marker: Path) -> str:
     return f"# {{{{'$MAFORMER_MM_UNSET_VARIABLE:{default}'}}}}\nsettings = {{'k': {{'j': 'x'\n}}}}\n"
 
 
+def system_config(marker: Path) -> str:
+    """A config text that is plain data, and runs a shell command when mmengine builds its model: mmengine's
+    `Registry.get` imports any dotted `type` name (`get_object_from_string`)."""
+    return f"model = dict(type='os.system', command='touch {marker}')\n"
+
+
 def with_config_texts(checkpoint: dict, text: str) -> dict:
     """`checkpoint` with `text` wherever mmengine parses a saved config: `meta['config']` (Runner.resume) and
     `meta['cfg']` and `message_hub['runtime_info']['cfg']` (an inferencer without a config)."""
@@ -230,7 +325,19 @@ def write_dtype_metadata(path: Path) -> Path:
     return path
 
 
+def write_metadata_assign(path: Path) -> Path:
+    """A state dict whose `_metadata` asks torch's `load_state_dict` to make the loaded tensors the module's own
+    (`assign_to_params_buffers`), which with a tensor that aliases other memory makes that memory a weight."""
+    from collections import OrderedDict
+
+    state_dict = OrderedDict(weight=torch.ones(2, 2), bias=torch.zeros(2))
+    state_dict._metadata = OrderedDict({'': {'version': 1, 'assign_to_params_buffers': True}})
+    torch.save({'meta': {'epoch': 1, 'iter': 1}, 'state_dict': state_dict}, path)
+    return path
+
+
 def all_crafted(folder: Path, marker: Path, write: Callable = write_crafted) -> Dict[str, Path]:
     files = {name: write(name, folder / f'{name}.pth', marker) for name in CRAFTED_NAMES}
     files['config_code'] = write_config_code(folder / 'config_code.pth', marker)
+    files['metadata_assign'] = write_metadata_assign(folder / 'metadata_assign.pth')
     return files

@@ -1,21 +1,37 @@
-"""Config texts inside checkpoints are data: evaluated here, never by mmengine, and never a reason to refuse a load.
+"""Config texts inside checkpoints are never parsed by mmengine nor built, and never a reason to refuse a load.
 
-The crafted text (`crafted.config_template`) assigns only data; mmengine's template substitution turns it into
-code before it parses it. What mmengine gets from the loaders holds texts written by maformer_mm from values, or
-none.
+Two controls show why no check of a text can be trusted: the crafted template (`crafted.config_template`) assigns
+only data and mmengine's template substitution turns it into code; a text that is plain data names `os.system` as a
+model type and mmengine's registry imports and calls it. What mmengine gets from the loaders holds no saved text but
+`gpu_ids = [...]` written here.
 """
+
+from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader
 
 import maformer_mm  # noqa: F401
-from maformer_mm.checkpoint.config_text import ConfigTextError, config_as_text, defuse_config_texts, read_config_text
-from maformer_mm.checkpoint.inferencers import saved_config
+from maformer_mm.checkpoint.config_text import defuse_config_texts, saved_gpu_ids
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
-from tests.helpers import DEMO_DET_CONFIG, REPO
-from tests.test_security.crafted import config_template, with_config_texts
+from tests.test_security.crafted import config_template, system_config, with_config_texts
+
+# Texts that made every mmengine load fail with a raw error before (issue 26), and others that are no config.
+BROKEN_TEXTS = {
+    'unhashable_key': 'x = {[1]: 2}',
+    'unhashable_item': 'x = {[1]}',
+    'zero_step': 'gpu_ids = range(0, 8, 0)',
+    'huge_range': 'gpu_ids = range(0, 10**29)',
+    'huge_literal_range': 'gpu_ids = range(0, 100000000000000000000000000000)',
+    'syntax': 'a = [',
+    'null_byte': 'a = 1\x00',
+    'deep': 'a = ' + '[' * 300 + ']' * 300,
+    'not_text': b'model = 1',
+    'call': "gpu_ids = __import__('os').getcwd()",
+}
 
 
 def test_the_crafted_template_runs_when_mmengine_parses_it(tmp_path):
@@ -28,118 +44,65 @@ def test_the_crafted_template_runs_when_mmengine_parses_it(tmp_path):
     assert marker.exists()
 
 
-def test_a_template_is_refused_before_anything_evaluates_it(tmp_path):
+def test_a_plain_data_config_runs_a_command_when_mmengine_builds_it(tmp_path):
+    """The control: `model = dict(type='os.system', command=...)` is data, and mmengine's registry imports the
+    dotted name and calls it. This is why no saved config is ever built."""
     marker = tmp_path / 'payload_ran'
-    with pytest.raises(ConfigTextError, match=r'line 1 holds template syntax \(\{\{\), which mmengine substitutes'):
-        read_config_text(config_template(marker))
-    assert not marker.exists()
+    cfg = Config.fromstring(system_config(marker), file_format='.py')
+    MODELS.build(cfg.model)
+    assert marker.exists()
 
 
-@pytest.mark.parametrize(
-    'text, found',
-    [
-        ('import os\nx = 1', r'line 1 is import code'),
-        ("model = dict(type=__import__('os').getcwd())", r'line 1 computes a value instead of stating it: __import__'),
-        ("_base_ = ['/some/file.py']", r'line 1 names base config files to read \(_base_\)'),
-        ('a = [', r'it is not valid Python'),
-        ("a = '\\x7b\\x7b'", r'a string holds template syntax \(\{\{\) once evaluated'),
-        ("a = 'x' '{' '{$HOME}}'", r'a string holds template syntax'),
-        ('a = 1e999', r'holds a constant that is not plain data'),
-        ('a = b', r'computes a value instead of stating it: b'),
-        ('a = dict(**x)', r'computes a value'),
-        ('a = range(10 ** 9)', r'computes a value'),
-    ],
-    ids=[
-        'import',
-        'call',
-        'base',
-        'syntax',
-        'escaped_template',
-        'joined_template',
-        'infinity',
-        'name',
-        'unpacking',
-        'huge_range',
-    ],
-)
-def test_texts_that_are_not_plain_data_are_refused_naming_what_was_found(text, found):
-    with pytest.raises(ConfigTextError, match=found):
-        read_config_text(text)
-
-
-@pytest.mark.parametrize(
-    'config',
-    [
-        DEMO_DET_CONFIG,
-        REPO / 'configs' / 'upernet_maformer_t_512x512_160k_ade20k.py',
-        REPO / 'configs' / 'maformer_t_in1k.py',
-    ],
-    ids=['det', 'seg', 'cls'],
-)
-def test_saved_texts_of_real_configs_are_read_as_the_same_values(config):
-    """What mmengine saves (`Config.pretty_text`) is data: evaluated here it gives what mmengine's own parse gives,
-    and the text written back from the values parses to the same config."""
-    text = Config.fromfile(str(config)).pretty_text
-    values = read_config_text(text)
-    expected = Config.fromstring(text, file_format='.py').to_dict()  # our own config: safe to parse
-    assert Config(values).to_dict() == expected
-    assert Config.fromstring(config_as_text(values), file_format='.py').to_dict() == expected
-
-
-def test_defused_texts_keep_only_what_mmengine_needs():
-    """`meta['config']` (mmcv 1.x; Runner.resume reads `gpu_ids` only) becomes gpu_ids alone; other texts become
-    their values' text; a text that is not data, or imports a module not imported yet, is left out."""
+def test_defused_checkpoints_hold_no_saved_text_but_gpu_ids():
     pretty = "model = dict(type='MaskRCNN')\ngpu_ids = range(0, 2)\nwork_dir = './w'\n"
-    checkpoint = {
-        'meta': {'config': pretty, 'cfg': pretty},
-        'message_hub': {'runtime_info': {'cfg': "custom_imports = dict(imports=['my_team_plugin'])"}},
-    }
+    checkpoint = {'meta': {'config': pretty, 'cfg': pretty}, 'message_hub': {'runtime_info': {'cfg': pretty}}}
     defuse_config_texts(checkpoint)
-    assert checkpoint['meta']['config'] == 'gpu_ids = [0, 1]\n'
-    assert checkpoint['meta']['cfg'] == "model = {'type': 'MaskRCNN'}\ngpu_ids = [0, 1]\nwork_dir = './w'\n"
-    assert 'cfg' not in checkpoint['message_hub']['runtime_info']
-    marker_free = {'meta': {'config': config_template(REPO / 'never'), 'cfg': 'x = ['}}
-    assert defuse_config_texts(marker_free) == {'meta': {}}
+    assert checkpoint == {'meta': {'config': 'gpu_ids = [0, 1]\n'}, 'message_hub': {'runtime_info': {}}}
+    templated = {'meta': {'config': config_template(Path('/nonexistent/never_written')), 'cfg': 'x = ['}}
+    assert defuse_config_texts(templated) == {'meta': {}}
 
 
-def test_loads_defuse_the_texts_and_never_fail_because_of_them(tmp_path):
-    """Through mmengine's loader (resume, load_from, tools/test.py) the crafted texts are gone and nothing ran; a
-    saved config whose custom_imports name an unimported plugin loads too (it is never executed)."""
-    marker = tmp_path / 'payload_ran'
-    path = tmp_path / 'templated.pth'
-    torch.save(
-        with_config_texts(
-            {'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {'w': torch.ones(1)}}, config_template(marker)
-        ),
-        path,
-    )
+@pytest.mark.parametrize(
+    'text, ids',
+    [
+        ('gpu_ids = range(0, 8)', list(range(8))),
+        ('gpu_ids = [0, 3]', [0, 3]),
+        ('gpu_ids = (1,)', [1]),
+        ('a = 1\ngpu_ids = range(2)', [0, 1]),
+        ('gpu_ids = range(0, 8, 2)', [0, 2, 4, 6]),
+        ('gpu_ids = [-1]', None),
+        ('gpu_ids = list(range(2))', None),
+        ('gpus = 2', None),
+    ],
+)
+def test_saved_gpu_ids_read_only_literal_ids(text, ids):
+    assert saved_gpu_ids(text) == ids
+
+
+@pytest.mark.parametrize('name', sorted(BROKEN_TEXTS))
+def test_broken_texts_never_fail_a_load(tmp_path, name):
+    """Each text in meta['config'], meta['cfg'] and the message hub: mmengine's loader returns the checkpoint
+    without them; the file itself reads with the text as saved."""
+    text = BROKEN_TEXTS[name]
+    path = tmp_path / 'broken.pth'
+    torch.save(with_config_texts({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {'w': torch.ones(1)}}, text), path)
     loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
     assert loaded['meta'] == {'epoch': 1, 'iter': 2} and loaded['message_hub'] == {'runtime_info': {}}
-    assert load_mmengine_checkpoint(path)['meta']['config'] == config_template(marker)  # the file itself: as saved
-    plugin = tmp_path / 'plugin.pth'
-    text = "custom_imports = dict(imports=['my_team_plugin'], allow_failed_imports=False)\nmodel = dict(type='X')\n"
-    torch.save(with_config_texts({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {}}, text), plugin)
-    assert CheckpointLoader.load_checkpoint(str(plugin))['meta'] == {'epoch': 1, 'iter': 2}
-    assert not marker.exists()
+    assert load_mmengine_checkpoint(path)['meta']['config'] == text
 
 
-def test_an_inferencer_uses_a_saved_config_only_as_data(tmp_path):
+def test_loads_drop_the_crafted_texts_and_run_nothing(tmp_path):
+    """Through mmengine's loader (resume, load_from, tools/test.py): the template, the os.system config and a
+    saved config whose custom_imports name an unimported plugin are all gone, and nothing ran."""
     marker = tmp_path / 'payload_ran'
-    with pytest.raises(
-        ValueError,
-        match=r'ckpt: its saved config \(message_hub.runtime_info.cfg\) was not used: '
-        r'line 1 holds template syntax.*Give the config file the checkpoint was '
-        r'trained with',
+    for number, text in enumerate(
+        [
+            config_template(marker),
+            system_config(marker),
+            "custom_imports = dict(imports=['my_team_plugin'], allow_failed_imports=False)\nmodel = dict(type='X')\n",
+        ]
     ):
-        saved_config(with_config_texts({}, config_template(marker)), 'ckpt')
-    with pytest.raises(
-        ValueError,
-        match=r"imports \['my_team_plugin'\] \(custom_imports\), which this process has not "
-        r'imported. Import them yourself if you trust them',
-    ):
-        saved_config({'meta': {'cfg': "custom_imports = dict(imports=['my_team_plugin'])\nmodel = {}"}}, 'ckpt')
-    with pytest.raises(ValueError, match=r'ckpt holds no saved config'):
-        saved_config({'meta': {}}, 'ckpt')
-    cfg = saved_config({'meta': {'cfg': "model = dict(type='MaskRCNN', num_classes=3)"}}, 'ckpt')
-    assert cfg.model.to_dict() == {'type': 'MaskRCNN', 'num_classes': 3}
+        path = tmp_path / f'{number}.pth'
+        torch.save(with_config_texts({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {}}, text), path)
+        assert CheckpointLoader.load_checkpoint(str(path))['meta'] == {'epoch': 1, 'iter': 2}
     assert not marker.exists()

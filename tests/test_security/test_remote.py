@@ -100,17 +100,6 @@ def test_every_prefix_mmengine_registers_reads_through_maformer_mm():
         assert loader.reader is SCHEMES[prefix] and loader.__module__ == 'maformer_mm.checkpoint.remote', prefix
 
 
-def test_a_prefix_nobody_registers_is_named():
-    """`mmpretrain://` is registered by neither mmengine 0.10.7 nor mmpretrain 1.2.0: mmengine hands it to the
-    local loader, which says so instead of 'file not found'."""
-    with pytest.raises(
-        FileNotFoundError,
-        match=r'mmpretrain://x: no checkpoint loader is registered for its prefix '
-        r'\(mmengine knows .*torchvision://.*\)',
-    ):
-        CheckpointLoader.load_checkpoint('mmpretrain://x')
-
-
 def test_a_url_is_downloaded_once_into_a_fresh_torch_home(files, torch_home):
     assert not torch_home.exists()
     with serving(files['folder']) as served:
@@ -121,7 +110,30 @@ def test_a_url_is_downloaded_once_into_a_fresh_torch_home(files, torch_home):
                 torch.equal(loaded['state_dict']['backbone.' + k], v) for k, v in files['model'].state_dict().items()
             )
         assert served.requests == [f'/{files["good"].name}']  # the second load read the cache
-    assert sorted(p.name for p in _cache(torch_home).iterdir()) == [files['good'].name]  # no temporary left
+    name = files['good'].name
+    assert sorted(p.name for p in _cache(torch_home).iterdir()) == [name, name + '.url']  # no temporary left
+    assert (_cache(torch_home) / (name + '.url')).read_text() == url + '\n'
+
+
+def test_two_urls_with_one_file_name_never_share_a_cache_entry(files, torch_home):
+    """torch hub caches by file name: `A/plain.pth` then `B/plain.pth` would get A's file. The record beside the
+    cached file names its URL, and the second URL is refused, naming both; a file placed in the cache by hand (no
+    record) loads, as offline machines need."""
+    other = files['folder'] / 'other'
+    other.mkdir()
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, other / 'plain.pth')
+    with serving(files['folder']) as served:
+        first, second = served('plain.pth'), served('other/plain.pth')
+        assert 'backbone.patch_embed.projection.weight' in CheckpointLoader.load_checkpoint(first)['state_dict']
+        with pytest.raises(
+            UnsafeCheckpointError,
+            match=rf"plain.pth \(torch hub's cache\) was refused for {second}: it was downloaded from {first}, "
+            r'another URL that ends in the same file name',
+        ):
+            CheckpointLoader.load_checkpoint(second)
+        assert served.requests == ['/plain.pth']
+        (_cache(torch_home) / 'plain.pth.url').unlink()  # as if placed there by hand
+        assert 'backbone.patch_embed.projection.weight' in CheckpointLoader.load_checkpoint(second)['state_dict']
 
 
 @pytest.mark.parametrize('name', ['hostile', 'hostile_hashed'])
@@ -130,7 +142,7 @@ def test_a_hostile_download_is_refused_deleted_and_not_cached(files, torch_home,
         url = served(files[name].name)
         with pytest.raises(
             UnsafeCheckpointError,
-            match=rf'{url} \(downloaded\) was refused while unpickling: the '
+            match=rf'{url} \(downloaded\) was refused: unpickling stopped: the '
             r'checkpoint calls getattr.*the download was deleted and not '
             r'cached',
         ):
@@ -190,7 +202,7 @@ def test_open_mmlab_names_are_fetched_and_cached_through_the_same_checks(files, 
     shutil.copy(files['hostile'], _cache(torch_home) / 'hostile.pth')
     with pytest.raises(
         UnsafeCheckpointError,
-        match=r"hostile\.pth was refused while unpickling.*It is torch hub's "
+        match=r"hostile\.pth was refused: unpickling stopped.*It is torch hub's "
         r'cached copy of .*delete it to download the file again',
     ):
         CheckpointLoader.load_checkpoint('open-mmlab://maformer_hostile')
@@ -222,7 +234,7 @@ def test_object_storage_bytes_are_read_through_the_same_checks(files, monkeypatc
             return files['hostile'].read_bytes() if 'hostile' in filepath else files['good'].read_bytes()
 
     monkeypatch.setattr(mmengine.fileio, 'get_file_backend', lambda *args, **kwargs: Backend())
-    with pytest.raises(UnsafeCheckpointError, match=r's3://bucket/hostile\.pth was refused while unpickling'):
+    with pytest.raises(UnsafeCheckpointError, match=r's3://bucket/hostile\.pth was refused: unpickling stopped'):
         CheckpointLoader.load_checkpoint('s3://bucket/hostile.pth')
     assert CheckpointLoader.load_checkpoint('cluster:s3://bucket/good.pth')['meta']['iter'] == 2
     assert not files['marker'].exists()

@@ -71,7 +71,7 @@ if full:
 import torch
 import maformer_mm, mmcv, mmengine
 from mmengine.config import Config
-from maformer_mm.zoo import resolve_config
+from maformer_mm.config.zoo import resolve_config
 modules = {'maformer_mm': maformer_mm, 'mmcv': mmcv, 'mmengine': mmengine}
 result = {}
 cfg = Config.fromfile(resolve_config('mask_rcnn_maformer_t'))  # inherits mmdet:: bases from mmdet's shipped configs
