@@ -121,12 +121,23 @@ def test_wheels_are_the_installed_files_with_debug_sections_stripped(wheelhouse,
         assert 'mmdet/.mim/configs/_base_/models/mask-rcnn_r50_fpn.py' in whl.namelist()
     with zipfile.ZipFile(next(wheelhouse.glob('maformer_mm-*.whl'))) as whl:
         assert 'maformer_mm/.mim/configs/maformer/mask_rcnn_maformer_t.py' in whl.namelist()
+        # every module of the source tree travels (a package without __init__.py would be left out)
+        sources = {
+            p.relative_to(REPO).as_posix() for p in (REPO / 'maformer_mm').rglob('*.py') if '.mim' not in p.parts
+        }
+        assert 'maformer_mm/hosts.py' in sources and 'maformer_mm/engine/runs.py' in sources
+        assert sources - set(whl.namelist()) == set()
+
+
+# The tests gpu_check runs here: all of tests/test_gpu runs in the suite itself, so a file of it (a CPU stand-in
+# and a CUDA test) and a file outside the reduced set show that the node runs them and reports each.
+SOME_TESTS = ('--tests', 'tests/test_gpu/test_gld_fp16.py', 'tests/test_gpu/test_env_build.py')
 
 
 def test_gpu_check_installs_offline_and_runs_end_to_end_on_cpu(wheelhouse, node, tmp_path):
     node_site = {p.name for p in node.parent.parent.glob('lib/python*/site-packages/*')}
     out = tmp_path / 'report'
-    proc = run_gpu_check(wheelhouse, out, node, '--device', 'cpu')
+    proc = run_gpu_check(wheelhouse, out, node, '--device', 'cpu', *SOME_TESTS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / 'report.json').read_text())
     assert report['set'] == 'full' and report['result'] == 'passed' and not report['refused'] and not report['errors']
@@ -136,9 +147,12 @@ def test_gpu_check_installs_offline_and_runs_end_to_end_on_cpu(wheelhouse, node,
     assert report['smoke']['built'] == 'Mask R-CNN MAFormer-T' and report['smoke']['parameters'] > 40e6
     assert {p.name for p in node.parent.parent.glob('lib/python*/site-packages/*')} == node_site
     assert 'RoIAlign and nms agree with torchvision' in report['mmcv_check']
-    # every test of tests/test_gpu ran there: the CPU stand-ins passed, the CUDA tests skipped with their reason
-    ids = {t['id'] for t in report['tests']}
-    assert len(ids) > 40 and any('test_cuda_benchmark.py::test_code_paths_on_cpu' in i for i in ids)
+    # the tests asked for ran there: the CPU stand-ins passed, the CUDA tests skipped with their reason
+    files = {t['id'].split('::')[0] for t in report['tests']}
+    assert files == {'tests/test_gpu/test_gld_fp16.py', 'tests/test_gpu/test_env_build.py'} and len(report['tests']) > 8
+    assert 'tests/test_gpu/test_env_build.py::test_the_installed_mmcv_passes_the_check_of_its_own_build' in {
+        t['id'] for t in report['tests']
+    }
     assert {t['outcome'] for t in report['tests']} == {'passed', 'skipped'}
     assert all('needs a CUDA GPU' in t['message'] for t in report['tests'] if t['outcome'] == 'skipped')
     bench = report['benchmark']
@@ -168,7 +182,7 @@ def built_for(wheelhouse: Path, folder: Path, **target) -> Path:
 def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(wheelhouse, node, tmp_path):
     other = built_for(wheelhouse, tmp_path / 'wheelhouse', torch='2.11.0+cu130')
     out = tmp_path / 'report'
-    proc = run_gpu_check(other, out, node, '--device', 'cpu')
+    proc = run_gpu_check(other, out, node, '--device', 'cpu', *SOME_TESTS)
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / 'report.json').read_text())
     assert report['set'] == 'reduced' and report['result'].startswith('refused')
@@ -176,8 +190,8 @@ def test_another_torch_is_refused_and_the_reduced_set_runs_without_mmcv_ops(whee
     assert 'mmcv was compiled against torch 2.11.0+cu130' in refusal and report['node']['torch'] in refusal
     assert not list((out / 'site' / 'mmcv').glob('_ext*')) and 'mmcv_check' not in report
     assert report['smoke']['built'].startswith('MAFormer-T backbone') and not report['errors']
-    reduced = [t['id'] for t in report['tests']]
-    assert all(any(t.startswith(r) for r in gpu_check.REDUCED_TESTS) for t in reduced) and len(reduced) > 15
+    reduced = [t['id'] for t in report['tests']]  # of the tests asked, those of the reduced set
+    assert {t.split('::')[0] for t in reduced} == {'tests/test_gpu/test_gld_fp16.py'} and len(reduced) == 2
     assert {t['outcome'] for t in report['tests']} == {'passed', 'skipped'}
     bench = report['benchmark']
     assert [r['model'] for r in bench['backbones']] == ['MAFormer-T'] and bench['detectors'] == []
@@ -224,6 +238,19 @@ def test_abi_mismatches_name_what_differs():
     assert gpu_check.abi_mismatches(needs, dict(node, glibc='2.35'), 'cuda') == []
     (glibc,) = gpu_check.abi_mismatches(needs, dict(node, glibc='2.28'), 'cuda')
     assert "the node's glibc is 2.28" in glibc and 'needs 2.32' in glibc
+
+
+def test_the_tests_run_in_each_set():
+    bench = 'tests/test_gpu/test_cuda_benchmark.py'
+    assert gpu_check.selected_tests('full', None) == ['tests/test_gpu']
+    assert gpu_check.selected_tests('full', [bench]) == [bench]
+    assert gpu_check.selected_tests('reduced', None) == list(gpu_check.REDUCED_TESTS)
+    assert gpu_check.selected_tests('reduced', ['tests/test_gpu/']) == list(gpu_check.REDUCED_TESTS)
+    in_bench = gpu_check.selected_tests('reduced', [bench, 'tests/test_gpu/test_env_build.py'])
+    assert in_bench == [r for r in gpu_check.REDUCED_TESTS if r.startswith(bench + '::')] and len(in_bench) == 5
+    one = f'{bench}::test_no_detectors_builds_nothing'
+    assert gpu_check.selected_tests('reduced', [one, f'{bench}::test_code_paths_on_cpu']) == [one]
+    assert gpu_check.selected_tests('reduced', ['tests/test_gpu/test_gld']) == []  # no partial file names
 
 
 def test_a_damaged_transfer_and_bad_arguments_are_named(wheelhouse, tmp_path):

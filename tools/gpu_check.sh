@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs a wheelhouse (`make wheelhouse`) on a GPU node without network and checks the node with it:
-#   tools/gpu_check.sh WHEELHOUSE [OUT] [--device cpu]
+#   tools/gpu_check.sh WHEELHOUSE [OUT] [--device cpu] [--tests TEST...]
 #   WHEELHOUSE/gpu_check.sh WHEELHOUSE [OUT]          # the same script travels inside the wheelhouse
 # PYTHON names the node's interpreter, the one that has its torch (default: python3). Everything goes to OUT
 # (default ./gpu_check): the private install (OUT/site; the node's site-packages are left alone), the logs and
@@ -8,7 +8,7 @@
 # Exit status: 0 passed, 1 failed, 2 refused (the node's torch does not match the wheelhouse; the reduced set
 # ran), 3 nothing could run. What it checks: tools/env/gpu_check.py; docs/gpu.md, "Offline nodes".
 set -euo pipefail
-usage="usage: $0 WHEELHOUSE [OUT] [--device cpu]"
+usage="usage: $0 WHEELHOUSE [OUT] [--device cpu] [--tests TEST...]"
 if [ $# -lt 1 ]; then
     echo "$usage" >&2
     exit 3

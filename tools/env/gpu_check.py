@@ -37,6 +37,8 @@ REDUCED_TESTS = (
     'tests/test_gpu/test_cuda_benchmark.py::test_amp_calls_and_optimizer_wrappers',
     'tests/test_gpu/test_cuda_benchmark.py::test_process_state_is_restored_also_on_error',
     'tests/test_gpu/test_cuda_benchmark.py::test_refuses_cuda_without_a_gpu',
+    'tests/test_gpu/test_cuda_benchmark.py::test_quick_mode_chooses_the_first_numbers_and_yields_to_explicit_options',
+    'tests/test_gpu/test_cuda_benchmark.py::test_no_detectors_builds_nothing',
 )
 REDUCED_BENCHMARK = ('--backbones', 'MAFormer-T', '--detectors')  # no Swin-T, no Mask R-CNN: mmdet.models
 # `--device cpu`: the CPU stand-in of the quick benchmark, at sizes a CPU runs in seconds.
@@ -264,6 +266,17 @@ def parse_junit(path: str) -> List[dict]:
     return tests
 
 
+def selected_tests(kind: str, asked: Optional[Sequence[str]]) -> List[str]:
+    """The pytest ids the set `kind` runs: all of tests/test_gpu (full) or REDUCED_TESTS (reduced), or of those
+    the `asked` ones (a path asked selects the reduced tests under it)."""
+    if kind != 'reduced':
+        return list(asked or ['tests/test_gpu'])
+    if not asked:
+        return list(REDUCED_TESTS)
+    inside = [t for t in asked if any(t.startswith(r) for r in REDUCED_TESTS)]
+    return inside + [r for r in REDUCED_TESTS if any(r.startswith(t.rstrip('/') + sep) for t in asked for sep in '/:')]
+
+
 # ---------------------------------------------------------------------------------------------------- report
 def markdown(report: dict) -> str:
     node, manifest = report['node'], report['wheelhouse']
@@ -333,6 +346,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('wheelhouse')
     parser.add_argument('out')
     parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'], help='cpu: the CPU stand-ins')
+    parser.add_argument(
+        '--tests',
+        nargs='+',
+        metavar='TEST',
+        help='pytest ids run instead of all of tests/test_gpu (in the reduced set: those of them it holds)',
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     wheelhouse, out = osp.abspath(args.wheelhouse), osp.abspath(args.out)
@@ -417,14 +436,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report['errors'].append(f'mmcv build check failed: {smoke["mmcv_error"]}')
 
     junit = osp.join(out, 'pytest.xml')
-    selection = list(REDUCED_TESTS) if report['set'] == 'reduced' else ['tests/test_gpu']
-    steps.run(
-        'tests', [sys.executable, '-m', 'pytest', *selection, '-rA', '-p', 'no:cacheprovider', f'--junitxml={junit}']
-    )
+    selection = selected_tests(report['set'], args.tests)
+    if selection:
+        command = [sys.executable, '-m', 'pytest', *selection, '-rA', '-p', 'no:cacheprovider', f'--junitxml={junit}']
+        steps.run('tests', command)
     report['tests'] = parse_junit(junit)
     for test in report['tests']:
         report['test_counts'][test['outcome']] = report['test_counts'].get(test['outcome'], 0) + 1
-    if not report['tests']:
+    if not selection:
+        report['errors'].append(f'none of --tests {" ".join(args.tests)} is in the reduced set (REDUCED_TESTS)')
+    elif not report['tests']:
         report['errors'].append('pytest ran no test (logs/tests.log)')
 
     bench_out = osp.join(out, 'benchmark.md')
