@@ -171,6 +171,7 @@ NOT_OURS = {
     '--quick',
     '--no-index',
     '--strip-debug',
+    '--tests',
     '--count',
 }
 
