@@ -55,7 +55,21 @@ endif
 
 STAMP := $(VENV)/.stamp-$(KEY)-$(MMCV_MODE)$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 
-.PHONY: env test demo demo-seg clean-env
+# `make wheelhouse`: one folder of wheels for GPU nodes without network, installed and checked there by
+# tools/gpu_check.sh (docs/gpu.md, "Offline nodes"). Without settings: the pinned stack as .venv holds it (its
+# mmcv build as it is). With any of them, a build environment for that target (Python from PATH or pyenv, torch
+# from the registry, mmcv compiled for WH_ARCHS: about 40 minutes on 2 cores), unless .venv is that target.
+#   WH_PYTHON=3.12  WH_TORCH=2.11.0  WH_CUDA=13  WH_ARCHS='9.0'  WH_OUT=DIR (default build/wheelhouse)
+#   WH_ENV=DIR (the build environment; default build/wheelhouse-env/<target>), WH_TORCH_INDEX=URL,
+#   WH_LEAVE_OUT='torch torchvision' (what the nodes have: never carried; default LEAVE_OUT in tools/env/wheelhouse.py)
+WH_OUT ?= build/wheelhouse
+WH_SETTINGS := $(strip $(WH_PYTHON)$(WH_TORCH)$(WH_CUDA)$(WH_ARCHS)$(WH_ENV)$(WH_TORCH_INDEX))
+WH_FLAGS := $(if $(WH_PYTHON),--python '$(WH_PYTHON)') $(if $(WH_TORCH),--torch '$(WH_TORCH)') \
+            $(if $(WH_CUDA),--cuda '$(WH_CUDA)') $(if $(WH_ARCHS),--archs '$(WH_ARCHS)') \
+            $(if $(WH_ENV),--env '$(WH_ENV)') $(if $(WH_TORCH_INDEX),--torch-index '$(WH_TORCH_INDEX)') \
+            $(if $(WH_LEAVE_OUT),--leave-out $(WH_LEAVE_OUT))
+
+.PHONY: env test demo demo-seg clean-env wheelhouse
 
 env: $(STAMP)
 
@@ -86,6 +100,9 @@ demo: env
 
 clean-env:
 	rm -rf $(VENV)
+
+wheelhouse: $(if $(WH_SETTINGS),,env)
+	$(strip $(if $(WH_SETTINGS),$(PYTHON),$(PY)) -m tools.env.wheelhouse build --out '$(WH_OUT)' $(WH_FLAGS))
 
 demo-seg: env
 	$(PY) tools/demo_seg.py

@@ -35,20 +35,21 @@ HERE = osp.dirname(osp.abspath(__file__))
 VITDET_T = dict(vit_window_size=14, vit_global_blocks=(6, 13, 20))
 
 
-def build(name: str, with_cp: bool = False) -> nn.Module:
-    """The benchmarked backbones, without stochastic depth so every run does the same work."""
+def _swin(depths: Tuple[int, ...], with_cp: bool) -> nn.Module:
+    # imported here: mmdet.models needs mmcv's compiled ops, MAFormer does not (gpu_check.sh's reduced set)
     from mmdet.models.backbones import SwinTransformer
 
+    return SwinTransformer(embed_dims=96, depths=depths, num_heads=(3, 6, 12, 24), drop_path_rate=0.0, with_cp=with_cp)
+
+
+def build(name: str, with_cp: bool = False) -> nn.Module:
+    """The benchmarked backbones, without stochastic depth so every run does the same work."""
     builders: Dict[str, Callable[[], nn.Module]] = {
         'MAFormer-T': lambda: MAFormer(arch='tiny', drop_path_rate=0.0, with_cp=with_cp),
         'MAFormer-T (win)': lambda: MAFormer(arch='tiny', drop_path_rate=0.0, with_cp=with_cp, **VITDET_T),
         'MAFormer-S': lambda: MAFormer(arch='small', drop_path_rate=0.0, with_cp=with_cp),
-        'Swin-T': lambda: SwinTransformer(
-            embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.0, with_cp=with_cp
-        ),
-        'Swin-S': lambda: SwinTransformer(
-            embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.0, with_cp=with_cp
-        ),
+        'Swin-T': lambda: _swin((2, 2, 6, 2), with_cp),
+        'Swin-S': lambda: _swin((2, 2, 18, 2), with_cp),
     }
     return builders[name]()
 

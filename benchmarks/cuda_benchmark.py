@@ -12,7 +12,12 @@ Also reports which SDPA kernel each MAFormer attention runs. Writes a Markdown r
 model and the numbers as JSON.
 
     python -m benchmarks.cuda_benchmark                   # on a GPU: benchmarks/cuda_results.{md,json}
+    python -m benchmarks.cuda_benchmark --quick           # the first numbers in about 3 minutes (below)
     python -m benchmarks.cuda_benchmark --device cpu --backbone-sizes 64:2 --det-size 96x128 --precisions fp32
+
+`--quick` (tools/gpu_check.sh runs it): MAFormer-T against Swin-T only, the Mask R-CNN iterations under AMP
+only, 2 warm-up and 5 measured rounds; the sizes and the kernel table are those of the full run. Any option
+given explicitly overrides the mode's choice.
 
 `--device cpu` is a smoke run of the same code at small sizes: AMP is bf16 there (BF16OptimWrapper on
 the backbone, as `tools/train.py --amp` does without a GPU; bf16 is slow on CPUs without bf16 units) and
@@ -21,6 +26,7 @@ memory is not measured.
 
 import argparse
 import json
+import os
 import os.path as osp
 import statistics
 import time
@@ -43,6 +49,11 @@ BACKBONES = ('MAFormer-T', 'MAFormer-S', 'Swin-T', 'Swin-S')
 DETECTORS = {name.replace('Mask R-CNN ', ''): config for name, config in TASKS['det'][2].items()}
 DET_REFERENCE = 'Swin-T'
 PRECISIONS = ('fp32', 'amp')
+# What each mode runs unless an option says otherwise.
+MODES = {
+    'full': dict(backbones=list(BACKBONES), det_precisions=None, warmup=3, repeats=10),  # None: --precisions
+    'quick': dict(backbones=['MAFormer-T', 'Swin-T'], det_precisions=['amp'], warmup=2, repeats=5),
+}
 ATTENTIONS = {WindowAttention: 'window', CrossAttention: 'cross', Attention: 'global'}
 
 
@@ -220,6 +231,8 @@ def measure_detectors(
     device: str,
 ) -> List[dict]:
     """One row per detector and precision: seconds per training iteration, its peak memory, the last loss."""
+    if not names or not precisions:
+        return []  # builds nothing from mmdet.models (gpu_check.sh's reduced set runs without mmcv's ops)
     data = detection_batch(hw, batch)
     rows = []
     for precision in precisions:
@@ -307,6 +320,7 @@ def markdown(res: dict) -> str:
     lines = [
         f'# CUDA benchmark: {res["hardware"]}',
         '',
+        f'{res["mode"].capitalize()} mode, {res["seconds"]:.0f} s. '
         f'Median of {res["repeats"]} interleaved rounds after {res["warmup"]} warm-up rounds, synchronised. '
         f'AMP: {amp} autocast (Mask R-CNN: {res["amp_wrapper"]}). Ratios are against the Swin of the same '
         'size class in the same run; memory is the peak of a training step above the weights (and '
@@ -374,7 +388,9 @@ def process_state_restored(device: str) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> dict:
     """Every measurement of `main`, as the JSON it writes."""
+    start = time.perf_counter()
     res = dict(
+        mode=args.mode,
         device=args.device,
         hardware=hardware_name(args.device),
         warmup=args.warmup,
@@ -388,33 +404,57 @@ def run(args: argparse.Namespace) -> dict:
         args.detectors,
         parse_size(args.det_size),
         args.det_batch,
-        args.precisions,
+        args.det_precisions,
         args.warmup,
         args.repeats,
         args.device,
     )
+    res['seconds'] = time.perf_counter() - start
     return res
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options, with what the mode (full or `--quick`) chooses filled in where none was given."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
-    parser.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=list(REFERENCE))
+    parser.add_argument(
+        '--quick',
+        action='store_const',
+        dest='mode',
+        const='quick',
+        default='full',
+        help='MAFormer-T against Swin-T, Mask R-CNN under AMP only, 2 + 5 rounds (about 3 minutes on one GPU)',
+    )
+    parser.add_argument('--backbones', nargs='+', choices=list(REFERENCE), help="default: the mode's")
     parser.add_argument('--backbone-sizes', nargs='+', default=['224:64', '800x1333:2'], help='HxW:batch')
     parser.add_argument('--detectors', nargs='*', default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument('--det-size', default='800x1333', help='HxW of the Mask R-CNN images')
     parser.add_argument('--det-batch', type=int, default=2)
     parser.add_argument('--precisions', nargs='+', default=list(PRECISIONS), choices=list(PRECISIONS))
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument(
+        '--det-precisions', nargs='*', choices=list(PRECISIONS), help="of the Mask R-CNN rows (default: the mode's)"
+    )
+    parser.add_argument('--warmup', type=int)
+    parser.add_argument('--repeats', type=int)
     parser.add_argument('--out', default=osp.join(HERE, 'cuda_results.md'))
     args = parser.parse_args(argv)
+    for key, value in MODES[args.mode].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.det_precisions is None:
+        args.det_precisions = args.precisions
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('no CUDA device: run this on a GPU machine (or `--device cpu` for a small smoke run)')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
     with process_state_restored(args.device):
         torch.manual_seed(0)
         torch.backends.cudnn.benchmark = True  # convolutions: the fastest algorithm for the fixed sizes
         res = run(args)
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
         json.dump(res, f, indent=1)
     text = markdown(res)

@@ -168,6 +168,10 @@ NOT_OURS = {
     '--repeats',
     '--groups',
     '--iters',
+    '--quick',
+    '--no-index',
+    '--strip-debug',
+    '--tests',
     '--count',
 }
 

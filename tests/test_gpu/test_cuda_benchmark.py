@@ -139,3 +139,27 @@ def test_short_run_on_cuda(tmp_path):
     assert 'AmpOptimWrapper, dynamic loss scale' in res['text']
     for kernels in res['kernels'].values():
         assert 'math' not in sum(kernels.values(), [])  # every attention runs a fused kernel
+
+
+def test_quick_mode_chooses_the_first_numbers_and_yields_to_explicit_options():
+    quick = cuda_benchmark.parse_args(['--quick', '--device', 'cpu'])
+    assert quick.mode == 'quick' and quick.backbones == ['MAFormer-T', 'Swin-T'] and quick.det_precisions == ['amp']
+    assert (quick.warmup, quick.repeats) == (2, 5) and quick.precisions == ['fp32', 'amp']
+    assert quick.backbone_sizes == ['224:64', '800x1333:2'] and quick.det_size == '800x1333' and quick.det_batch == 2
+    assert quick.detectors == list(cuda_benchmark.DETECTORS)  # MAFormer-T global and window against Swin-T
+    full = cuda_benchmark.parse_args(['--device', 'cpu'])
+    assert full.mode == 'full' and full.backbones == list(cuda_benchmark.BACKBONES)
+    assert full.det_precisions == full.precisions == ['fp32', 'amp'] and (full.warmup, full.repeats) == (3, 10)
+    mine = cuda_benchmark.parse_args(['--quick', '--device', 'cpu', '--backbones', 'MAFormer-S', '--repeats', '1'])
+    assert mine.backbones == ['MAFormer-S'] and mine.repeats == 1 and mine.warmup == 2
+    assert cuda_benchmark.parse_args(['--device', 'cpu', '--precisions', 'fp32']).det_precisions == ['fp32']
+
+
+def test_no_detectors_builds_nothing(monkeypatch):
+    # gpu_check.sh's reduced set passes `--detectors` alone: no batch, no mmdet.models (mmcv's ops)
+    def made(*args, **kwargs):
+        raise AssertionError('a detection batch was made')
+
+    monkeypatch.setattr(cuda_benchmark, 'detection_batch', made)
+    assert cuda_benchmark.measure_detectors([], (64, 64), 2, ['amp'], 0, 1, 'cpu') == []
+    assert cuda_benchmark.measure_detectors(['Swin-T'], (64, 64), 2, [], 0, 1, 'cpu') == []

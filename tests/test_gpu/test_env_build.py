@@ -25,6 +25,7 @@ from tools.env.mmcv_build import (
     mmcv_ext_path,
     read_section,
     required_archs,
+    runs_on,
     toolkit_requirements,
 )
 
@@ -58,15 +59,12 @@ def build_fault(info: dict, gpus: Sequence[Tuple[int, int]]) -> Optional[str]:
     """Why the mmcv extension described by `info` (`inspect_library`) cannot run its ops on the GPUs `gpus`
     (their compute capabilities; empty: no GPU), or None when it can.
 
-    A GPU can run a cubin built for its own major version and a minor version up to its own, or compile PTX
-    built for a capability up to its own. A CPU-only build on a machine with a GPU is the fault this catches:
+    `runs_on` decides for each GPU. A CPU-only build on a machine with a GPU is the fault this catches:
     without it the test below passed for the wrong build.
     """
     archs = set(info['archs'])
     for major, minor in gpus:
-        cubin = any(a == f'sm_{major}{m}' for a in archs for m in range(minor + 1))
-        ptx = any(a.startswith('compute_') and int(a.split('_')[1]) <= major * 10 + minor for a in archs)
-        if not cubin and not ptx:
+        if not runs_on(sorted(archs), (major, minor)):
             built = ', '.join(sorted(archs)) or 'no CUDA kernels (a CPU-only build)'
             return (
                 f'{info["path"]} has {built}, but torch sees a GPU of compute capability {major}.{minor}: '
@@ -96,7 +94,7 @@ def test_the_installed_mmcv_passes_the_check_of_its_own_build():
     info = inspect_library(mmcv_ext_path())
     fault = build_fault(info, gpu_capabilities())
     assert fault is None, fault
-    assert info['size_mib'] > 10  # the compiled ops are there
+    assert info['size_mib'] > 1  # the compiled ops are there (2 MiB CPU-only once a wheelhouse strips debug sections)
     if info['archs']:  # a CUDA build: kernels, linked against the CUDA runtime
         assert check('cuda', '')['archs'] == info['archs']
         assert any(n.startswith('libcudart.so') for n in info['cuda_libraries'])
@@ -115,7 +113,7 @@ def test_arch_list_and_toolkit_requirements():
     torch_requires = importlib.metadata.requires('torch')
     pinned = [r for r in torch_requires if r.startswith('cuda-toolkit')]
     assert pinned and toolkit_requirements(torch_requires, torch.version.cuda) == [
-        'cuda-toolkit[nvcc,cccl]==' + pinned[0].split('==')[1].split(';')[0].strip()
+        'cuda-toolkit[nvcc,cccl,crt,nvvm]==' + pinned[0].split('==')[1].split(';')[0].strip()
     ]
     # CUDA 12 wheels from PyTorch's index pin per-library packages: nvcc of the same minor version
     assert toolkit_requirements(['nvidia-cuda-runtime-cu12==12.6.77'], '12.6') == [
@@ -165,6 +163,8 @@ def test_split_toolkit_packages_become_one_cuda_home(tmp_path):
 @pytest.fixture
 def make_dry_run(tmp_path):
     """`make -n env` in a copy of the build files, with a stand-in nvidia-smi printing `caps` (None: absent)."""
+    if shutil.which('make') is None:
+        pytest.skip('make is not installed here (a GPU node checked from a wheelhouse needs none)')
     for name in ('Makefile', 'requirements.txt', 'setup.py'):
         shutil.copy(REPO / name, tmp_path / name)
     bin_dir = tmp_path / 'bin'

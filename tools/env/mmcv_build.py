@@ -24,8 +24,6 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from elftools.elf.elffile import ELFFile
-
 # The fat binary that nvcc embeds in `.nv_fatbin`: a sequence of containers, each a 16-byte header
 # (magic, version, header size, size of the entries) followed by entries. Every entry is one compiled
 # kernel image: kind 1 is PTX, kind 2 an ELF cubin, and its target architecture (75, 90, 120, ...) sits
@@ -35,6 +33,14 @@ FATBIN_PTX, FATBIN_CUBIN = 1, 2
 
 
 # ----------------------------------------------------------------------------------------------- ELF
+def ELFFile(stream):  # noqa: N802 (pyelftools' class)
+    """pyelftools' ELF reader, imported on first use: tools/gpu_check.sh imports this module before pyelftools
+    (carried in the wheelhouse) is installed."""
+    from elftools.elf.elffile import ELFFile as reader
+
+    return reader(stream)
+
+
 def elf_sections(path: str) -> Dict[str, Tuple[int, int]]:
     """name -> (file offset, size) of every section of an ELF file (read with pyelftools)."""
     with open(path, 'rb') as f:
@@ -87,6 +93,16 @@ def links_and_symbols(path: str) -> Tuple[List[str], List[str]]:
     return needed, symbols
 
 
+def glibc_needed(path: str) -> str:
+    """The newest glibc symbol version an ELF file needs ('2.32' for `__libc_single_threaded`), '' for none:
+    a machine with an older glibc cannot load it."""
+    with open(path, 'rb') as f:
+        section = ELFFile(f).get_section_by_name('.gnu.version_r')
+        names = [aux.name for _, auxs in section.iter_versions() for aux in auxs] if section is not None else []
+    versions = [tuple(int(x) for x in n[len('GLIBC_') :].split('.')) for n in names if n.startswith('GLIBC_')]
+    return '.'.join(map(str, max(versions))) if versions else ''
+
+
 def inspect_library(path: str) -> dict:
     """The CUDA evidence of a shared library: fat-binary size and architectures, CUDA libraries, kernels."""
     sections = elf_sections(path)
@@ -128,6 +144,18 @@ def required_archs(arch_list: str) -> Set[str]:
     return wanted
 
 
+def runs_on(archs: Sequence[str], capability: Tuple[int, int]) -> bool:
+    """Whether kernels built for `archs` ('sm_90', 'compute_90', ...) run on a GPU of `capability` (9, 0).
+
+    A GPU runs a cubin built for its own major version and a minor version up to its own, and compiles PTX
+    built for a capability up to its own.
+    """
+    major, minor = capability
+    cubin = any(a == f'sm_{major}{m}' for a in archs for m in range(minor + 1))
+    ptx = any(a.startswith('compute_') and int(a.split('_')[1]) <= major * 10 + minor for a in archs)
+    return cubin or ptx
+
+
 # --------------------------------------------------------------------------------------------- GPUs
 def gpu_archs() -> str:
     """The compute capabilities of the GPUs this torch sees, as a TORCH_CUDA_ARCH_LIST ('' without one)."""
@@ -141,15 +169,17 @@ def gpu_archs() -> str:
 def toolkit_requirements(torch_requires: Sequence[str], cuda_version: str) -> List[str]:
     """The packages that bring nvcc and the CUDA headers matching torch's CUDA.
 
-    torch's CUDA 13 wheels pin NVIDIA's `cuda-toolkit` meta-package: the same version with its `nvcc`
-    and `cccl` extras is the matching compiler. Wheels that pin the older per-library packages
-    (`nvidia-cuda-runtime-cu12`, ...) get `nvidia-cuda-nvcc-cu12` and `nvidia-cuda-cccl-cu12` of the
-    same CUDA minor version.
+    torch's CUDA 13 wheels pin NVIDIA's `cuda-toolkit` meta-package: the same version with its `nvcc`,
+    `cccl`, `crt` and `nvvm` extras is the matching compiler. `nvcc` alone is not enough: nvidia-cuda-nvcc
+    requires nvidia-nvvm and nvidia-cuda-crt unpinned, so pip takes the newest (13.5 beside a 13.0 ptxas:
+    "ptxas fatal: Unsupported .version 9.5"); the `crt` and `nvvm` extras pin them to the toolkit's.
+    Wheels that pin the older per-library packages (`nvidia-cuda-runtime-cu12`, ...) get `nvidia-cuda-nvcc-cu12`
+    and `nvidia-cuda-cccl-cu12` of the same CUDA minor version.
     """
     for requirement in torch_requires:
         match = re.match(r'\s*cuda-toolkit\s*(\[[^\]]*\])?\s*==\s*([0-9.]+)', requirement)
         if match:
-            return [f'cuda-toolkit[nvcc,cccl]=={match.group(2)}']
+            return [f'cuda-toolkit[nvcc,cccl,crt,nvvm]=={match.group(2)}']
     major, minor = cuda_version.split('.')[:2]
     return [f'nvidia-cuda-{part}-cu{major}=={major}.{minor}.*' for part in ('nvcc', 'cccl', 'runtime')]
 
