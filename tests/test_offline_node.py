@@ -268,7 +268,9 @@ def test_a_damaged_transfer_and_bad_arguments_are_named(wheelhouse, tmp_path):
 
 def test_make_wheelhouse_passes_the_target_settings():
     def dry_run(*variables: str) -> str:
-        proc = subprocess.run(['make', '-n', 'wheelhouse', *variables], cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(
+            ['make', '--no-print-directory', '-n', 'wheelhouse', *variables], cwd=REPO, capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip().splitlines()[-1]
 

@@ -72,7 +72,7 @@ def test_segmentation_config_builds(config):
 
 
 def test_tta_swaps_in_the_multi_scale_flip_model(tmp_path):
-    from tools.test import build_config, parse_args
+    from maformer_mm.tools.test import build_config, parse_args
 
     ckpt = tmp_path / 'model.pth'
     ckpt.touch()

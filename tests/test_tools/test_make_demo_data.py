@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maformer_mm.datasets.synthetic import CLASS_HUES
+
 
 @pytest.fixture(scope='module')
 def make_demo_data():
@@ -39,7 +41,7 @@ def test_ade_layout_and_class_hues(make_demo_data, tmp_path):
     values = set().union(*(np.unique(np.asarray(Image.open(p))) for p in (tmp_path / 'annotations').rglob('*.png')))
     assert values == {0, 1, 2, 3}
     for value, hues in _median_hues(tmp_path, 'training').items():
-        centre = make_demo_data.CLASS_HUES[value - 1]
+        centre = CLASS_HUES[value - 1]
         distance = np.minimum(abs(hues - centre), 1 - abs(hues - centre))  # hue is circular
         assert len(hues) and np.median(distance) < 0.08, make_demo_data.CLASSES[value - 1]
 
