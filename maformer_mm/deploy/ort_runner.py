@@ -151,6 +151,39 @@ def draw(image: np.ndarray, result: Dict[str, np.ndarray], classes: Sequence[str
     return canvas
 
 
+def prepare(
+    image: np.ndarray,
+    resize: Optional[dict],
+    mean: np.ndarray,
+    std: np.ndarray,
+    bgr_to_rgb: bool,
+    pad_size_divisor: int,
+) -> Tuple[Dict[str, np.ndarray], Tuple[float, float]]:
+    """A BGR uint8 image (H, W, 3) as the graph's inputs (`images`, `img_shape`, `scale_factor`), as mmdet's test
+    pipeline (`Resize`) and DetDataPreprocessor (channel order, (x - mean) / std, zero padding) make them; also the
+    (w, h) scale factor."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'expected a colour image (H, W, 3), got shape {image.shape}')
+    h, w = image.shape[:2]
+    new_w, new_h = resized_size(w, h, resize)
+    if resize:  # mmdet resizes even to the same size (a copy)
+        image = cv2.resize(image, (new_w, new_h), interpolation=INTERPOLATION[resize.get('interpolation', 'bilinear')])
+    pixels = image.astype(np.float32)
+    if bgr_to_rgb:
+        pixels = pixels[..., ::-1]
+    pixels = (pixels - mean) / std
+    d = pad_size_divisor
+    padded = np.zeros((1, 3, -(-new_h // d) * d, -(-new_w // d) * d), np.float32)
+    padded[0, :, :new_h, :new_w] = pixels.transpose(2, 0, 1)
+    scale = (new_w / w, new_h / h)
+    feed = {
+        'images': padded,
+        'img_shape': np.array([new_h, new_w], np.int64),
+        'scale_factor': np.array(scale, np.float64),
+    }
+    return feed, scale
+
+
 class OnnxDetector:
     """A whole-detector ONNX file in an ONNX Runtime session; `detector(image)` takes a BGR uint8 image (H, W, 3) as
     cv2 reads it and returns `bboxes` (N, 4) in its coordinates, `scores` (N,), `labels` (N,) and, for mask
@@ -181,27 +214,9 @@ class OnnxDetector:
 
     def preprocess(self, image: np.ndarray, resize: bool = True) -> Tuple[Dict[str, np.ndarray], Tuple[float, float]]:
         """The graph's inputs for a BGR image, and the (w, h) scale factor of its resize (without `resize`: none)."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f'expected a colour image (H, W, 3), got shape {image.shape}')
-        h, w = image.shape[:2]
-        new_w, new_h = resized_size(w, h, self.resize if resize else None)
-        if resize and self.resize:  # mmdet resizes even to the same size (a copy)
-            interpolation = INTERPOLATION[(self.resize or {}).get('interpolation', 'bilinear')]
-            image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-        pixels = image.astype(np.float32)
-        if self.bgr_to_rgb:
-            pixels = pixels[..., ::-1]
-        pixels = (pixels - self.mean) / self.std
-        d = self.pad_size_divisor
-        padded = np.zeros((1, 3, -(-new_h // d) * d, -(-new_w // d) * d), np.float32)
-        padded[0, :, :new_h, :new_w] = pixels.transpose(2, 0, 1)
-        scale = (new_w / w, new_h / h)
-        feed = {
-            'images': padded,
-            'img_shape': np.array([new_h, new_w], np.int64),
-            'scale_factor': np.array(scale, np.float64),
-        }
-        return feed, scale
+        return prepare(
+            image, self.resize if resize else None, self.mean, self.std, self.bgr_to_rgb, self.pad_size_divisor
+        )
 
     def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
         feed, _ = self.preprocess(image)

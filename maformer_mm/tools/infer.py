@@ -193,6 +193,10 @@ def infer(
     """Runs the inferencer of the config's scope on `inputs` (a file or a folder); returns what it wrote.
     `config` is a file or a loaded Config (e.g. with command-line options applied); `data_root` a detection data
     set in the COCO 2017 layout whose classes the checkpoint must have been trained for."""
+    if checkpoint.endswith('.onnx'):  # a detector exported whole: the standalone ONNX Runtime runner (docs/deploy.md)
+        from ..deploy.ort_runner import infer as infer_onnx
+
+        return Written(*infer_onnx(inputs, checkpoint, out_dir, pred_score_thr, save_pred))
     paths = [('input', inputs)]
     if '://' not in checkpoint:  # URLs and hub names are fetched by the checkpoint loaders
         paths.append(('checkpoint', checkpoint))
