@@ -91,7 +91,7 @@ def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
 
 def test_detector_exports_backbone_and_neck(configs, tmp_path, capsys):
     path = tmp_path / 'det.onnx'
-    out = _export(capsys, configs['detection'], '--shape', *SHAPE, '--out', path, '--verify')
+    out = _export(capsys, configs['detection'], '--shape', *SHAPE, '--out', path, '--verify', '--neck-only')
     assert 'random weights' in out and out.count(': max |onnx - torch|') == 5
     outputs = _outputs(path, np.random.randn(1, 3, *SHAPE).astype(np.float32))
     assert {name: a.shape for name, a in outputs.items()} == {
@@ -224,9 +224,43 @@ def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, t
     """The other two kinds exported with symbolic H and W, checked in ONNX Runtime at an odd size that pads
     the windows and merges and makes the GLD grid grow on one axis and shrink on the other."""
     path = tmp_path / f'{kind}.onnx'
+    neck = ['--neck-only'] if kind == 'detection' else []
     out = _export(
-        capsys, configs[kind], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify', '--verify-shapes', 45, 121
+        capsys,
+        configs[kind],
+        '--shape',
+        *SHAPE,
+        '--out',
+        path,
+        '--dynamic',
+        '--verify',
+        '--verify-shapes',
+        45,
+        121,
+        *neck,
     )
     assert f'45x121 {first_output}: max |onnx - torch|' in out and 'Verified' in out and 'FAILED' not in out
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == [1, 3, 'height', 'width']
+
+
+@pytest.mark.parametrize(
+    'option, message',
+    [
+        ('model.test_cfg.rcnn.nms.type=soft_nms', r"test_cfg.rcnn: nms type 'soft_nms'; only mmcv's 'nms' has an ONNX"),
+        ('model.roi_head.bbox_roi_extractor.roi_layer.pool_mode=max', 'only RoIAlign with pool_mode "avg"'),
+        ('model.rpn_head.bbox_coder.type=TBLRBBoxCoder', 'rpn_head: box coder TBLRBBoxCoder; only DeltaXYWHBBoxCoder'),
+    ],
+)
+def test_a_detector_part_without_an_export_form_is_named(configs, tmp_path, option, message):
+    """The whole-detector export refuses what it cannot reproduce, naming the part and pointing to --neck-only."""
+    from maformer_mm.deploy.detectors import UnsupportedDetector
+
+    with pytest.raises(UnsupportedDetector, match=message + '.*--neck-only'):
+        tool.main([str(configs['detection']), '--shape', *map(str, SHAPE), '--out', str(tmp_path / 'x.onnx'),
+                   '--cfg-options', option])  # fmt: skip
+
+
+def test_a_whole_detector_export_size_must_be_padded(configs, tmp_path):
+    with pytest.raises(ValueError, match=r'export size 60x96 must be a multiple of 32 .* e.g. 64x96'):
+        tool.main([str(configs['detection']), '--shape', '60', '96', '--out', str(tmp_path / 'x.onnx')])
