@@ -69,17 +69,24 @@ def _export_dynamo(
         else:
             hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
         dynamic_shapes = (hw, *(None for _ in target.extra_inputs))
-    program = torch.onnx.export(
-        target.module,
-        inputs,
-        dynamo=True,
-        input_names=[INPUT_NAME, *target.extra_inputs],
-        output_names=list(target.output_names),
-        opset_version=opset,
-        dynamic_shapes=dynamic_shapes,
-        optimize=True,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # torchvision's fake NMS and torch's pytree say they are deprecated, once per call: noise for the user
+        warnings.filterwarnings('ignore', message='`create_unbacked_symint` is deprecated')
+        warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')
+        from .detectors import ONNX_TRANSLATIONS
+
+        program = torch.onnx.export(
+            target.module,
+            inputs,
+            dynamo=True,
+            custom_translation_table=ONNX_TRANSLATIONS,
+            input_names=[INPUT_NAME, *target.extra_inputs],
+            output_names=list(target.output_names),
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False,
+        )
     program.save(path)
 
 
@@ -93,6 +100,9 @@ def _export_legacy(
             {name: {2: f'{name}_height', 3: f'{name}_width'} for name in target.output_names if name != 'logits'}
         )
         dynamic_axes.update(target.output_axes)
+    from .detectors import register_legacy_symbolics
+
+    register_legacy_symbolics(opset)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the legacy exporter is deprecated in torch 2.9+ and says so
         torch.onnx.export(
