@@ -147,6 +147,8 @@ def measure(
         onnx_mib=os.path.getsize(path) / 2**20,
         threads=threads,
         exporter=exporter,
+        repeats=repeats,
+        cpu=cpu_name(),
     )
 
 
@@ -208,22 +210,31 @@ def measure_detector(
         threads=threads,
         exporter=exporter,
         repeats=repeats,
+        cpu=cpu_name(),
+    )
+
+
+def _setting(rows: List[dict], repeats: int) -> str:
+    """The machine and settings of some rows (each row records its own; rows of earlier runs may differ)."""
+
+    def values(key: str, default) -> str:
+        return ' or '.join(str(v) for v in sorted({str(r.get(key, default)) for r in rows})) or str(default)
+
+    return (
+        f'CPU: {values("cpu", cpu_name())}, threads for both: {values("threads", torch.get_num_threads())}; '
+        f'torch {torch.__version__}, onnxruntime {__import__("onnxruntime").__version__}. Batch 1, random weights, '
+        f'fixed-shape export ({values("exporter", "dynamo")} exporter, opset 18). Median of '
+        f'{values("repeats", repeats)} interleaved runs after a warm-up; speed-up = PyTorch time / ONNX Runtime time'
     )
 
 
 def markdown(rows: List[dict], repeats: int) -> str:
-    threads = rows[0]['threads'] if rows else torch.get_num_threads()
     detectors = [r for r in rows if 'matched' in r]
     rows = [r for r in rows if 'matched' not in r]
     lines = [
         '# ONNX Runtime against PyTorch eager (CPU)',
         '',
-        f'CPU: {cpu_name()}, {threads} thread{"s" if threads != 1 else ""} for both; '
-        f'torch {torch.__version__}, onnxruntime {__import__("onnxruntime").__version__}. '
-        'Batch 1, random weights, fixed-shape export '
-        f'({rows[0]["exporter"] if rows else "dynamo"} exporter, opset 18). '
-        f'Median of {repeats} interleaved runs after a warm-up; speed-up = PyTorch '
-        'time / ONNX Runtime time; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',
+        _setting(rows, repeats) + '; difference = largest |ONNX - PyTorch| over the largest |PyTorch| output.',
         '',
         '| model | input | PyTorch (s) | ONNX Runtime (s) | speed-up | max difference / scale | '
         'export (s) | file (MiB) |',
@@ -241,7 +252,7 @@ def markdown(rows: List[dict], repeats: int) -> str:
             "Whole detectors on a generated scene (random weights, `score_thr=0`): PyTorch is mmdet's `predict`, masks "
             "pasted; ONNX Runtime the exported graph and the runner's mask paste. Detections: ONNX / PyTorch; matched "
             'box by box (same label, IoU >= 0.99, score within 1e-3, masks IoU >= 0.98), the others exempt '
-            '(thresholds, NMS ties) or failed.',
+            '(thresholds, NMS ties) or failed. ' + _setting(detectors, repeats) + '.',
             '',
             '| model | input | runs | PyTorch (s) | ONNX Runtime (s) | speed-up | detections | matched / exempt / '
             'failed | largest score difference | smallest box IoU | smallest mask IoU | export (s) | file (MiB) |',

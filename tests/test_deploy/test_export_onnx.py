@@ -1,7 +1,8 @@
 """tools/deploy/export_onnx.py on tiny models: every export kind at a small size, verified in ONNX Runtime;
-dynamic exports of every kind verified at sizes other than the export size; the fixed-size fallback for window-mode
-blocks; a verify that fails raises, and the tool then exits with an error. Each export costs seconds, so
-each test covers one kind and one more property."""
+dynamic exports verified at sizes other than the export size (whole detectors: test_whole_detectors.py); the
+fixed-size fallback for window-mode blocks; a verify that fails raises, and the tool then exits with an error;
+detector parts without an export form are named. Each export costs seconds, so each test covers one kind and one
+more property."""
 
 from pathlib import Path
 

@@ -19,10 +19,7 @@ from maformer_mm.deploy import ort_runner
 from maformer_mm.deploy.verify import match_detections
 from maformer_mm.tools import export_onnx as export_tool
 from maformer_mm.tools import infer as infer_tool
-from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.demo_data import write_coco
 from tests.helpers import REPO
-from tests.test_deploy.tiny_detectors import write_configs
 
 MEAN, STD = np.array([123.675, 116.28, 103.53], np.float32), np.array([58.395, 57.12, 57.375], np.float32)
 
@@ -106,14 +103,12 @@ def _json_dets(folder: Path, name: str, shape) -> dict:
     return dets
 
 
-def test_standalone_runner_in_a_fresh_venv_writes_what_infer_writes(tmp_path):
+def test_standalone_runner_in_a_fresh_venv_writes_what_infer_writes(workspace, tmp_path):
     """A trained tiny Mask R-CNN, exported whole; the runner copied alone into a folder and run by a fresh venv's
     Python (onnxruntime, numpy, opencv-python-headless; no torch): drawings and JSON like tools/infer.py's for the
     checkpoint (mmdet's DetInferencer), detection for detection; tools/infer.py given the .onnx file writes the same."""
-    write_coco(str(tmp_path / 'data'), num_train=4, num_val=3, size=(128, 96), class_hues=True)
-    config = write_configs(tmp_path, tmp_path / 'data', epochs=1)['mask_rcnn']
-    train_tool.main([str(config), '--work-dir', str(tmp_path / 'work'), '--device', 'cpu'])
-    checkpoint, model = tmp_path / 'work' / 'epoch_1.pth', tmp_path / 'mask_rcnn.onnx'
+    config, checkpoint = workspace['configs']['mask_rcnn'], workspace['checkpoint']('mask_rcnn')
+    model = tmp_path / 'mask_rcnn.onnx'
     export_tool.main(
         [str(config), str(checkpoint), '--shape', '128', '160', '--out', str(model), '--exporter', 'legacy']
     )
@@ -128,13 +123,13 @@ def test_standalone_runner_in_a_fresh_venv_writes_what_infer_writes(tmp_path):
     deployed = tmp_path / 'deployed'
     deployed.mkdir()
     shutil.copy(REPO / 'maformer_mm' / 'deploy' / 'ort_runner.py', deployed)
-    images = tmp_path / 'data' / 'val'
+    images = workspace['root'] / 'data' / 'val'
     command = [str(python), 'ort_runner.py', str(images), str(model), '--out-dir', str(tmp_path / 'ort')]
     proc = subprocess.run(
         [*command, '--pred-score-thr', '0.05'], cwd=deployed, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'wrote 3 images' in proc.stdout and 'and 3 predictions' in proc.stdout
+    assert 'wrote 4 images' in proc.stdout and 'and 4 predictions' in proc.stdout
 
     infer_tool.main(
         [str(images), str(config), str(checkpoint), '--out-dir', str(tmp_path / 'torch'), '--device', 'cpu']

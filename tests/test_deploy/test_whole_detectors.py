@@ -15,32 +15,12 @@ from pycocotools import mask as mask_utils
 from maformer_mm.deploy.verify import match_detections
 from maformer_mm.tools import export_onnx as export_tool
 from maformer_mm.tools import test as test_tool
-from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.demo_data import write_coco
-from tests.test_deploy.tiny_detectors import KINDS, write_configs
+from tests.test_deploy.tiny_detectors import KINDS
 
 EXPORTER = {'mask_rcnn': 'dynamo', 'faster_rcnn': 'legacy', 'cascade_mask_rcnn': 'legacy', 'retinanet': 'legacy'}
 SHAPE = (64, 96)  # the export size; the demo images are resized to 160x120 (padded 160x128) for the mAP
 OTHER_SIZES = ((45, 133), (117, 55))
 SETTINGS = dict(score_thr=0.05, nms_iou=0.5, max_per_img=30)
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory) -> dict:
-    """The generated data set, a config a kind, and a trainer that trains each kind once (4 iterations) on demand."""
-    root = tmp_path_factory.mktemp('whole_detectors')
-    write_coco(str(root / 'data'), num_train=4, num_val=4, size=(128, 96), class_hues=True)
-    configs = write_configs(root, root / 'data')
-    checkpoints = {}
-
-    def checkpoint(kind: str) -> Path:
-        if kind not in checkpoints:
-            work_dir = root / kind
-            train_tool.main([str(configs[kind]), '--work-dir', str(work_dir), '--device', 'cpu'])
-            checkpoints[kind] = work_dir / 'epoch_2.pth'
-        return checkpoints[kind]
-
-    return dict(root=root, configs=configs, checkpoint=checkpoint)
 
 
 def _dump(path: Path) -> dict:
