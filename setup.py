@@ -88,7 +88,8 @@ setup(
     extras_require={
         'pretrain': ['mmpretrain>=1.2.0,<1.3'],
         'deploy': ['onnx>=1.23', 'onnxscript>=0.7', 'onnxruntime>=1.31'],  # the verified set: requirements.txt
-        'tests': ['pytest', 'ruff', 'mmpretrain>=1.2.0,<1.3'],
+        # nbclient, nbformat, ipykernel: tests/test_notebook.py runs demo/maformer_tutorial.ipynb
+        'tests': ['pytest', 'ruff', 'mmpretrain>=1.2.0,<1.3', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.25'],
     },
     zip_safe=False,
 )

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 import maformer_mm  # noqa: F401
+from maformer_mm.analysis.complexity import complexity
 from maformer_mm.models import MAFormer
-from maformer_mm.utils.flops import complexity
 
 HERE = osp.dirname(osp.abspath(__file__))
 # Stage-3 windows of 14 (as ViTDet on a 1/16 map) with every seventh block global.

@@ -182,7 +182,7 @@ def build_detector(config: str, precision: str, device: str) -> Tuple[nn.Module,
     """A config's Mask R-CNN (random weights) in training mode on `device`, and its optimizer wrapper."""
     from mmengine.optim import build_optim_wrapper
 
-    from maformer_mm.tools.cli import load_config
+    from maformer_mm.config.zoo import load_config
 
     model = build_from_config(config, 'mmdet').to(device)
     model.train()

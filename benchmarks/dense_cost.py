@@ -24,8 +24,8 @@ from torch import nn
 
 import maformer_mm  # noqa: F401
 from benchmarks.backbone_benchmark import benchmark_devices, hardware_name, infer_step, timed, write_report
-from maformer_mm.tools.cli import load_config
-from maformer_mm.utils.flops import complexity, tensor_forward
+from maformer_mm.analysis.complexity import complexity, tensor_forward
+from maformer_mm.config.zoo import load_config
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)

@@ -1,5 +1,6 @@
 """Measures every shipped config (params and FLOPs at its task's size, without data) and writes the model index,
-`configs/metafile.yml`, in OpenMMLab's metafile format.
+`configs/metafile.yml`, in OpenMMLab's metafile format, and the README's table of variants from the variants' table
+(`MAFormer.arch_zoo`) with each backbone's params and FLOPs at 224x224.
 
     python -m benchmarks.model_index
 
@@ -19,12 +20,25 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from maformer_mm.tools.get_flops import DEFAULT_SHAPES, config_complexity
-from maformer_mm.zoo import config_dir, list_configs
+from maformer_mm.analysis.complexity import config_complexity
+from maformer_mm.config.zoo import config_dir, list_configs, memoised_package_config_index
+from maformer_mm.hosts import FLOP_SHAPES as DEFAULT_SHAPES
+from maformer_mm.models import MAFormer
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).with_name('model_index_cache.json')
 OUT = ROOT / 'configs' / 'metafile.yml'
+README = ROOT / 'README.md'
+TABLE_START, TABLE_END = (
+    '<!-- variants table: python -m benchmarks.model_index -->',
+    '<!-- end of the variants table -->',
+)
+# What the README says of each variant's ImageNet-1K top-1 (no training has run here); the published references.
+TOP1 = {'large': "85.9 (paper's claim)"}
+REFERENCES = (
+    '| Swin-T / S / B (published) | | 28M / 50M / 88M | 4.5G / 8.7G / 15.4G | 81.3 / 83.0 / 83.5 |',
+    '| CSWin-T / S / B (published) | | 23M / 35M / 78M | 4.3G / 6.9G / 15.0G | 82.7 / 83.6 / 84.2 |',
+)
 PAPER = dict(
     URL='https://arxiv.org/abs/2209.01620',
     Title='MAFormer: A Transformer Network with Multi-scale Attention Fusion for Visual Recognition',
@@ -87,6 +101,17 @@ def _schedule(cfg: Config) -> Dict[str, int]:
     return {}
 
 
+def _techniques(cfg: Config) -> List[str]:
+    """The optimizer, and the layer-wise (or stage-wise) lr decay with its rate where the config uses one."""
+    optim = cfg.get('optim_wrapper') or {}
+    found = [str(optim.optimizer.type)] if 'optimizer' in optim else []
+    paramwise = optim.get('paramwise_cfg') or {}
+    if 'layer_decay_rate' in paramwise:
+        kind = 'Stage' if paramwise.get('decay_type') == 'stage_wise' else 'Layer'
+        found.append(f'{kind}-wise LR Decay {paramwise.layer_decay_rate}')
+    return found
+
+
 def _is_cascade_with_masks(cfg: Config) -> bool:
     roi = cfg.model.get('roi_head') or {}
     return roi.get('type') == 'CascadeRoIHead' and roi.get('mask_head') is not None
@@ -116,6 +141,7 @@ def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) ->
     meta = {
         'Training Data': _dataset(cfg),
         **_schedule(cfg),
+        'Training Techniques': _techniques(cfg),
         'Parameters': f'{params / 1e6:.1f}M',
         'FLOPs': f'{flops / 1e9:.1f}G',
         'Input Size': f'{hw[0]}x{hw[1]}',
@@ -130,11 +156,53 @@ def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) ->
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    import maformer_mm  # noqa: F401  (registers MAFormer)
+def variant_key(settings: dict) -> str:
+    """The cache key of a variant's backbone measurement: its settings in the table."""
+    return 'variant:' + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+
+def variants_table(cache: dict) -> str:
+    """The README's table of variants: the table's settings and the cached backbone measurements at 224x224.
+
+    Raises:
+        KeyError: a variant has no measurement (run `python -m benchmarks.model_index`).
+    """
+    rows = [
+        '| model | embed dims, depths, heads | params | FLOPs | ImageNet-1K top-1 |',
+        '|---|---|---|---|---|',
+    ]
+    for name, settings in MAFormer.variants().items():
+        measured = cache[variant_key(settings)]
+        shape = f'{settings["embed_dims"]}, {"-".join(map(str, settings["depths"]))}, '
+        shape += '-'.join(map(str, settings['num_heads']))
+        rows.append(
+            f'| **MAFormer-{name[0].upper()}** | {shape} | {measured["params"] / 1e6:.1f}M | '
+            f'{measured["flops"] / 1e9:.2f}G | {TOP1.get(name, "not trained here")} |'
+        )
+    return '\n'.join([TABLE_START, *rows, *REFERENCES, TABLE_END])
+
+
+def readme_with_table(readme: str, table: str) -> str:
+    """`readme` with its variants table (between the markers) replaced by `table`."""
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    return readme[:start] + table + readme[end:]
+
+
+def measure_variants(cache: dict) -> None:
+    """Measures the backbone of each variant not measured yet (params and FLOPs at 224x224) into `cache`."""
+    from maformer_mm.analysis.complexity import backbone_rows
+
+    for name, settings in MAFormer.variants().items():
+        key = variant_key(settings)
+        if key not in cache:
+            ((_, params, flops),) = backbone_rows([name], (224, 224))
+            cache[key] = dict(params=round(params * 1e6), flops=flops * 1e9, hw=[224, 224], first=name)
+            CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            print(f'MAFormer-{name}: {params:.1f}M params, {flops:.2f}G FLOPs at 224x224', flush=True)
+
+
+def _entries(cache: dict) -> List[dict]:
+    """The model index's entries, measuring into `cache` the models not measured yet."""
     models = []
     for name in list_configs():
         path = config_dir() / name
@@ -147,6 +215,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             print(f'{name}: {params / 1e6:.1f}M params, {flops / 1e9:.1f}G FLOPs at {hw[0]}x{hw[1]}', flush=True)
         cached = cache[key]
         models.append(entry(name, cfg, cached['params'], cached['flops'], cached['hw']))
+    return models
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    import maformer_mm  # noqa: F401  (registers MAFormer)
+
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    with memoised_package_config_index():
+        models = _entries(cache)
     from mmengine.fileio import dump
 
     header = (
@@ -171,6 +249,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     )
     OUT.write_text(header + body)
     print(f'wrote {OUT} ({len(models)} configs)')
+    measure_variants(cache)
+    README.write_text(readme_with_table(README.read_text(), variants_table(cache)))
+    print(f'wrote the variants table of {README}')
     return OUT
 
 

@@ -32,13 +32,13 @@ import onnx
 import torch
 
 import maformer_mm  # noqa: F401
+from maformer_mm.config.zoo import load_config
 from maformer_mm.deploy import ExportTarget, build_target, export_onnx, match_detections
 from maformer_mm.deploy.detectors import WholeDetector, postprocess_settings
 from maformer_mm.deploy.ort_runner import paste_masks, prepare
 from maformer_mm.deploy.targets import BackboneFeatures
 from maformer_mm.deploy.verify import reference_detections, scene
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.cli import load_config
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)

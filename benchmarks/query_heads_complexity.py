@@ -17,8 +17,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.cli import load_config
-from maformer_mm.tools.get_flops import config_complexity
+from maformer_mm.analysis.complexity import config_complexity
+from maformer_mm.config.zoo import load_config
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)

@@ -31,7 +31,7 @@ from mmengine.hooks import Hook
 import maformer_mm  # noqa: F401
 from benchmarks import dense_cost
 from benchmarks.backbone_benchmark import hardware_name
-from maformer_mm.tools.demo_data import CLASSES, write_ade, write_coco
+from maformer_mm.datasets.synthetic import CLASSES, write_ade, write_coco
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)

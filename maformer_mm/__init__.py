@@ -9,10 +9,10 @@ package's configs as `maformer_mm::maformer/NAME.py` (`zoo`).
 """
 
 from .checkpoint import install_inferencer_checks, install_mmengine_loaders
+from .config.zoo import register_config_package
 from .engine import BF16OptimWrapper, InvalidLossHook
 from .models import MAFormer
 from .version import __version__
-from .zoo import register_config_package
 
 install_mmengine_loaders()
 install_inferencer_checks()

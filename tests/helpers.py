@@ -3,13 +3,15 @@ running the project's tools the way a user does (as subprocesses), and checks th
 share."""
 
 import contextlib
-import functools
+import io
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
+
+from maformer_mm.config.zoo import memoised_package_config_index  # noqa: F401  (the tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,16 +158,67 @@ def assert_no_decay_on_norms_and_position_terms(config: str, weight_decay: float
         assert decay[id(param)] == (0.0 if no_decay else weight_decay), name
 
 
-@contextlib.contextmanager
-def memoised_package_config_index() -> Iterator[None]:
-    """Within this context, mmengine reads each YAML file of an installed package's model index once. For every
-    `mmdet::`/`mmseg::` base of a config it re-reads the package's whole index (about 100 files for mmdet, ~1 s);
-    memoising those reads changes no parsed config."""
-    import mmengine.config.utils as config_utils
+def coco_perfect_score(cfg, split: str = 'val', metrics: Sequence[str] = ('bbox',), model_classes=None) -> dict:
+    """The metrics the config's `split` evaluator gives a model that finds every (non-crowd) object of the split's
+    COCO JSON exactly, each with the label its category name has among `model_classes` (by default the train
+    dataset's classes: what a trained model's label k means)."""
+    import copy
 
-    original = config_utils.load
-    config_utils.load = functools.lru_cache(maxsize=None)(original)
-    try:
-        yield
-    finally:
-        config_utils.load = original
+    import numpy as np
+    import torch
+    from mmdet.datasets.api_wrappers import COCO
+    from mmdet.registry import METRICS
+    from mmengine.registry import init_default_scope
+
+    from maformer_mm.config.classes import leaf_datasets
+
+    init_default_scope('mmdet')
+    evaluator = cfg[f'{split}_evaluator']
+    metric = METRICS.build(dict(copy.deepcopy(dict(evaluator)), metric=list(metrics), outfile_prefix=None))
+    metric.dataset_meta = dict(next(leaf_datasets(cfg[f'{split}_dataloader'].dataset)).metainfo)
+    classes = tuple(model_classes or next(leaf_datasets(cfg.train_dataloader.dataset)).metainfo['classes'])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(evaluator['ann_file'])
+    names = {c['id']: c['name'] for c in coco.dataset['categories']}
+    images = coco.dataset['images']
+    for image in images:
+        anns = [
+            a for a in coco.imgToAnns[image['id']] if not a.get('iscrowd') and names.get(a['category_id']) in classes
+        ]
+        pred = dict(
+            bboxes=torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in anns)]).reshape(-1, 4),
+            scores=torch.ones(len(anns)),
+            labels=torch.tensor([classes.index(names[a['category_id']]) for a in anns], dtype=torch.long),
+        )
+        if 'segm' in metrics:
+            masks = [coco.annToMask(a) for a in anns] or [np.zeros((0, image['height'], image['width']))]
+            pred['masks'] = torch.from_numpy(np.stack(masks) if anns else masks[0]).bool()
+        metric.process({}, [dict(img_id=image['id'], ori_shape=(image['height'], image['width']), pred_instances=pred)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return metric.evaluate(len(images))
+
+
+def assert_every_label_names_its_category(dataset, ann_file) -> int:
+    """Each instance of a built mmdet dataset carries, through its label and the dataset's classes, the name of the
+    JSON category of the annotation with its box; returns how many instances were checked."""
+    import json
+
+    data = json.loads(Path(ann_file).read_text())
+    names = {c['id']: c['name'] for c in data['categories']}
+    per_image = {}
+    for ann in data['annotations']:
+        per_image.setdefault(ann['image_id'], []).append(ann)
+    classes = dataset.metainfo['classes']
+    checked = 0
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        for instance in info['instances']:
+            x1, y1, x2, y2 = instance['bbox']
+            same_box = [
+                names[a['category_id']]
+                for a in per_image[info['img_id']]
+                if max(abs(p - q) for p, q in zip(a['bbox'], (x1, y1, x2 - x1, y2 - y1))) < 1e-6
+            ]
+            assert same_box and set(same_box) == {classes[instance['bbox_label']]}, (info['img_id'], instance)
+            checked += 1
+    return checked

@@ -13,7 +13,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from PIL import Image, ImageDraw
 
-from maformer_mm.tools.demo_data import CLASSES, draw_scene
+from maformer_mm.datasets.synthetic import CLASSES, draw_scene
 from tests.helpers import REPO, TINY_ARCH
 
 CONFIG_DIR = REPO / 'configs'
@@ -40,6 +40,15 @@ def unscoped(value):
         return {k: unscoped(v) for k, v in value.items() if k != '_scope_'}
     if isinstance(value, (list, tuple)):
         return [unscoped(v) for v in value]
+    return value
+
+
+def host_settings(cfg: ConfigDict, key: str):
+    """`cfg[key]` unscoped, as our configs set it on top of the host's: checkpoints are saved by SafeCheckpointHook
+    (whole files, no deletion of what a resumed file names) where the host's configs name CheckpointHook."""
+    value = unscoped(cfg[key])
+    if key == 'default_hooks' and value.get('checkpoint', {}).get('type') == 'CheckpointHook':
+        value['checkpoint']['type'] = 'SafeCheckpointHook'
     return value
 
 

@@ -35,8 +35,8 @@ COMMANDS = {  # as installed (setup.py's console scripts): command -> module of 
     for e in entry_points(group='console_scripts')
     if e.value.startswith('maformer_mm.tools.entry_points:')
 }
-SCRIPTS = {'deploy/export_onnx': 'export_onnx', 'make_demo_data': 'demo_data'}  # scripts named unlike their module
-MODULES = set(COMMANDS.values()) | set(SCRIPTS.values())
+SCRIPTS = {'deploy/export_onnx': 'export_onnx'}  # scripts named unlike their module
+MODULES = set(COMMANDS.values()) | set(SCRIPTS.values()) | {'make_demo_data'}  # and the one tool with no command
 
 
 def _slug(heading: str) -> str:
@@ -168,6 +168,7 @@ NOT_OURS = {
     '--repeats',
     '--groups',
     '--iters',
+    '--count',
 }
 
 

@@ -47,7 +47,7 @@ def test_published_numbers_come_from_the_installed_metafiles():
 def test_dense_cost_swin_t_dino_is_mmdets_dino_with_its_swin_t():
     from mmdet.models.backbones import SwinTransformer
 
-    from maformer_mm.tools.cli import load_config
+    from maformer_mm.config.zoo import load_config
 
     scope, hw, configs = dense_cost.TASKS['dino']
     assert (scope, hw) == ('mmdet', (800, 1333))

@@ -8,10 +8,9 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, PARAM_SCHEDULERS, TRANSFORMS, DefaultScope, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers the package with mmengine's config table)
+from maformer_mm.config.zoo import config_dir, list_configs, model_index, resolve_config
 from maformer_mm.registry import SCOPE, host_scope
 from maformer_mm.tools.configs import main as configs_main
-from maformer_mm.tools.configs import model_index
-from maformer_mm.zoo import config_dir, list_configs, resolve_config
 from tests.helpers import REPO, memoised_package_config_index
 
 
@@ -55,7 +54,7 @@ def test_model_index_params_are_the_built_models(tmp_path):
     from mmengine.analysis import parameter_count
     from mmengine.registry import MODELS
 
-    from maformer_mm.tools.get_flops import config_complexity  # noqa: F401
+    from maformer_mm.analysis.complexity import config_complexity  # noqa: F401
 
     index = model_index()
     for name in ('retinanet_maformer_t.py', 'upernet_maformer_t_512x512_160k_ade20k.py', 'maformer_t_in1k.py'):

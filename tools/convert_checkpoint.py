@@ -8,7 +8,7 @@ The code is maformer_mm/tools/convert_checkpoint.py.
 
 import sys
 
-from maformer_mm.tools.convert_checkpoint import load_source, main, parse_args, read_checkpoint  # noqa: F401
+from maformer_mm.tools.convert_checkpoint import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -6,7 +6,7 @@
 The code is maformer_mm/tools/demo.py.
 """
 
-from maformer_mm.tools.demo import main, parse_args  # noqa: F401
+from maformer_mm.tools.demo import main
 
 if __name__ == '__main__':
     main()

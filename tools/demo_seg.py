@@ -6,7 +6,7 @@
 The code is maformer_mm/tools/demo_seg.py.
 """
 
-from maformer_mm.tools.demo_seg import main, parse_args  # noqa: F401
+from maformer_mm.tools.demo_seg import main
 
 if __name__ == '__main__':
     main()

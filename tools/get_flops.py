@@ -7,7 +7,7 @@
 The code is maformer_mm/tools/get_flops.py.
 """
 
-from maformer_mm.tools.get_flops import backbone_rows, config_complexity, main, parse_args  # noqa: F401
+from maformer_mm.tools.get_flops import main
 
 if __name__ == '__main__':
     main()

@@ -8,7 +8,7 @@ Drawn images go to OUT_DIR/vis/, predictions to OUT_DIR/preds/*.json (detection,
 classification) or OUT_DIR/pred/*.png (segmentation label maps). The code is maformer_mm/tools/infer.py.
 """
 
-from maformer_mm.tools.infer import infer, main, parse_args  # noqa: F401
+from maformer_mm.tools.infer import main
 
 if __name__ == '__main__':
     main()

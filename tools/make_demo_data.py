@@ -7,7 +7,7 @@
 The code is maformer_mm/tools/demo_data.py.
 """
 
-from maformer_mm.tools.demo_data import CLASS_HUES, CLASSES, SHAPES, draw_scene, main, parse_args, write_ade, write_coco  # noqa: F401
+from maformer_mm.tools.make_demo_data import main
 
 if __name__ == '__main__':
     main()

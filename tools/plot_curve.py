@@ -5,7 +5,7 @@
 The code is maformer_mm/tools/plot_curve.py.
 """
 
-from maformer_mm.tools.plot_curve import main, parse_args, plot_curve, read_curve  # noqa: F401
+from maformer_mm.tools.plot_curve import main
 
 if __name__ == '__main__':
     main()

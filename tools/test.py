@@ -9,7 +9,7 @@ Prints the config's metrics (COCO bbox/segm AP, per-class IoU and mIoU, top-1). 
 maformer_mm/tools/test.py.
 """
 
-from maformer_mm.tools.test import build_config, main, parse_args  # noqa: F401
+from maformer_mm.tools.test import main
 
 if __name__ == '__main__':
     main()

@@ -25,11 +25,20 @@ the converted layer computes exactly what the timm one did.
 """
 
 import re
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-__all__ = ['map_timm_key', 'convert_timm', 'convert_timm_head', 'dropped_timm_keys', 'timm_merge_to_unfold']
+from .state_dict import backbone_state_dict
+
+__all__ = [
+    'map_timm_key',
+    'convert_timm',
+    'convert_timm_head',
+    'dropped_timm_keys',
+    'timm_merge_to_unfold',
+    'publishable_weights',
+]
 
 _BLOCK_LAYERS = r'(?:norm1|norm2|norm_q|norm_kv|attn\.(?:qkv|proj)|cross_attn\.(?:q|kv|proj)|gld\.fc)'
 _RULES = (
@@ -98,3 +107,42 @@ def convert_timm_head(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch
 def dropped_timm_keys(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
     """Keys of `state_dict` that `convert_timm` leaves out, in their order."""
     return [k for k in state_dict if map_timm_key(k) is None]
+
+
+def publishable_weights(
+    full: Mapping[str, torch.Tensor], keep_head: bool, source: str = 'the checkpoint'
+) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The weights `tools/convert_checkpoint.py` writes for a model's tensors `full` (a checkpoint's
+    `model_state_dict`): the backbone as `backbone.*`, renamed from timm's naming when it is in it and copied as it
+    is when it is in this project's, with mmpretrain's `head.*` when `keep_head`; and a one-line report.
+
+    Raises:
+        ValueError: no key of `full` is a MAFormer key of either naming.
+    """
+    source_keys = backbone_state_dict(full)  # backbone.* keys without the prefix, or all tensors of a timm dict
+    try:
+        converted, renamed = convert_timm(source_keys), True
+    except ValueError:  # already this project's naming: the weights are copied as they are
+        converted, renamed = dict(source_keys), False
+    if not converted:
+        raise ValueError(f'no key of {source} is a timm-style MAFormer key (first keys: {list(source_keys)[:5]})')
+    weights = {'backbone.' + k: v for k, v in converted.items()}
+    if renamed:
+        head = convert_timm_head(source_keys) if keep_head else {}
+    else:
+        head = {k[len('head.') :]: v for k, v in full.items() if k.startswith('head.')} if keep_head else {}
+    weights.update({'head.' + k: v for k, v in head.items()})
+    if renamed:
+        dropped = dropped_timm_keys(source_keys)
+        kept_head = [k for k in dropped if convert_timm_head({k: source_keys[k]})] if head else []
+        dropped = [k for k in dropped if k not in kept_head]
+        report = (
+            f'mapped {len(converted)} of {len(source_keys)} keys to the backbone'
+            + (f', kept the head ({len(kept_head)} keys)' if kept_head else '')
+            + f'; dropped {len(dropped)}: {dropped}'
+        )
+    else:
+        report = f"{source} is in this project's naming: copied {len(converted)} backbone tensors" + (
+            f' and the head ({len(head)} keys)' if head else ''
+        )
+    return weights, report

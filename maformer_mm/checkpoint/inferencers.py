@@ -18,6 +18,7 @@ own base class and never reads a saved config; tools/infer.py fits its heads the
 `check_fits`).
 """
 
+import logging
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,15 +28,10 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import nn
 
-from ..utils.classes import (
-    check_checkpoint_fits,
-    checkpoint_classes,
-    dataset_classes,
-    leaf_datasets,
-    num_classes_fields,
-    set_num_classes,
-    shown,
-)
+from ..config.classes import dataset_classes, leaf_datasets, num_classes_fields, set_num_classes
+from ..hosts import TASKS
+from ..messages import shown
+from .classes import check_checkpoint_fits, checkpoint_classes, rename_id_ordered_classes
 from .config_text import defuse_config_texts, value_at
 from .remote import read_checkpoint
 from .safe_load import DOCS
@@ -136,11 +132,18 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
     model.cfg = cfg
     if checkpoint is not None:
         check_fits(model, checkpoint, str(weights), cfg)
+        renamed = rename_id_ordered_classes(checkpoint, cfg, str(weights)) if _is_detection(cfg) else None
+        if renamed:  # names an older maformer_mm recorded in category-id order, matched to mmdet's label order
+            print_log(renamed, logger='current', level=logging.WARNING)
         defuse_config_texts(checkpoint)  # what the subclass's `_load_weights_to_model` sees, as mmengine's loader
     self._load_weights_to_model(model, checkpoint, cfg)
     model.to(device)
     model.eval()
     return model
+
+
+def _is_detection(cfg: Any) -> bool:
+    return TASKS.get(cfg.get('default_scope', 'mmdet')) == 'detection'
 
 
 _METAFILE_LOADER = '_maformer_mm_metafile_loader'  # mmengine's own `_load_model_from_metafile`, kept on the class
@@ -149,7 +152,7 @@ _METAFILE_LOADER = '_maformer_mm_metafile_loader'  # mmengine's own `_load_model
 def _load_model_from_name(self: Any, model: str) -> Tuple[Config, Optional[str]]:
     """mmengine's `_load_model_from_metafile` (model names of the inferencer's host library), preceded by the names
     of maformer_mm's configs (`mask_rcnn_maformer_t`, `maformer_mm::maformer/mask_rcnn_maformer_t.py`)."""
-    from ..zoo import resolve_config
+    from ..config.zoo import resolve_config
 
     try:
         path = resolve_config(model)

@@ -160,7 +160,9 @@ class _Walk:
                     raise self.refuse('a numpy value in a set', path)
             return value
         if isinstance(value, torch.Tensor):
-            if kind not in (torch.Tensor, torch.nn.Parameter) or value.__dict__ or value._backward_hooks:
+            hooks = value._backward_hooks  # a Parameter's third rebuild argument: the file chooses what it is
+            no_hooks = hooks is None or (type(hooks) in (dict, OrderedDict) and not hooks)
+            if kind not in (torch.Tensor, torch.nn.Parameter) or value.__dict__ or not no_hooks:
                 raise self.refuse('a tensor with instance attributes or backward hooks', path)
             self.done[id(value)] = (value, value)
             return value

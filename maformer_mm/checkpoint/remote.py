@@ -48,6 +48,8 @@ __all__ = [
     'fetch_url',
     'hash_prefix',
     'check_sha256',
+    'is_remote',
+    'checkpoint_file',
     'expected_sha256',
     'install_mmengine_loaders',
     'SCHEMES',
@@ -335,6 +337,36 @@ SCHEMES: Dict[str, Reader] = {
     r'(\S+\:)?s3://': read_ceph,
     r'(\S+\:)?petrel://': read_ceph,
 }
+
+
+def is_remote(name: str) -> bool:
+    """Whether a checkpoint name is a URL or hub name (`scheme://...`), which the loaders fetch, rather than a path
+    to check on this machine."""
+    return '://' in str(name)
+
+
+def checkpoint_file(path: str) -> str:
+    """A CHECKPOINT argument: a file, URL or hub name as it is, or a work dir: the checkpoint its `last_checkpoint`
+    names (mmengine writes that file into the work dir with each checkpoint), so that a command can name a training
+    run's result without knowing its schedule.
+
+    Raises:
+        FileNotFoundError: a folder without `last_checkpoint`, or whose `last_checkpoint` names no file there.
+    """
+    if not osp.isdir(path):
+        return path
+    record = osp.join(path, 'last_checkpoint')
+    if not osp.isfile(record):
+        raise FileNotFoundError(
+            f'checkpoint {path} is a folder without a last_checkpoint file (mmengine writes one into the work dir '
+            'with each checkpoint): give a checkpoint file'
+        )
+    with open(record) as f:
+        named = f.read().strip()
+    for candidate in (osp.join(path, osp.basename(named)), named):  # the work dir may have moved since
+        if named and osp.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'{record} names {named!r}, which is not in {path}')
 
 
 def read_checkpoint(filename: str, map_location: Any = None, sha256: Optional[str] = None) -> Any:

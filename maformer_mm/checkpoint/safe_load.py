@@ -213,4 +213,9 @@ def _load_checked(filename: Union[str, os.PathLike], map_location: Any, mmengine
         return _load_safetensors(source, map_location)
     _check_format(source)
     checkpoint = _unpickle_checked(source, map_location, _MMENGINE if mmengine else _WEIGHTS)
-    return check_checkpoint(checkpoint, source, mmengine=mmengine)
+    try:
+        return check_checkpoint(checkpoint, source, mmengine=mmengine)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as error:  # an object that breaks the walk itself (the fuzzer's finds): malformed, refused
+        raise refusal(source, f'it holds malformed data ({type(error).__name__}: {torch_detail(str(error))})') from None

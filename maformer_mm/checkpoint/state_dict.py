@@ -1,14 +1,23 @@
 """Finding the weights inside a checkpoint: the one place that knows where trainers keep them.
 
-Pure functions, no I/O. Every reader of weights (the backbone loader, tools/convert_checkpoint.py, the class
-check of tools/test.py) unwraps through `model_state_dict`, so they all accept the same forms.
+Pure functions, no I/O. Every reader of weights (the backbone loader, tools/convert_checkpoint.py) unwraps through
+`model_state_dict`, so they all accept the same forms; the checks of a whole model's checkpoint (`classes`) see what
+mmengine's loader will load (`loadable_state_dict`).
 """
 
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ['STATE_DICT_KEYS', 'EMA_KEYS', 'WRAPPER_PREFIXES', 'model_state_dict', 'strip_prefix', 'backbone_state_dict']
+__all__ = [
+    'STATE_DICT_KEYS',
+    'EMA_KEYS',
+    'WRAPPER_PREFIXES',
+    'model_state_dict',
+    'loadable_state_dict',
+    'strip_prefix',
+    'backbone_state_dict',
+]
 
 # Where trainers keep the weights, in the order they are looked for (mmengine, timm/DeiT, timm EMA).
 STATE_DICT_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
@@ -48,6 +57,13 @@ def model_state_dict(checkpoint: Mapping, ema: bool = False) -> Dict[str, torch.
             break
         tensors = strip_prefix(tensors, wrapper)
     return tensors
+
+
+def loadable_state_dict(checkpoint: Mapping) -> Dict[str, Any]:
+    """What mmengine's `load_checkpoint` hands a whole model: the `state_dict` entry (or the checkpoint itself), with
+    `module.` removed from each key that has it (its `revise_keys` default, key by key)."""
+    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, Mapping) else {}
+    return {(k[len('module.') :] if k.startswith('module.') else k): v for k, v in state_dict.items()}
 
 
 def backbone_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:

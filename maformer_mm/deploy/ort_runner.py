@@ -9,7 +9,8 @@ It reads the file's metadata and prepares each image as the config's test pipeli
 runs the graph; pastes each box's mask probabilities into the image as mmdet's `_do_paste_mask` does (bilinear, the
 grid's cell centres at the box's edges divided in M) and thresholds them at `mask_thr_binary`. Like tools/infer.py
 with a checkpoint, it writes drawn images to OUT_DIR/vis/ and one JSON per image to OUT_DIR/preds/ in mmdet's format
-(`labels`, `scores`, `bboxes` as x1 y1 x2 y2 in the original image, `masks` as COCO RLE).
+(`labels`, `scores`, `bboxes` as x1 y1 x2 y2 in the original image, `masks` as COCO RLE) and, per detection,
+`label_names` and `category_ids` (null where the export did not know them).
 """
 
 import argparse
@@ -209,6 +210,7 @@ class OnnxDetector:
         self.resize = json.loads(meta.get('resize', 'null'))
         self.classes = json.loads(meta.get('classes', '[]'))
         self.palette = json.loads(meta.get('palette', 'null'))
+        self.category_ids = json.loads(meta.get('category_ids', 'null'))
         self.mask_thr_binary = float(meta.get('mask_thr_binary', '0.5'))
         self.with_mask = 'masks' in self.output_names
 
@@ -274,6 +276,9 @@ def infer(
             }
             if 'masks' in result:
                 pred['masks'] = [encode_rle(m) for m in result['masks']]
+            classes, ids = detector.classes, detector.category_ids or []
+            pred['label_names'] = [str(classes[k]) if k < len(classes) else None for k in pred['labels']]
+            pred['category_ids'] = [ids[k] if k < len(ids) else None for k in pred['labels']]
             preds.append(osp.join(out_dir, 'preds', osp.splitext(name)[0] + '.json'))
             with open(preds[-1], 'w') as f:
                 json.dump(pred, f)

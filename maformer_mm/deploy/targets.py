@@ -23,7 +23,6 @@ legacy exporter at a fixed size only (`exporter.MSDA_REASON`).
 """
 
 import copy
-import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,12 +35,12 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
+from ..hosts import TASKS, data_samples, query_head_kind
 from .exportable import make_exportable
 
 __all__ = ['ExportTarget', 'build_model', 'build_target', 'query_head_kind', 'TASK_KINDS']
 
-# default_scope -> the kind of model a config describes
-TASK_KINDS = {'mmpretrain': 'classification', 'mmseg': 'segmentation', 'mmdet': 'detection'}
+TASK_KINDS = TASKS  # default_scope -> the kind of model a config describes (hosts.TASKS)
 
 
 @dataclass
@@ -105,9 +104,7 @@ class QuerySegmentorScores(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
-        from mmseg.structures import SegDataSample
-
-        samples = [SegDataSample() for _ in range(images.shape[0])]  # the heads only count them
+        samples = data_samples('mmseg', tuple(images.shape[-2:]), images.shape[0])  # the heads only count them
         cls_logits, mask_logits = self.model.decode_head(self.model.extract_feat(images), samples)
         scores = torch.einsum('bqc,bqhw->bchw', cls_logits[-1].softmax(-1)[..., :-1], mask_logits[-1].sigmoid())
         return (scores,)
@@ -122,33 +119,9 @@ class QueryDetectorOutputs(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        from mmdet.structures import DetDataSample
-
         h, w = images.shape[-2:]
-        meta = dict(
-            img_shape=(h, w), batch_input_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)
-        )
-        cls_logits, second = self.model(
-            images, [DetDataSample(metainfo=meta) for _ in range(images.shape[0])], mode='tensor'
-        )
+        cls_logits, second = self.model(images, data_samples('mmdet', (h, w), images.shape[0]), mode='tensor')
         return cls_logits[-1], second[-1]
-
-
-def query_head_kind(model: nn.Module) -> Optional[str]:
-    """'detr' for mmdet's DETR-family detectors, 'maskformer' for its MaskFormer family, 'maskformer_seg' for an
-    mmseg segmentor with such a head; None otherwise."""
-    head = getattr(model, 'decode_head', None)
-    if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
-        return 'maskformer_seg'
-    try:
-        from mmdet.models.detectors import DetectionTransformer, MaskFormer
-    except ImportError:
-        return None
-    if isinstance(model, DetectionTransformer):
-        return 'detr'
-    if isinstance(model, MaskFormer):
-        return 'maskformer'
-    return None
 
 
 class DetectorFeatures(nn.Module):
@@ -220,8 +193,9 @@ def _preprocess_metadata(model: nn.Module) -> Dict[str, str]:
 
 
 def _dataset_meta(cfg: Config, model: nn.Module) -> Dict[str, object]:
-    """Classes and palette: the checkpoint's (`dataset_meta`), else the config's test data's, else its dataset's."""
-    from ..utils.classes import dataset_class, leaf_datasets
+    """Classes and palette: the checkpoint's (`dataset_meta`), else the config's test data's, else its dataset's;
+    the classes' category ids where they are known."""
+    from ..config.classes import dataset_class, leaf_datasets
 
     meta = dict(getattr(model, 'dataset_meta', None) or {})
     dataset = next(leaf_datasets(cfg.test_dataloader.dataset)) if cfg.get('test_dataloader') else {}
@@ -232,6 +206,12 @@ def _dataset_meta(cfg: Config, model: nn.Module) -> Dict[str, object]:
         value = meta.get(key) or declared.get(key) or default.get(key)
         if value is not None:
             found[key] = [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+    if 'classes' in found:  # the data set's category ids, as tools/infer.py finds them for its JSON
+        from ..apis.inference import class_category_ids
+
+        ids = class_category_ids(found['classes'], meta, None, cfg)
+        if ids is not None:
+            found['category_ids'] = list(ids)
     return found
 
 
@@ -242,7 +222,7 @@ RUNNER_TRANSFORMS = ('LoadImageFromFile', 'Resize', 'LoadAnnotations', 'PackDetI
 def test_resize(cfg: Config) -> Tuple[Optional[Dict[str, object]], List[str]]:
     """The test pipeline's `Resize` as the runner's metadata (scale (w, h) or scale_factor, keep_ratio,
     interpolation), and the pipeline's other transforms that the runner does not apply."""
-    from ..utils.classes import leaf_datasets
+    from ..config.classes import leaf_datasets
 
     dataset = next(leaf_datasets(cfg.test_dataloader.dataset)) if cfg.get('test_dataloader') else {}
     pipeline = dataset.get('pipeline') or cfg.get('test_pipeline') or []

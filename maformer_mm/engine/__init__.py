@@ -2,6 +2,13 @@
 
 from .checkpointing import SafeCheckpointHook, use_safe_checkpoints
 from .hooks import InvalidLossHook
+from .layer_decay import LayerDecayOptimWrapperConstructor
 from .optim import BF16OptimWrapper
 
-__all__ = ['InvalidLossHook', 'BF16OptimWrapper', 'SafeCheckpointHook', 'use_safe_checkpoints']
+__all__ = [
+    'InvalidLossHook',
+    'BF16OptimWrapper',
+    'LayerDecayOptimWrapperConstructor',
+    'SafeCheckpointHook',
+    'use_safe_checkpoints',
+]

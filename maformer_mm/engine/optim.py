@@ -9,7 +9,7 @@ and mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) on CUDA.
 """
 
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 import torch
 from mmengine.model import is_model_wrapper
@@ -17,40 +17,14 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
+from ..hosts import bf16_unsafe_types
+
 __all__ = ['BF16OptimWrapper', 'bf16_unsafe_modules']
-
-
-def _bf16_unsafe_types(device_type: str) -> Tuple[type, ...]:
-    """Module types whose forward sends its inputs' dtype to an mmcv kernel without a bfloat16 version on
-    `device_type`. mmdet casts the RoIs to the features' dtype before RoIAlign (so bf16 features are bf16 RoIs),
-    and its FocalLoss calls mmcv's sigmoid focal loss on CUDA; on the CPU it, and MultiScaleDeformableAttention,
-    run plain torch ops, which take bf16."""
-    try:
-        from mmcv import ops
-    except ImportError:  # mmcv without its compiled ops: no model can hold them
-        return ()
-    types = [
-        ops.RoIAlign,
-        ops.RoIPool,
-        ops.DeformConv2d,
-        ops.ModulatedDeformConv2d,
-        ops.SigmoidFocalLoss,
-        ops.SoftmaxFocalLoss,
-    ]
-    if device_type == 'cuda':
-        types.append(ops.MultiScaleDeformableAttention)
-        try:
-            from mmdet.models.losses import FocalLoss
-
-            types.append(FocalLoss)
-        except ImportError:  # mmdet is optional
-            pass
-    return tuple(types)
 
 
 def bf16_unsafe_modules(model: nn.Module, device_type: str) -> List[str]:
     """'name (Type)' of each submodule of `model` that would pass bf16 tensors to an mmcv kernel lacking bf16."""
-    types = _bf16_unsafe_types(device_type)
+    types = bf16_unsafe_types(device_type)
     return [
         f'{name} ({type(module).__name__})'
         for name, module in model.named_modules()

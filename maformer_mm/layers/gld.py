@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # A size: an int, an exporter's symbolic int, or a traced 0-dim tensor (legacy ONNX exporter).
-_Size = Union[int, torch.SymInt, torch.Tensor]
+_Length = Union[int, torch.SymInt, torch.Tensor]  # a token count, also while tracing
 
 
 def global_grid(ref_hw: Tuple[int, int], ratio: float) -> Tuple[int, int]:
@@ -40,7 +40,7 @@ def global_grid(ref_hw: Tuple[int, int], ratio: float) -> Tuple[int, int]:
     return max(1, round(ref_hw[0] * scale)), max(1, round(ref_hw[1] * scale))
 
 
-def adaptive_pool_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+def adaptive_pool_weights(n_in: _Length, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
     """The (n_out, n_in) float32 matrix of 1-D adaptive average pooling: output i averages the inputs
     [floor(i n_in / n_out), ceil((i + 1) n_in / n_out)), exactly the bins of `F.adaptive_avg_pool2d`.
 
@@ -54,7 +54,7 @@ def adaptive_pool_weights(n_in: _Size, n_out: int, device: Optional[torch.device
     return inside.float() / (end - start).float()[:, None]
 
 
-def bilinear_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+def bilinear_weights(n_in: _Length, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
     """The (n_out, n_in) float32 matrix of 1-D linear interpolation as `F.interpolate(mode='bilinear',
     align_corners=False)` computes it: source position (i + 0.5) n_in / n_out - 0.5, clamped at 0, with the
     same float32 rounding as PyTorch's kernel, so the weights are bit-identical. `n_in` may be symbolic.
@@ -70,7 +70,7 @@ def bilinear_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = N
     return (j[None] == low[:, None]) * (1 - frac) + (j[None] == high[:, None]) * frac  # n_out, n_in
 
 
-def resize_weights(n_in: _Size, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
+def resize_weights(n_in: _Length, n_out: int, device: Optional[torch.device] = None) -> torch.Tensor:
     """The (n_out, n_in) matrix of the 1-D resize `resize_to_grid` applies along one axis: adaptive average
     pooling when n_in >= n_out (the identity when equal), bilinear interpolation when n_in < n_out.
 

@@ -1,102 +1,55 @@
-"""What the tools share: finding a config, the argument set of tools/train.py and tools/test.py, the
-config they build from it, and the device a run uses."""
+"""What the tools' command lines share: the arguments of tools/train.py and tools/test.py (mmdet's, plus
+`--data-root`, `--device` and `--checkpoint-sha256`), and the config they make of them."""
 
 import argparse
-import itertools
 import os
 import os.path as osp
-from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
-import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from ..zoo import PREFIX, resolve_config
-from .data_root import CocoLayout, apply_coco_layout, read_coco_layout
+from maformer_mm.checkpoint.remote import check_sha256
+from maformer_mm.config.data_root import CocoLayout, apply_coco_layout, read_coco_layout
+from maformer_mm.config.zoo import load_config
+from maformer_mm.engine.runs import default_device, parse_device
 
 __all__ = [
-    'load_config',
-    'default_device',
-    'parse_device',
     'add_device_argument',
     'add_checkpoint_sha256_argument',
     'parse_hw',
-    'on_device',
     'run_arg_parser',
     'parse_run_args',
     'config_from_args',
-    'build_runner',
 ]
 
 
-def load_config(name: str) -> Config:
-    """Loads a config file, one of maformer_mm's configs by name (`mask_rcnn_maformer_t`,
-    `maformer_mm::maformer/mask_rcnn_maformer_t.py`), or another package's config named as `_base_` names them
-    (`mmdet::swin/x.py`, through mmengine's `get_config`)."""
-    if '::' in name and not name.startswith(PREFIX):
-        from mmengine.hub import get_config
+def _option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` as an argparse type: its ValueError becomes argparse's message for the option."""
 
-        return get_config(name)
-    return Config.fromfile(resolve_config(name))
+    def checked(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-
-def default_device() -> str:
-    """`cuda` where torch sees a GPU, else `cpu` (the `--device` default of every tool)."""
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-def parse_device(device: str) -> torch.device:
-    """`--device` as a torch.device; ValueError naming the value when it is not a usable cpu/cuda device."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f'--device {device!r} is not a device (expected cpu, cuda or cuda:N): {error}') from None
-    if parsed.type not in ('cpu', 'cuda'):
-        raise ValueError(f'--device {device!r}: only cpu and cuda devices are supported')
-    if parsed.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f'--device {device!r}: CUDA is not available on this machine '
-                '(torch.cuda.is_available() is False); use --device cpu'
-            )
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f'--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
-    return parsed
-
-
-def _device_type(value: str) -> torch.device:
-    try:
-        return parse_device(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    return checked
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """`--device`, parsed and checked by `parse_device` into a torch.device (the same option in every tool)."""
     parser.add_argument(
         '--device',
-        type=_device_type,
+        type=_option_type(parse_device),
         default=default_device(),
         help='cpu, cuda or cuda:N (default: cuda when available, else cpu)',
     )
-
-
-def _sha256_type(value: str) -> str:
-    from ..checkpoint.remote import check_sha256
-
-    try:
-        return check_sha256(value, '--checkpoint-sha256')
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_checkpoint_sha256_argument(parser: argparse.ArgumentParser) -> None:
     """`--checkpoint-sha256 HEX`: the checkpoint file (local, downloaded or cached) must have this full SHA-256."""
     parser.add_argument(
         '--checkpoint-sha256',
-        type=_sha256_type,
+        type=_option_type(lambda value: check_sha256(value, '--checkpoint-sha256')),
         help="the checkpoint's full SHA-256 (64 hex digits, as sha256sum prints it): the file read, wherever it "
         'comes from, must have it',
     )
@@ -115,33 +68,15 @@ def parse_hw(values: Optional[Sequence[int]], option: str = '--shape') -> Option
     return values[0], values[-1]
 
 
-@contextmanager
-def on_device(device: torch.device) -> Iterator[None]:
-    """Makes mmengine place the model (and map resumed checkpoints) on `device` for the duration.
-
-    mmengine's Runner moves the model to `mmengine.device.get_device()`, which returns the module-level
-    `DEVICE` chosen once at import (cuda whenever torch sees a GPU) and offers no setting; `cuda:N`
-    becomes the current CUDA device, so that mmengine's plain `cuda` means it.
-    """
-    import mmengine.device.utils as mmengine_device
-
-    previous = mmengine_device.DEVICE
-    mmengine_device.DEVICE = device.type
-    if device.type == 'cuda' and device.index is not None:
-        torch.cuda.set_device(device.index)
-    try:
-        yield
-    finally:
-        mmengine_device.DEVICE = previous
-
-
 def run_arg_parser(description: str, checkpoint: bool = False) -> argparse.ArgumentParser:
     """The arguments tools/train.py and tools/test.py share (those of mmdet's tools, plus `--data-root`
     and `--device`); each tool adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help="config file, or the name of one of maformer_mm's configs")
     if checkpoint:
-        parser.add_argument('checkpoint', help='checkpoint file, URL or hub name')
+        parser.add_argument(
+            'checkpoint', help="checkpoint file, URL or hub name, or a training run's work dir (its last checkpoint)"
+        )
         add_checkpoint_sha256_argument(parser)
     parser.add_argument(
         '--work-dir', help='where logs, metrics and checkpoints go (default: ./work_dirs/<config name>)'
@@ -204,19 +139,3 @@ def config_from_args(
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg, layout
-
-
-_RUNS = itertools.count()
-
-
-def build_runner(cfg: Config) -> Runner:
-    """The config's Runner (its `runner_type` if it names one), with a visualizer of its own.
-
-    mmdet's and mmseg's runtime bases name the visualizer 'visualizer', and mmengine builds a named visualizer
-    once per process (`ManagerMixin.get_instance`): a second run in the same process (the demos train and then
-    test, so do notebooks and the tests) would log its scalars and draw into the first run's folder. A name per
-    run gives each its own.
-    """
-    if isinstance(cfg.get('visualizer'), dict):
-        cfg.visualizer['name'] = f'{cfg.visualizer.get("name", "visualizer")}_{os.getpid()}_{next(_RUNS)}'
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

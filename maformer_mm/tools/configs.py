@@ -10,19 +10,11 @@ where that works).
 """
 
 import argparse
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-from ..zoo import config_dir, list_configs, resolve_config
+from maformer_mm.config.zoo import config_dir, list_configs, model_index, resolve_config
 
-__all__ = ['model_index', 'parse_args', 'main']
-
-
-def model_index() -> Dict[str, dict]:
-    """The model index (`metafile.yml` beside the configs) as config name -> entry."""
-    from mmengine.fileio import load
-
-    models = load(str(config_dir() / 'metafile.yml'))['Models']
-    return {m['Config'].split('/', 1)[1]: m for m in models}
+__all__ = ['parse_args', 'main']
 
 
 def _row(name: str, entry: Optional[dict]) -> List[str]:

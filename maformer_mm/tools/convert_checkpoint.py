@@ -23,11 +23,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
-from ..checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys
-from ..checkpoint.safe_load import UnsafeCheckpointError, load_mmengine_checkpoint, load_weights
-from ..checkpoint.state_dict import backbone_state_dict, model_state_dict
+from maformer_mm.checkpoint.convert import publishable_weights
+from maformer_mm.checkpoint.safe_load import UnsafeCheckpointError, load_mmengine_checkpoint, load_weights
+from maformer_mm.checkpoint.state_dict import model_state_dict
 
-__all__ = ['parse_args', 'read_checkpoint', 'load_source', 'write_weights', 'main']
+__all__ = ['parse_args', 'read_source', 'load_source', 'write_weights', 'main']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,9 +56,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_checkpoint(path: str, trust: bool) -> Mapping:
-    """SRC as data (weights strictly; an mmengine training checkpoint as --resume reads it), or fully
-    unpickled with `trust`, after a warning."""
+def read_source(path: str, trust: bool) -> Mapping:
+    """SRC as data, through the checkpoint package's readers (plain weights strictly, else an mmengine training
+    checkpoint as --resume reads it), or fully unpickled with `trust`, after a warning: the one full unpickle of
+    this package, which nothing else reaches."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if trust:
@@ -82,7 +83,7 @@ def read_checkpoint(path: str, trust: bool) -> Mapping:
 
 def load_source(path: str, ema: bool, trust: bool) -> Dict[str, torch.Tensor]:
     """The model tensors of `path` (the EMA ones with `ema`), unwrapped from the trainer's checkpoint dict."""
-    checkpoint = read_checkpoint(path, trust)
+    checkpoint = read_source(path, trust)
     try:
         return model_state_dict(checkpoint, ema=ema)
     except KeyError as error:
@@ -105,36 +106,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     use_safetensors = args.safetensors or args.dst.endswith('.safetensors')
     if use_safetensors and not args.dst.endswith('.safetensors'):
         raise SystemExit(f'--safetensors: {args.dst} must end in .safetensors (the loaders read by the extension)')
-    full = load_source(args.src, args.ema, args.trust)
-    source = backbone_state_dict(full)  # backbone.* keys without the prefix, or all tensors of a timm dict
     try:
-        converted = convert_timm(source)
-        renamed = True
-    except ValueError:  # already this project's naming: the weights are copied as they are
-        converted, renamed = source, False
-    if not converted:
-        raise SystemExit(f'no key of {args.src} is a timm-style MAFormer key (first keys: {list(source)[:5]})')
-    state_dict = {'backbone.' + k: v for k, v in converted.items()}
-    if renamed:
-        head = convert_timm_head(source) if args.keep_head else {}
-    else:
-        head = {k[len('head.') :]: v for k, v in full.items() if k.startswith('head.')} if args.keep_head else {}
-    state_dict.update({'head.' + k: v for k, v in head.items()})
-    write_weights(state_dict, args.dst, use_safetensors)
-    if renamed:
-        dropped = dropped_timm_keys(source)
-        kept_head = [k for k in dropped if convert_timm_head({k: source[k]})] if head else []
-        dropped = [k for k in dropped if k not in kept_head]
-        print(
-            f'mapped {len(converted)} of {len(source)} keys to the backbone'
-            + (f', kept the head ({len(kept_head)} keys)' if kept_head else '')
-            + f'; dropped {len(dropped)}: {dropped}'
-        )
-    else:
-        print(
-            f"{args.src} is in this project's naming: copied {len(converted)} backbone tensors"
-            + (f' and the head ({len(head)} keys)' if head else '')
-        )
+        weights, report = publishable_weights(load_source(args.src, args.ema, args.trust), args.keep_head, args.src)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    write_weights(weights, args.dst, use_safetensors)
+    print(report)
     print(f'wrote {args.dst}' + (' (safetensors)' if use_safetensors else ''))
 
 

@@ -8,7 +8,7 @@
    curve, loss and bbox mAP against iterations (WORK_DIR/curve.png).
 
     python tools/demo.py [--work-dir DIR] [--data-root DIR] [--device cpu]
-                         [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12]
+                         [--num-train 64] [--num-val 16] [--image-size 160] [--epochs 12] [--seed 0]
 """
 
 import argparse
@@ -17,25 +17,35 @@ import json
 import os.path as osp
 import shutil
 import tempfile
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
+import torch
 from mmengine.config import Config
 
-from ..zoo import config_dir
-from . import infer as infer_tool
-from . import test as test_tool
-from . import train as train_tool
-from .cli import add_device_argument
-from .pictures import detection_pictures
-from .plot_curve import plot_curve, read_curve
+from maformer_mm.apis.inference import infer
+from maformer_mm.config.zoo import config_dir
+from maformer_mm.tools import test as test_tool
+from maformer_mm.tools import train as train_tool
+from maformer_mm.tools.cli import add_device_argument
+from maformer_mm.visualization.curves import plot_curve, read_curve
+from maformer_mm.visualization.pictures import detection_pictures
 
-__all__ = ['DemoResult', 'demo_arg_parser', 'prepare_data', 'resize_options', 'train_test_draw', 'summary', 'main']
+__all__ = [
+    'DemoResult',
+    'demo_arg_parser',
+    'reproducible',
+    'prepare_data',
+    'resize_options',
+    'train_test_draw',
+    'summary',
+    'main',
+]
 
 CONFIG_DIR = config_dir()
 CONFIG = str(CONFIG_DIR / 'mask_rcnn_maformer_t_demo.py')
 MARKER = 'demo_data.json'  # the generator settings a demo set was written with
+RESIZE_TYPES = ('Resize', 'RandomResize')  # the pipeline steps whose scale --image-size sets
 # The demos never resume: their checkpoint keeps the weights (and meta data) only, a third of the size.
-RESIZE_TYPES = ('Resize', 'RandomResize')
 WEIGHTS_ONLY = ['default_hooks.checkpoint.save_optimizer=False', 'default_hooks.checkpoint.save_param_scheduler=False']
 
 
@@ -65,8 +75,21 @@ def demo_arg_parser(
         help='validation images that tools/infer.py draws and writes predictions of (the demo draws '
         'every validation image beside its ground truth besides)',
     )
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='random seed of the training run (the same seed gives the same numbers on the CPU: its kernels are '
+        'made deterministic there)',
+    )
     add_device_argument(parser)
     return parser
+
+
+def reproducible(seed: int, device: Any) -> List[str]:
+    """`--cfg-options` that seed a run, with torch's deterministic kernels on the CPU; not on CUDA, where torch's
+    deterministic mode needs `CUBLAS_WORKSPACE_CONFIG` set before CUDA starts."""
+    return [f'randomness.seed={seed}'] + (['randomness.deterministic=True'] if str(device).startswith('cpu') else [])
 
 
 def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, schedule: str) -> argparse.Namespace:
@@ -103,8 +126,6 @@ def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable
 def resize_options(config: str, size: int) -> List[str]:
     """`--cfg-options` that set the scale of the Resize steps (by type) of `config`'s train and test pipelines to
     `size` x `size`. mmengine reaches list items by index only, so the indices are looked up here."""
-    from mmengine.config import Config
-
     cfg = Config.fromfile(config)
     options = []
     for split in ('train', 'test'):
@@ -129,21 +150,24 @@ def train_test_draw(
     matching the `val_images` pattern with tools/infer.py, draws every such image beside its prediction with
     `draw(config, checkpoint, images, out_dir)`, and draws the training curve."""
     device = ['--device', str(args.device)]
-    runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
-    with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics = test_tool.main(
-        [config, checkpoint, '--work-dir', args.work_dir, *device, *test_args, '--cfg-options', *options]
-    )
+    options = [*options, *reproducible(args.seed, args.device)]
+    deterministic = torch.are_deterministic_algorithms_enabled()  # mmengine turns it on for the process
+    try:
+        runner = train_tool.main([config, '--work-dir', args.work_dir, *device, '--cfg-options', *options])
+        with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
+            checkpoint = f.read().strip()
+        metrics = test_tool.main(
+            [config, checkpoint, '--work-dir', args.work_dir, *device, *test_args, '--cfg-options', *options]
+        )
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     images = sorted(glob.glob(val_images))
     out_dir = osp.join(args.work_dir, 'predictions')
     with tempfile.TemporaryDirectory() as folder:
         for path in images[: args.num_vis]:
             shutil.copy(path, folder)
         # the training run's config: the demo's options (image size...) reach the inferencer's pipeline too
-        written = infer_tool.infer(
-            folder, runner.cfg, checkpoint, out_dir, device=args.device, batch_size=min(args.num_vis, 4)
-        )
+        written = infer(folder, runner.cfg, checkpoint, out_dir, device=args.device, batch_size=min(args.num_vis, 4))
     pictures = draw(runner.cfg, checkpoint, images, osp.join(args.work_dir, 'pictures'))
     curve = plot_curve(read_curve(args.work_dir), osp.join(args.work_dir, 'curve.png'), osp.basename(config))
     return DemoResult(checkpoint, metrics, written.vis, written.preds, pictures, curve)
@@ -173,7 +197,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
-    from .demo_data import write_coco
+    from maformer_mm.datasets.synthetic import write_coco
 
     args = parse_args(argv)
     size = args.image_size

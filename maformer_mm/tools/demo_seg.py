@@ -18,7 +18,7 @@ import os.path as osp
 import time
 from typing import Optional, Sequence
 
-from .demo import (
+from maformer_mm.tools.demo import (
     CONFIG_DIR,
     WEIGHTS_ONLY,
     DemoResult,
@@ -29,7 +29,7 @@ from .demo import (
     summary,
     train_test_draw,
 )
-from .pictures import segmentation_pictures
+from maformer_mm.visualization.pictures import segmentation_pictures
 
 __all__ = ['main']
 
@@ -43,7 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
-    from .demo_data import write_ade
+    from maformer_mm.datasets.synthetic import write_ade
 
     args = parse_args(argv)
     start = time.time()

@@ -24,7 +24,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from ..deploy import (
+from maformer_mm.config.zoo import load_config
+from maformer_mm.deploy import (
     EXPORTERS,
     OnnxVerificationError,
     build_target,
@@ -35,9 +36,9 @@ from ..deploy import (
     verify_detector,
     verify_onnx,
 )
-from ..deploy.detectors import WholeDetector, postprocess_settings
-from ..deploy.ort_runner import list_images, read_image
-from .cli import load_config, parse_hw
+from maformer_mm.deploy.detectors import WholeDetector, postprocess_settings
+from maformer_mm.deploy.ort_runner import list_images, read_image
+from maformer_mm.tools.cli import parse_hw
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

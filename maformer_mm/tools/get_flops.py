@@ -8,19 +8,16 @@ python tools/get_flops.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py   # 
 """
 
 import argparse
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.config import DictAction
 
-from ..models import MAFormer
-from ..utils.flops import model_complexity
-from .cli import load_config, parse_hw
+from maformer_mm.analysis.complexity import backbone_rows, config_complexity
+from maformer_mm.config.zoo import load_config
+from maformer_mm.models import MAFormer
+from maformer_mm.tools.cli import parse_hw
 
-__all__ = ['DEFAULT_SHAPES', 'parse_args', 'backbone_rows', 'config_complexity', 'main']
-
-# Sizes at which each task's FLOPs are usually reported, as (H, W).
-DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
+__all__ = ['parse_args', 'main']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -29,31 +26,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--arch',
         nargs='+',
-        default=['tiny', 'small', 'base', 'large'],
+        default=list(MAFormer.variants()),
         help='backbone variants to measure when no config is given',
     )
     parser.add_argument('--shape', type=int, nargs='+', help='input H W (one value: square)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
-
-
-def backbone_rows(archs: Sequence[str], hw: Tuple[int, int]) -> List[Tuple[str, float, float]]:
-    """(arch, params in M, FLOPs in G) of each backbone variant."""
-    rows = []
-    for arch in archs:
-        flops, params = model_complexity(MAFormer(arch=arch), 'backbone', hw)
-        rows.append((arch, params / 1e6, flops / 1e9))
-    return rows
-
-
-def config_complexity(cfg: Config, hw: Optional[Tuple[int, int]] = None) -> Tuple[int, int, Tuple[int, int]]:
-    """(FLOPs, params, (H, W)) of the model a config describes."""
-    scope = cfg.get('default_scope', 'mmdet')
-    init_default_scope(scope)
-    model = MODELS.build(cfg.model)
-    hw = hw or DEFAULT_SHAPES.get(scope, (224, 224))
-    flops, params = model_complexity(model, scope, hw)
-    return flops, params, hw
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

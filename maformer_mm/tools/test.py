@@ -2,6 +2,7 @@
 
     python tools/test.py configs/mask_rcnn_maformer_s.py CKPT [--out results.pkl] [--show-dir DIR] [--tta]
     python tools/test.py configs/mask_rcnn_maformer_t.py CKPT --data-root data/my_coco   # your own COCO data
+    python tools/test.py configs/mask_rcnn_maformer_t.py work_dirs/mask_rcnn_maformer_t   # its last checkpoint
     python tools/test.py configs/upernet_maformer_t_512x512_160k_ade20k.py CKPT --out preds/  # one PNG per image
     python tools/test.py configs/mask_rcnn_maformer_t.py det.onnx --backend onnxruntime  # an exported detector
     tools/dist_test.sh configs/mask_rcnn_maformer_s.py CKPT 8
@@ -14,15 +15,11 @@ import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.runner.checkpoint import CheckpointLoader
 
-import maformer_mm  # noqa: F401
-from maformer_mm.checkpoint.remote import expected_sha256
-from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
-from maformer_mm.tools.data_root import CocoLayout
-from maformer_mm.tools.launch import closing_process_group, prepare_launcher
-from maformer_mm.tools.preflight import check_data
-from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, dataset_classes, leaf_datasets
+from maformer_mm.checkpoint.remote import checkpoint_file, is_remote
+from maformer_mm.config.data_root import CocoLayout
+from maformer_mm.engine.runs import test, test_onnx
+from maformer_mm.tools.cli import config_from_args, parse_run_args, run_arg_parser
 
 __all__ = ['parse_args', 'build_config', 'main']
 
@@ -83,7 +80,8 @@ def _segmentation_pngs(cfg: Config, out_dir: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
+    args.checkpoint = checkpoint_file(args.checkpoint)
+    if not is_remote(args.checkpoint) and not osp.isfile(args.checkpoint):  # URLs and hub names: the loaders fetch them
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg, layout = config_from_args(args, ('test',))
     cfg.load_from = args.checkpoint
@@ -123,31 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
     if args.backend == 'onnxruntime':
-        from maformer_mm.deploy.evaluate import evaluate_onnx
-
-        cfg = config_from_args(args, ('test',))[0]
-        check_data(cfg, ('test',))
-        return evaluate_onnx(cfg, args.checkpoint, args.out)
+        return test_onnx(config_from_args(args, ('test',))[0], args.checkpoint, args.out)
     cfg, layout = _build(args)
-    check_data(cfg, ('test',))
-    if layout is not None:
-        classes, source = layout.classes, f'--data-root {layout.root}'
-    else:
-        classes = dataset_classes(next(leaf_datasets(cfg.test_dataloader.dataset)))
-        source = f'the test data of {args.config}'
-    with expected_sha256(args.checkpoint_sha256):  # the Runner's load below reads the file again, also checked
-        checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')  # the checked loader
-    check_checkpoint_classes(checkpoint, args.checkpoint, classes, source)
-    prepare_launcher(cfg)  # joins the process group that the block below closes
-    with closing_process_group() as hold, on_device(args.device), expected_sha256(args.checkpoint_sha256):
-        runner = hold(build_runner(cfg))
-        if layout is not None:
-            runner.logger.info(layout.summary())
-        check_checkpoint_fits(runner.model, checkpoint, args.checkpoint, classes, source)
-        del checkpoint  # the Runner loads it into the model itself
-        if args.out and _is_pickle(args.out):
-            runner.test_evaluator.metrics.append(_dump_metric(cfg, args.out))
-        return runner.test()
+    extra = [_dump_metric(cfg, args.out)] if args.out and _is_pickle(args.out) else []
+    return test(cfg, args.checkpoint, args.device, args.config, layout, args.checkpoint_sha256, extra)
 
 
 if __name__ == '__main__':

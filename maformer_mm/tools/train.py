@@ -2,25 +2,27 @@
 
     python tools/train.py configs/mask_rcnn_maformer_s.py [--work-dir DIR] [--amp] [--resume [CKPT]]
     python tools/train.py configs/mask_rcnn_maformer_t.py --data-root data/my_coco   # your own COCO-format data
+    python tools/train.py configs/mask_rcnn_maformer_t.py --no-pretrained   # without checkpoints/maformer_t_in1k.pth
     tools/dist_train.sh configs/mask_rcnn_maformer_s.py 8
 
-The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root` and `--device`.
+The arguments are those of mmdet's and mmseg's tools/train.py, plus `--data-root`, `--no-pretrained` and `--device`.
+A pretrained checkpoint the config names but that is not there stops the run before anything is built, naming the
+setting and `--no-pretrained`.
 """
 
 import argparse
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
-from maformer_mm.engine import use_safe_checkpoints
-from maformer_mm.tools.cli import build_runner, config_from_args, on_device, parse_run_args, run_arg_parser
-from maformer_mm.tools.data_root import CocoLayout
-from maformer_mm.tools.launch import closing_process_group, prepare_launcher
-from maformer_mm.tools.preflight import check_data
+from maformer_mm.checkpoint.remote import is_remote
+from maformer_mm.config.data_root import CocoLayout
+from maformer_mm.config.pretrained import drop_pretrained
+from maformer_mm.engine.runs import train
+from maformer_mm.tools.cli import config_from_args, parse_run_args, run_arg_parser
 
 __all__ = ['parse_args', 'build_config', 'apply_amp', 'main']
 
@@ -34,6 +36,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='automatic mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU)',
     )
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr to the actual batch size')
+    parser.add_argument(
+        '--no-pretrained',
+        action='store_true',
+        help="train from scratch: drop the config's pretrained weights (init_cfg type='Pretrained', e.g. "
+        'checkpoints/maformer_t_in1k.pth)',
+    )
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -63,8 +71,10 @@ def apply_amp(cfg: Config, device: torch.device) -> None:
         cfg.optim_wrapper.device_type = device.type
 
 
-def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
+def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout], List[str]]:
+    """The config, the layout `--data-root` read, and the pretrained inits `--no-pretrained` removed."""
     cfg, layout = config_from_args(args, ('train', 'val', 'test'))
+    dropped = drop_pretrained(cfg.model) if args.no_pretrained else []
     if args.amp:
         apply_amp(cfg, args.device)
     if args.auto_scale_lr:
@@ -75,26 +85,25 @@ def _build(args: argparse.Namespace) -> Tuple[Config, Optional[CocoLayout]]:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):  # URLs and hub names are read when resuming
+        if not is_remote(args.resume) and not osp.isfile(args.resume):  # URLs and hub names are read when resuming
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
-    return cfg, layout
+    return cfg, layout, dropped
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Trains; returns the finished Runner."""
     args = parse_args(argv)
-    cfg, layout = _build(args)
-    check_data(cfg, ('train', 'val'))
-    use_safe_checkpoints(cfg)  # a kill while saving leaves no truncated checkpoint; --resume skips one
-    prepare_launcher(cfg)
-    with closing_process_group() as hold, on_device(args.device):
-        runner = hold(build_runner(cfg))
-        if layout is not None:
-            runner.logger.info(layout.summary())
-        runner.train()
-    return runner
+    cfg, layout, dropped = _build(args)
+    notes = []
+    if args.no_pretrained:
+        notes.append(
+            f'--no-pretrained: training from scratch (removed {", ".join(dropped)})'
+            if dropped
+            else '--no-pretrained: the config names no pretrained weights'
+        )
+    return train(cfg, args.device, args.config, layout, notes)
 
 
 if __name__ == '__main__':

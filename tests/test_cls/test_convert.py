@@ -3,7 +3,6 @@ merging computes what timm's does, and tools/convert_checkpoint.py writes checkp
 read, reporting what it dropped."""
 
 import argparse
-import importlib.util
 import re
 from typing import Dict
 
@@ -15,6 +14,7 @@ import maformer_mm  # noqa: F401  (registers MAFormer)
 from maformer_mm.checkpoint.backbone import load_backbone_checkpoint
 from maformer_mm.checkpoint.convert import convert_timm, convert_timm_head, dropped_timm_keys, timm_merge_to_unfold
 from maformer_mm.models import MAFormer
+from maformer_mm.tools import convert_checkpoint as convert_tool
 from tests.helpers import REPO, TINY_ARCH, run_tool
 
 NUM_CLASSES = 5
@@ -108,13 +108,6 @@ def test_a_state_dict_already_in_our_naming_is_refused(source):
         convert_timm(ours)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location('convert_checkpoint', REPO / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_writes_a_checkpoint_our_loader_reads_and_reports_drops(source, tmp_path):
     ours, timm = source
     src, dst = tmp_path / 'timm.pth', tmp_path / 'out' / 'maformer.pth'
@@ -143,7 +136,7 @@ def test_cli_takes_ema_weights_and_head_for_mmpretrain(source, tmp_path):
     # timm's train.py also saves its argparse arguments, which torch's safe loader refuses.
     torch.save({'state_dict': timm, 'state_dict_ema': ema, 'args': argparse.Namespace(lr=1e-3), 'epoch': 299}, src)
     with pytest.raises(SystemExit, match='--trust'):
-        _tool().load_source(str(src), ema=False, trust=False)
+        convert_tool.load_source(str(src), ema=False, trust=False)
 
     proc = run_tool(
         [REPO / 'tools' / 'convert_checkpoint.py', src, dst, '--trust', '--ema', '--keep-head'], cwd=tmp_path

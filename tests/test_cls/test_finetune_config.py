@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.preflight import check_data
+from maformer_mm.config.preflight import check_data
 from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'maformer_t_finetune_my_cls.py')

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from maformer_mm.datasets.synthetic import write_coco
 from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.demo_data import write_coco
 from tests.test_deploy.tiny_detectors import write_configs
 
 

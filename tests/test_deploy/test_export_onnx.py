@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from maformer_mm.config.zoo import load_config
 from maformer_mm.deploy import OnnxVerificationError, build_model, build_target, verify_onnx
 from maformer_mm.deploy.exportable import ExportableAdaptiveAvgPool2d, make_exportable
 from maformer_mm.layers import export_forms
 from maformer_mm.tools import export_onnx as tool
-from maformer_mm.tools.cli import load_config
 from tests.helpers import MIN_ARCH, backbone_override, widths
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'

@@ -19,8 +19,8 @@ def test_measure_and_report(tiny_cfg, tmp_path):
 
 def test_measure_a_whole_detector(tmp_path):
     """The detector row: a tiny Mask R-CNN exported whole, timed against mmdet's predict, detections matched."""
+    from maformer_mm.config.zoo import load_config
     from maformer_mm.deploy import build_target
-    from maformer_mm.tools.cli import load_config
     from tests.test_deploy.tiny_detectors import write_configs
 
     cfg = load_config(str(write_configs(tmp_path, tmp_path / 'data')['mask_rcnn']))

@@ -103,10 +103,19 @@ def _json_dets(folder: Path, name: str, shape) -> dict:
     return dets
 
 
+def _names(folder: Path, name: str) -> set:
+    """The (label, class name, category id) triples of a prediction file; infer's carry the data set's ids."""
+    pred = json.loads((folder / 'preds' / f'{name}.json').read_text())
+    triples = set(zip(pred['labels'], pred['label_names'], pred['category_ids']))
+    assert all(None not in triple for triple in triples), triples
+    return triples
+
+
 def test_standalone_runner_in_a_fresh_venv_writes_what_infer_writes(workspace, tmp_path):
     """A trained tiny Mask R-CNN, exported whole; the runner copied alone into a folder and run by a fresh venv's
     Python (onnxruntime, numpy, opencv-python-headless; no torch): drawings and JSON like tools/infer.py's for the
-    checkpoint (mmdet's DetInferencer), detection for detection; tools/infer.py given the .onnx file writes the same."""
+    checkpoint (mmdet's DetInferencer), detection for detection, class names and category ids included; tools/infer.py
+    given the .onnx file writes the same."""
     config, checkpoint = workspace['configs']['mask_rcnn'], workspace['checkpoint']('mask_rcnn')
     model = tmp_path / 'mask_rcnn.onnx'
     export_tool.main(
@@ -145,6 +154,7 @@ def test_standalone_runner_in_a_fresh_venv_writes_what_infer_writes(workspace, t
         for folder in ('ort', 'dispatched'):
             result = match_detections(_json_dets(tmp_path / folder, name, shape), expected, settings)
             assert result.ok and result.matched == len(expected['scores']), result.line()
+            assert _names(tmp_path / folder, name) == _names(tmp_path / 'torch', name)
             drawn = cv2.imread(str(tmp_path / folder / 'vis' / path.name))  # boxes drawn where there are some
             assert drawn.shape == (*shape, 3)
             assert np.array_equal(drawn, cv2.imread(str(path))) == (len(expected['scores']) == 0)

@@ -1,7 +1,9 @@
 """Own COCO-format data without config editing: `tools/train.py CFG --data-root DIR` and `tools/test.py CFG CKPT
---data-root DIR` on a generated set with its own class names, count and category ids; the errors for a broken
-layout, splits that disagree and a checkpoint trained with other classes; every head's num_classes in our
-configs and in mmdet's Cascade/RetinaNet/Faster R-CNN; and the mmdet-standard ten-line config."""
+--data-root DIR` on a generated set with its own class names, count and category ids listed out of id order (every
+label named as mmdet numbers it: in the JSON's list order); the errors for a broken layout, splits that disagree
+and a checkpoint trained with other classes, and checkpoints that named their classes in id order (accepted with a
+warning); every head's num_classes in our configs and in mmdet's Cascade/RetinaNet/Faster R-CNN; and the
+mmdet-standard ten-line config. (The quirks of annotation tools' exports: test_export_quirks.py.)"""
 
 import json
 import math
@@ -13,18 +15,21 @@ import torch
 from mmengine.config import Config
 
 import maformer_mm  # noqa: F401
+from maformer_mm.checkpoint.classes import check_checkpoint_classes, check_checkpoint_fits
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
+from maformer_mm.config.classes import leaf_datasets
+from maformer_mm.config.data_root import apply_coco_layout, read_coco_layout
+from maformer_mm.config.preflight import check_data
+from maformer_mm.config.zoo import load_config
+from maformer_mm.datasets.synthetic import write_coco
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.cli import load_config
-from maformer_mm.tools.data_root import apply_coco_layout, read_coco_layout
-from maformer_mm.tools.demo_data import write_coco
-from maformer_mm.tools.preflight import check_data
-from maformer_mm.utils.classes import check_checkpoint_classes, check_checkpoint_fits, leaf_datasets
 from tests.helpers import (
     REPO,
     USER_ARCH,
+    assert_every_label_names_its_category,
     backbone_override,
+    coco_perfect_score,
     memoised_package_config_index,
     train_on_data_root_argv,
     widths,
@@ -32,10 +37,11 @@ from tests.helpers import (
 
 DEMO_CONFIG = str(REPO / 'configs' / 'mask_rcnn_maformer_t_demo.py')
 EXAMPLE_CONFIG = str(REPO / 'configs' / 'examples' / 'mask_rcnn_maformer_t_my_coco.py')
-# Generated as classes 0..3; the JSON then gets these category ids, listed in generation order.
+# Generated as classes 0..3; the JSON then gets these category ids, listed in generation order (not id order):
+# mmdet labels them 0..3 in the list's order, NAMES.
 NAMES = ('ball', 'box', 'wedge', 'ring')
 IDS = {'ball': 7, 'box': 3, 'wedge': 11, 'ring': 5}
-ID_ORDER = ('box', 'ring', 'ball', 'wedge')
+ID_ORDER = ('box', 'ring', 'ball', 'wedge')  # the names sorted by id: what checkpoints recorded before
 # A user's config inheriting the demo detector with a small custom backbone, at 64 px (the Resize steps of the
 # pipelines are list entries, so they are set here rather than from the command line).
 SMALL_CONFIG = """
@@ -90,18 +96,39 @@ def trained(tmp_path_factory):
     return root, data, config, work_dir
 
 
-def test_train_takes_classes_from_the_json_in_id_order(trained):
+def test_train_labels_the_classes_in_the_jsons_list_order_and_records_their_ids(trained):
     _, data, _, work_dir = trained
     log = _log_text(work_dir)
     assert (
         f'--data-root {data}: 4 classes from {data}/annotations/instances_train2017.json and '
-        f'{data}/annotations/instances_val2017.json (category-id order): box, ring, ball, wedge'
+        f"{data}/annotations/instances_val2017.json, labelled in the order the JSON lists them (mmdet's): 0 ball "
+        '(id 7), 1 box (id 3), 2 wedge (id 11), 3 ring (id 5)'
     ) in log
     assert 'set model.roi_head.bbox_head.num_classes, model.roi_head.mask_head.num_classes to 4' in log
+    assert f'train annotation file {data}/annotations/instances_train2017.json: mmdet trains on 2 of 2 images' in log
     ckpt = load_mmengine_checkpoint(work_dir / 'epoch_1.pth', 'cpu')
-    assert tuple(ckpt['meta']['dataset_meta']['classes']) == ID_ORDER
+    assert tuple(ckpt['meta']['dataset_meta']['classes']) == NAMES
+    assert tuple(ckpt['meta']['dataset_meta']['category_ids']) == (7, 3, 11, 5)
     assert ckpt['state_dict']['roi_head.bbox_head.fc_cls.weight'].shape[0] == 5  # 4 classes + background
     assert ckpt['state_dict']['roi_head.mask_head.conv_logits.weight'].shape[0] == 4
+
+
+def test_every_label_of_the_built_datasets_names_its_annotations_category(small_set):
+    """Categories listed as ids 7, 3, 11, 5: each instance mmdet builds is named (label -> metainfo.classes) as the
+    JSON's category of its annotation, and perfect predictions score 1.0 through the evaluator --data-root sets."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    cfg = load_config(DEMO_CONFIG)
+    apply_coco_layout(cfg, read_coco_layout(str(small_set)))
+    init_default_scope('mmdet')
+    for split in ('train', 'val'):
+        dataset = DATASETS.build(cfg[f'{split}_dataloader'].dataset)
+        ann_file = small_set / 'annotations' / f'instances_{split}2017.json'
+        annotations = json.loads(ann_file.read_text())['annotations']
+        assert assert_every_label_names_its_category(dataset, ann_file) == len(annotations)
+    metrics = coco_perfect_score(cfg, 'val', ('bbox', 'segm'))
+    assert metrics['coco/bbox_mAP'] == metrics['coco/segm_mAP'] == 1.0
 
 
 def test_test_tool_evaluates_and_names_the_classes(trained, monkeypatch):
@@ -126,11 +153,11 @@ def test_test_tool_evaluates_and_names_the_classes(trained, monkeypatch):
     assert mmengine_device.DEVICE == 'cuda'  # restored after the run
     for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
         assert 0 <= metrics[key] <= 1
-    for name in ID_ORDER:  # (mmdet's CocoMetric keeps the last task's per-class AP under this name)
+    for name in NAMES:  # (mmdet's CocoMetric keeps the last task's per-class AP under this name)
         value = metrics[f'coco/{name}_precision']
         assert math.isnan(value) or 0 <= value <= 1, (name, value)
     log = _log_text(root / 'test_work')
-    assert '--data-root' in log and all(f'coco/{name}_precision: ' in log for name in ID_ORDER)
+    assert '--data-root' in log and all(f'coco/{name}_precision: ' in log for name in NAMES)
 
 
 def test_checkpoint_trained_with_other_classes_is_refused(trained, tmp_path):
@@ -145,12 +172,41 @@ def test_checkpoint_trained_with_other_classes_is_refused(trained, tmp_path):
     )
     with pytest.raises(
         ValueError,
-        match=r'trained_on_4.pth was trained with other classes: 4 \(box, ring, ball, '
-        rf'wedge\); --data-root {other} has 3 \(ball, box, wedge\)',
+        match=r'trained_on_4.pth was trained with other classes: 4 \(ball, box, wedge, '
+        rf'ring\); --data-root {other} has 3 \(ball, box, wedge\)',
     ):
         test_tool.main(
             [DEMO_CONFIG, str(ckpt), '--data-root', str(other), '--device', 'cpu', '--work-dir', str(tmp_path / 'w')]
         )
+
+
+def in_id_order(checkpoint: Path, out: Path) -> Path:
+    """The checkpoint as maformer_mm's --data-root wrote it before it followed mmdet's order: the class names sorted
+    by category id, no category ids."""
+    ckpt = load_mmengine_checkpoint(checkpoint, 'cpu')
+    ckpt['meta']['dataset_meta']['classes'] = ID_ORDER
+    del ckpt['meta']['dataset_meta']['category_ids']
+    torch.save(ckpt, out)
+    return out
+
+
+def test_a_checkpoint_naming_its_classes_in_id_order_is_tested_with_its_names_reattached(trained, tmp_path):
+    root, data, config, work_dir = trained
+    old = in_id_order(work_dir / 'epoch_1.pth', tmp_path / 'old.pth')
+    argv = [str(config), str(old), '--data-root', str(data), '--device', 'cpu', '--work-dir', str(tmp_path / 'w')]
+    metrics = test_tool.main(argv)
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
+    assert (
+        f'checkpoint {old} names its 4 classes in category-id order (box, ring, ball, wedge), as '
+        "maformer_mm's --data-root recorded them before it followed mmdet's order; mmdet trained its labels in the "
+        f'order the JSON lists the categories, so they are named here as --data-root {data} lists them: ball, box, '
+        'wedge, ring (label k is the k-th)'
+    ) in _log_text(tmp_path / 'w')
+    # the same names in an order that is neither: refused
+    ckpt = tmp_path / 'permuted.pth'
+    torch.save({'meta': {'dataset_meta': {'classes': ('ring', 'wedge', 'box', 'ball')}}, 'state_dict': {}}, ckpt)
+    with pytest.raises(ValueError, match='trained with other classes: .*The same names in another order'):
+        test_tool.main([str(config), str(ckpt), *argv[2:]])
 
 
 def test_checkpoint_without_classes_is_checked_by_tensor_shapes():
@@ -192,12 +248,12 @@ def test_splits_with_other_categories_are_named(small_set):
     with pytest.raises(
         ValueError,
         match=r"the splits' categories differ: .*instances_train2017.json has 4 "
-        r'\(box, ring, ball, wedge\), .*instances_val2017.json has 4 '
-        r"\(box, ball, wedge, cone\); only in the first: \['ring'\]; "
+        r'\(ball, box, wedge, ring\), .*instances_val2017.json has 4 '
+        r"\(ball, box, wedge, cone\); only in the first: \['ring'\]; "
         r"only in the second: \['cone'\]",
     ):
         read_coco_layout(str(small_set))
-    assert read_coco_layout(str(small_set), ['test']).classes == ('box', 'ball', 'wedge', 'cone')  # val only
+    assert read_coco_layout(str(small_set), ['test']).classes == ('ball', 'box', 'wedge', 'cone')  # val only
 
 
 def test_data_root_is_refused_for_other_tasks(small_set):
@@ -251,7 +307,8 @@ def test_data_root_sets_every_head_and_dataset(small_set, config):
     for split, folder in (('train', 'train2017/'), ('val', 'val2017/'), ('test', 'val2017/')):
         for dataset in leaf_datasets(cfg[f'{split}_dataloader'].dataset):
             assert dataset.data_root == str(small_set) and dataset.data_prefix.img == folder
-            assert tuple(dataset.metainfo['classes']) == ID_ORDER and len(dataset.metainfo['palette']) == 4
+            assert tuple(dataset.metainfo['classes']) == NAMES and len(dataset.metainfo['palette']) == 4
+            assert tuple(dataset.metainfo['category_ids']) == (7, 3, 11, 5)
     assert cfg.test_evaluator.ann_file == str(small_set / 'annotations' / 'instances_val2017.json')
     check_data(cfg, ('train', 'val', 'test'))  # consistent: preflight agrees
 
@@ -279,6 +336,14 @@ def test_mmdet_standard_config_matches_data_root(tmp_path):
     assert by_root.model.roi_head.bbox_head == cfg.model.roi_head.bbox_head
     assert by_root.model.roi_head.mask_head == cfg.model.roi_head.mask_head
 
+    cfg.train_dataloader.dataset.metainfo = dict(classes=('box', 'ball', 'wedge'))
+    with pytest.raises(
+        ValueError,
+        match=r'train annotation file .*instances_train2017.json lists the categories of the classes as ball, box, '
+        r"wedge, and mmdet numbers the classes in that order .*: label 0 is category 'ball', which the config would "
+        r"call 'box'. Write metainfo.classes in the order of the file, \('ball', 'box', 'wedge'\)",
+    ):
+        check_data(cfg, ('train',))
     cfg.train_dataloader.dataset.metainfo = dict(classes=('ball', 'box', 'cone'))
     with pytest.raises(
         ValueError,

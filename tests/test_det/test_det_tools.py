@@ -115,5 +115,8 @@ def test_missing_pretrained_weights_fail_at_start_naming_the_path(trained, tmp_p
     )
     proc = run_tool([REPO / 'tools' / 'train.py', pretrained, '--work-dir', tmp_path / 'w'], cwd=tmp_path, check=False)
     assert proc.returncode != 0
-    assert f'pretrained checkpoint not found: {missing}' in proc.stderr
+    assert (
+        f'pretrained checkpoint not found: {missing} (model.backbone.init_cfg of {pretrained}). Train from scratch '
+        f'with --no-pretrained, point at your file with --cfg-options model.backbone.init_cfg.checkpoint=PATH'
+    ) in proc.stderr
     assert 'Epoch(train)' not in proc.stdout + proc.stderr

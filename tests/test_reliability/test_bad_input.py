@@ -9,10 +9,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint  # reads mmengine checkpoints as data
+from maformer_mm.config.preflight import check_coco_json, check_data
 from maformer_mm.engine import BF16OptimWrapper, InvalidLossHook
 from maformer_mm.layers import GLD, CrossAttention
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.preflight import check_coco_json, check_data
 from tests.helpers import MIN_ARCH, REPO, make_det_workspace, run_tool
 
 

@@ -13,8 +13,8 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
-from maformer_mm.tools.demo_data import write_ade
-from maformer_mm.tools.preflight import check_data
+from maformer_mm.config.preflight import check_data
+from maformer_mm.datasets.synthetic import write_ade
 from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'upernet_maformer_t_my_seg.py')
@@ -66,3 +66,27 @@ def test_custom_segmentation_config_reads_its_classes_and_trains(tmp_path):
     assert torch.isfinite(loss)
     loss.backward()
     assert model.decode_head.conv_seg.weight.grad.abs().sum() > 0
+
+
+def test_a_label_value_beyond_the_classes_is_named_before_the_run(tmp_path):
+    """Instead of `IndexError: Target 6 is out of bounds` inside the loss: the file and the value. With
+    reduce_zero_label, PNG values 1..3 are the 3 classes and 0 and 255 are ignored."""
+    from PIL import Image
+
+    data = _my_seg(tmp_path)
+    cfg = Config.fromfile(EXAMPLE)
+    cfg.merge_from_dict({f'{split}_dataloader.dataset.data_root': str(data) for split in ('train', 'val', 'test')})
+    label_map = sorted((data / 'ann_dir' / 'train').glob('*.png'))[1]
+    labels = np.array(Image.open(label_map))
+    labels[:2, :2], labels[-1, -1] = 255, 3  # ignored, and the last class: accepted
+    Image.fromarray(labels).save(label_map)
+    check_data(cfg, ('train', 'val'))
+    labels[0, 0] = 7
+    Image.fromarray(labels).save(label_map)
+    with pytest.raises(
+        ValueError,
+        match=rf'train label maps under {data}/ann_dir/train hold values beyond the classes: 7 in 1 of the 2 files '
+        rf'read \(e.g. {label_map}: 7\); with reduce_zero_label, 0 is ignored and values 1..3 are the 3 classes, and '
+        '255 is ignored',
+    ):
+        check_data(cfg, ('train', 'val'))

@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
+from maformer_mm.datasets.synthetic import write_ade
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.demo_data import write_ade
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
     ARCH_OF,
@@ -41,7 +41,7 @@ def _crop(name: str) -> int:
 
 @pytest.fixture(scope='module')
 def configs() -> dict:
-    from maformer_mm.tools.cli import load_config
+    from maformer_mm.config.zoo import load_config
 
     with memoised_package_config_index():
         ours = {p.stem: Config.fromfile(str(p)) for p in M2F_ADE_CONFIGS}
@@ -159,7 +159,7 @@ def test_config_trains_one_iteration_and_evaluates_miou(trained, name):
 
 
 def test_infer_tool_writes_label_maps_of_the_trained_model(trained, ade_data, tmp_path):
-    from maformer_mm.tools.infer import infer
+    from maformer_mm.apis.inference import infer
 
     runner, _ = trained['mask2former_maformer_t_512x512_160k_ade20k']
     checkpoint = Path(runner.work_dir) / 'iter_1.pth'
@@ -169,8 +169,9 @@ def test_infer_tool_writes_label_maps_of_the_trained_model(trained, ade_data, tm
     import numpy as np
     from PIL import Image
 
-    labels = np.array(Image.open(written.preds[0]))
-    assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
+    assert [Path(p).name for p in written.preds] == [image.stem + '.png']  # named as tools/test.py --out names them
+    labels = np.array(Image.open(written.preds[0]))  # and valued so: class k is k + 1 (reduce_zero_label)
+    assert labels.shape == (64, 64) and set(np.unique(labels)) <= {1, 2, 3}
 
 
 def test_onnx_export_of_the_trained_segmentor(trained, tmp_path, capsys):
@@ -202,7 +203,7 @@ def test_onnx_export_of_the_trained_segmentor(trained, tmp_path, capsys):
 def test_get_flops_counts_the_mask2former_segmentor(trained):
     """tools/get_flops.py on a Mask2Former segmentor: mmseg 1.2.2's mode 'tensor' calls its head without the data
     samples it takes, so the count calls the head as the segmentor's `predict` does."""
-    from maformer_mm.tools.get_flops import config_complexity
+    from maformer_mm.analysis.complexity import config_complexity
 
     runner, _ = trained['mask2former_maformer_t_512x512_160k_ade20k']
     cfg = runner.cfg.copy()

@@ -70,6 +70,30 @@ def test_det_demo_trains_evaluates_draws_and_saves_json(det_demo):
     assert json.loads((root / 'data' / 'demo_data.json').read_text())['size'] == [64, 64]
 
 
+def test_the_demo_gives_the_same_numbers_with_the_same_seed(det_demo, tmp_path):
+    """A second run of the same demo (seed 0, the default; deterministic kernels on the CPU): the same weights and
+    the same metrics, bit for bit; and the process's deterministic mode is as it was."""
+    import torch
+
+    root, first = det_demo
+    before = torch.are_deterministic_algorithms_enabled()
+    second = demo.main(
+        ['--work-dir', str(tmp_path / 'work'), '--data-root', str(root / 'data'), '--epochs', '1', *SMALLEST]
+    )
+    assert torch.are_deterministic_algorithms_enabled() == before
+    assert second.metrics == first.metrics
+    weights = [load_mmengine_checkpoint(r.checkpoint, 'cpu')['state_dict'] for r in (first, second)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+
+
+def test_infer_takes_the_config_by_name(det_demo, tmp_path):
+    """`maformer-infer IMAGE mask_rcnn_maformer_t_demo CKPT`: the shipped config by its name (issue 28)."""
+    root, result = det_demo
+    image = str(root / 'data' / 'val' / '000001.png')
+    written = infer.main([image, 'mask_rcnn_maformer_t_demo', result.checkpoint, '--out-dir', str(tmp_path)])
+    assert [Path(p).name for p in written.vis] == ['000001.png'] and len(written.preds) == 1
+
+
 def test_demo_keeps_a_set_made_with_other_settings(det_demo):
     root, _ = det_demo
     before = sorted(p.name for p in (root / 'data' / 'train').iterdir())
@@ -102,8 +126,10 @@ def test_seg_demo_trains_evaluates_draws_and_writes_label_maps(seg_demo):
     assert Path(result.checkpoint) == root / 'work' / 'iter_1.pth'
     assert _checkpoint_classes(result.checkpoint) == ('circle', 'square', 'triangle')
     assert len(result.vis) == 2 and Image.open(result.vis[0]).size == (64, 64)
-    assert len(result.preds) == 2 and set(np.unique(np.asarray(Image.open(result.preds[0])))) <= {0, 1, 2}
     images = sorted((root / 'data' / 'images' / 'validation').glob('*.jpg'))
+    # tools/infer.py's label maps: named and valued as tools/test.py --out writes them (class k is k + 1)
+    assert [Path(p).stem for p in result.preds] == [p.stem for p in images]
+    assert set(np.unique(np.asarray(Image.open(result.preds[0])))) <= {1, 2, 3}
     pngs = sorted((root / 'work' / 'label_maps').glob('*.png'))
     assert [p.stem for p in pngs] == [p.stem for p in images]
     labels = np.asarray(Image.open(pngs[0]))
@@ -151,7 +177,7 @@ def test_seg_pictures_draw_the_prediction_only_where_the_ground_truth_has_a_clas
 
 @pytest.mark.parametrize('which, metric', [('det', 'coco/bbox_mAP'), ('seg', 'mIoU')])
 def test_demos_draw_the_training_curve_of_their_logged_points(which, metric, det_demo, seg_demo):
-    from maformer_mm.tools.plot_curve import read_curve
+    from maformer_mm.visualization.curves import read_curve
 
     root, result = det_demo if which == 'det' else seg_demo
     assert result.curve == str(root / 'work' / 'curve.png')

@@ -8,10 +8,10 @@ import pytest
 import torch
 from mmengine.device import get_device
 
+from maformer_mm.engine.runs import default_device, on_device, parse_device
 from maformer_mm.tools import demo, demo_seg
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
-from maformer_mm.tools.cli import default_device, on_device, parse_device
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the errors of a machine without CUDA')
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from mmengine.analysis import FlopAnalyzer
 
+from maformer_mm.analysis.complexity import backbone_rows, complexity, tensor_forward
+from maformer_mm.config.zoo import load_config
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
-from maformer_mm.tools.cli import load_config
-from maformer_mm.tools.get_flops import backbone_rows, main
-from maformer_mm.utils.flops import complexity, tensor_forward
+from maformer_mm.tools.get_flops import main
 
 
 def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg):

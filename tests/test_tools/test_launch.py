@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from maformer_mm.tools.launch import closing_process_group, gloo_worker_threads
+from maformer_mm.engine.launch import closing_process_group, gloo_worker_threads
 
 
 def _join_alone(tmp_path) -> None:

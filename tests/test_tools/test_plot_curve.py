@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from maformer_mm.tools.plot_curve import main, read_curve
+from maformer_mm.tools.plot_curve import main
+from maformer_mm.visualization.curves import read_curve
 
 
 def _log(work_dir: Path, run: str, records) -> None:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from maformer_mm.tools import train
-from maformer_mm.tools.plot_curve import read_curve
+from maformer_mm.visualization.curves import read_curve
 from tests.helpers import make_det_workspace
 
 

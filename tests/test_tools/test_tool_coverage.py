@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
-from maformer_mm.tools.demo_data import write_ade, write_coco  # what tools/make_demo_data.py writes
+from maformer_mm.datasets.synthetic import write_ade, write_coco  # what tools/make_demo_data.py writes
 from tests.helpers import (
     REPO,
     USER_ARCH,

@@ -5,7 +5,7 @@
 The code is maformer_mm/tools/export_onnx.py (`--help` lists the options).
 """
 
-from maformer_mm.tools.export_onnx import main, parse_args  # noqa: F401
+from maformer_mm.tools.export_onnx import main
 
 if __name__ == '__main__':
     main()

@@ -22,25 +22,12 @@ from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 
 __all__ = ['MAFormer', 'MAFormerStage']
 
-_Size = Union[int, Tuple[int, int]]
+_ImageSize = Union[int, Tuple[int, int]]  # a side, or (H, W)
 
 
-# Selective `with_cp`: the outputs of the fused attention kernels are kept, and the rest of a block
-# (projections, MLP, norms, GLD) is recomputed in the backward pass. The kernels are most of a block's
-# compute, but their outputs are small (the result and one log-sum-exp per query, never the N x M
-# weights), so keeping them keeps most of the memory saving for a fraction of the re-forward time.
-# Every fused kernel torch 2.13's SDPA may pick is listed (the policy sees these top-level ops; the
-# kernels they call run below the dispatcher). On CUDA it tries, in order, cuDNN (first only on sm90/sm100
-# with cuDNN > 9.15, as torch 2.13's CUDA 13 wheels bring), flash, memory-efficient, math:
-# - cuDNN: fp16/bf16, a mask only if it needs no gradient (`check_attn_mask_shape`): the window attention in
-#   inference; global and cross-attention under AMP where it comes first.
-# - flash: fp16/bf16 without a mask: global and cross-attention under AMP.
-# - memory-efficient: fp32 too, and a float bias with a gradient: the window attention in training, and fp32.
-#   The bias must have stride 1 in its last dimension, or all three are rejected (`WindowAttention`).
-# - the CPU's flash kernel (`..._for_cpu`), and the backend-neutral overrideable op.
-# The math fallback is no single op: it runs as matmuls and a softmax whose N x M weights are the very memory
-# checkpointing frees, so it is recomputed. It serves what no fused kernel takes: on CPU the window attention in
-# training (CPU flash attention gives no gradient for a bias), and the explicit path (`fused_attn=False`).
+# Selective `with_cp`: the outputs of every fused attention kernel torch 2.13's SDPA may pick are kept (small: the
+# result and a log-sum-exp per query), the rest of a block is recomputed in the backward pass. Which kernel each
+# attention runs, and why the math fallback is recomputed: docs/gpu.md, "Selective with_cp".
 _KEPT_OPS = tuple(
     getattr(torch.ops.aten, name).default
     for name in (
@@ -144,6 +131,12 @@ class MAFormer(BaseModule):
     num_stages = 4
     maf_stages = (0, 1)
 
+    @classmethod
+    def variants(cls) -> Dict[str, dict]:
+        """The named variants in the table's order, by their long names (`{'tiny': {...}, 'small': ...}`); each also
+        answers to its first letter. Configs, the model index, the README and the tests take the list from here."""
+        return {name: dict(settings) for name, settings in cls.arch_zoo.items() if len(name) > 1}
+
     def __init__(
         self,
         arch: Union[str, dict] = 'tiny',
@@ -156,7 +149,7 @@ class MAFormer(BaseModule):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        pretrain_img_size: _Size = 224,
+        pretrain_img_size: _ImageSize = 224,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         frozen_stages: int = -1,
         vit_window_size: int = 0,
@@ -343,6 +336,50 @@ class MAFormer(BaseModule):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def get_layer_depth(self, param_name: str, prefix: str = '', decay_type: str = 'layer_wise') -> Tuple[int, int]:
+        """The depth of a parameter for layer-wise learning-rate decay, as mmpretrain's backbones give it.
+
+        Depth 0 is the stem (the patch embedding); `layer_wise` gives every block its own depth (1 for the first
+        block of stage 1, up to sum(depths)), `stage_wise` gives every stage one (1 to 4), as ConvNeXt's stage-wise
+        mode. A patch merging opens its stage and takes the depth of that stage's first block (layer-wise) or of its
+        stage. Every part of a block (norms, window attention and its relative-position table, GLD and its FC bias,
+        cross-attention, MLP) takes the block's depth. The last depth, num_layers - 1, is everything after the
+        backbone: parameters whose names do not start with `prefix`, and the output norms `norm0`..`norm3`, which
+        dense tasks add to the ImageNet model. docs/decisions.md says why.
+
+        Args:
+            param_name: A parameter's name in the model that holds this backbone.
+            prefix: The backbone's prefix in that model ('backbone.' in a detector).
+            decay_type: 'layer_wise' or 'stage_wise'.
+
+        Returns:
+            (depth, num_layers): num_layers is sum(depths) + 2 (layer-wise) or 6 (stage-wise); the decay scale
+            of the lr is rate ** (num_layers - 1 - depth).
+        """
+        depths = self.arch_settings['depths']
+        if decay_type == 'layer_wise':
+            num_layers = sum(depths) + 2
+        elif decay_type == 'stage_wise':
+            num_layers = self.num_stages + 2
+        else:
+            raise ValueError(f"decay_type must be 'layer_wise' or 'stage_wise', got {decay_type!r}")
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix) :].split('.')
+        if parts[0] == 'patch_embed':
+            return 0, num_layers
+        if parts[0] in {f'norm{i}' for i in self.out_indices}:
+            return num_layers - 1, num_layers
+        if parts[0] == 'stages' and len(parts) > 3 and parts[1].isdigit() and int(parts[1]) < self.num_stages:
+            stage = int(parts[1])
+            if decay_type == 'stage_wise' and parts[2] in ('downsample', 'blocks'):
+                return stage + 1, num_layers
+            if parts[2] == 'downsample' and stage > 0:
+                return sum(depths[:stage]) + 1, num_layers
+            if parts[2] == 'blocks' and parts[3].isdigit() and int(parts[3]) < depths[stage]:
+                return sum(depths[:stage]) + int(parts[3]) + 1, num_layers
+        raise ValueError(f'{param_name!r} names no parameter of this MAFormer (prefix {prefix!r})')
 
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []

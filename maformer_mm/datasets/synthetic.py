@@ -1,28 +1,24 @@
-"""Generates small synthetic data sets in the layouts the real ones use, for the demos and tests.
-
-    python tools/make_demo_data.py coco --out data/demo_coco   # COCO instance segmentation
-    python tools/make_demo_data.py coco2017 --out data/my_coco --classes ball box wedge pentagon
-    python tools/make_demo_data.py ade --out data/demo_ade     # ADE20K semantic segmentation
+"""Small synthetic data sets in the layouts the real ones use, for the demos and tests (`tools/make_demo_data.py`).
 
 Images hold 1-3 non-overlapping filled shapes (circle, square, triangle) of random colour, size and
-position on a noisy background; `--class-hues` gives each class its own hue band instead. COCO:
-`{train,val}/*.png` + `annotations/instances_{train,val}.json` with polygon masks; `coco2017` names them as
+position on a noisy background; `class_hues` gives each class its own hue band instead. COCO:
+`{train,val}/*.png` + `annotations/instances_{train,val}.json` with polygon masks; `year='2017'` names them as
 COCO 2017 does (`{train,val}2017/`, `instances_{train,val}2017.json`), the layout `--data-root` reads.
 ADE20K: `images/{training,validation}/*.jpg` + `annotations/.../*.png` where 0 is background (removed by
-reduce_zero_label) and 1..N are the shape classes. `--classes` names up to five classes (class k is drawn
-as the k-th of circle, square, triangle, pentagon, hexagon).
+reduce_zero_label) and 1..N are the shape classes. Up to five classes (class k is drawn as the k-th of circle,
+square, triangle, pentagon, hexagon).
 """
 
-import argparse
 import colorsys
 import json
 import math
-import os.path as osp
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+__all__ = ['CLASSES', 'SHAPES', 'CLASS_HUES', 'draw_scene', 'write_coco', 'write_ade']
 
 CLASSES = ('circle', 'square', 'triangle')
 SHAPES = ('circle', 'square', 'triangle', 'pentagon', 'hexagon')  # what class k looks like
@@ -155,45 +151,3 @@ def write_ade(
             name = f'ADE_{split[:5]}_{index:08d}'
             image.save(root / 'images' / split / f'{name}.jpg', quality=95)
             label.save(root / 'annotations' / split / f'{name}.png')
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('layout', choices=['coco', 'coco2017', 'ade'], help='which data set layout to write')
-    parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--train', type=int, default=64, help='training images')
-    parser.add_argument('--val', type=int, default=16, help='validation images')
-    parser.add_argument('--size', type=int, nargs=2, default=(192, 192), metavar=('W', 'H'), help='image size')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--class-hues', action='store_true', help='fill each class from its own hue band instead of random colours'
-    )
-    parser.add_argument(
-        '--classes',
-        nargs='+',
-        default=list(CLASSES),
-        help=f'class names, 1 to {len(SHAPES)} (drawn as {", ".join(SHAPES)})',
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parse_args(argv)
-    if args.layout == 'ade':
-        write_ade(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes)
-    else:
-        write_coco(
-            args.out,
-            args.train,
-            args.val,
-            tuple(args.size),
-            args.seed,
-            args.class_hues,
-            args.classes,
-            year='2017' if args.layout == 'coco2017' else '',
-        )
-    print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
-
-
-if __name__ == '__main__':
-    main()

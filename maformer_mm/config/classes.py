@@ -1,29 +1,26 @@
-"""The classes of a config and of a checkpoint: where datasets and heads keep them, and whether a checkpoint fits a
-model. The tools (`--data-root`, the checks before a run) and the checked inferencers share these.
+"""The classes of a config: where its datasets declare them, where its heads keep their count, and changing that
+count everywhere at once (`--data-root`, the checks before a run, the inferencers fitting heads to a checkpoint).
 
-mmdet, mmseg and mmpretrain heads keep their class count as `num_classes` (box, mask, cascade, one-stage, DETR and
-decode heads; DINO's denoising queries take the box head's) or, in MaskFormer/Mask2Former heads and their panoptic
-fusion head, as `num_things_classes` + `num_stuff_classes`, with a `loss_cls.class_weight` list of one weight per
-class (+ 1 for "no object" there).
+Where each host's heads keep their class count is `hosts.HEAD_PATHS`: `num_classes` (box, mask, cascade, one-stage,
+DETR and decode heads; DINO's denoising queries take the box head's) or, in MaskFormer/Mask2Former heads and their
+panoptic fusion head, `num_things_classes` + `num_stuff_classes`, with a `loss_cls.class_weight` list of one weight
+per class (+ 1 for "no object" there).
 """
 
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import ConfigDict
 from mmengine.registry import DATASETS
-from torch import nn
+
+from ..hosts import HEAD_PATHS, is_query_head_type
 
 __all__ = [
     'leaf_datasets',
     'dataset_class',
+    'dataset_setting',
     'dataset_classes',
-    'HEAD_PATHS',
     'num_classes_fields',
     'set_num_classes',
-    'checkpoint_classes',
-    'check_checkpoint_classes',
-    'check_checkpoint_fits',
-    'shown',
 ]
 
 
@@ -48,24 +45,28 @@ def dataset_class(dataset: ConfigDict) -> Optional[type]:
     return dataset_cls if isinstance(dataset_cls, type) else None
 
 
+def dataset_setting(dataset: ConfigDict, name: str, fallback: Any = None) -> Any:
+    """A dataset config's argument `name`, else the default of its class's __init__ (e.g. ADE20KDataset's
+    reduce_zero_label=True), else `fallback`."""
+    if name in dataset:
+        return dataset[name]
+    import inspect
+
+    for klass in getattr(dataset_class(dataset), '__mro__', ()):
+        if '__init__' not in vars(klass):
+            continue
+        parameter = inspect.signature(klass.__init__).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return fallback
+
+
 def dataset_classes(dataset: ConfigDict) -> Optional[Sequence[str]]:
     """The classes a dataset config declares: its metainfo's, else its dataset class's default."""
     metainfo = dataset.get('metainfo') or {}
     if metainfo.get('classes'):
         return metainfo['classes']
     return getattr(dataset_class(dataset), 'METAINFO', {}).get('classes')
-
-
-HEAD_PATHS = (
-    'roi_head.bbox_head',
-    'roi_head.mask_head',
-    'bbox_head',
-    'decode_head',
-    'auxiliary_head',
-    'head',
-    'panoptic_head',
-    'panoptic_fusion_head',
-)
 
 
 def num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
@@ -92,8 +93,8 @@ def num_classes_fields(model: ConfigDict) -> List[Tuple[str, int]]:
                 )
             loss = head.get('loss_cls')
             weights = loss.get('class_weight') if isinstance(loss, dict) else None
-            is_maskformer = str(head.get('type', '')).endswith(('MaskFormerHead', 'Mask2FormerHead'))
-            if is_maskformer and isinstance(weights, (list, tuple)):  # a weight per class, then "no object"'s
+            # a weight per class, then "no object"'s
+            if is_query_head_type(head.get('type')) and isinstance(weights, (list, tuple)):
                 fields.append((f'len(model.{path}.loss_cls.class_weight) - 1', len(weights) - 1))
     return fields
 
@@ -174,56 +175,3 @@ def set_num_classes(model: ConfigDict, num_classes: int) -> List[str]:
 
     visit(model, 'model')
     return fields
-
-
-def checkpoint_classes(checkpoint: Any) -> Optional[Tuple[str, ...]]:
-    """The classes a checkpoint was trained for: `meta.dataset_meta.classes` (mmengine), or `meta.CLASSES`
-    (mmcv 1.x); None when it records none."""
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
-    dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else {}
-    classes = dataset_meta.get('classes') or meta.get('CLASSES')
-    return tuple(map(str, classes)) if isinstance(classes, (list, tuple)) and classes else None
-
-
-def shown(names: Sequence[object], limit: int = 6) -> str:
-    """The first `limit` names, comma-separated, and how many there are when that is not all of them."""
-    return ', '.join(map(str, names[:limit])) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
-
-
-def check_checkpoint_classes(checkpoint: dict, path: str, classes: Optional[Sequence[str]], source: str) -> None:
-    """Raises ValueError when the checkpoint (as read from `path`) records other classes in its
-    `meta.dataset_meta` (what mmengine's Runner saves) than `classes`, those of `source` (e.g. the test data)."""
-    trained = checkpoint_classes(checkpoint)
-    if classes is not None and trained is not None and trained != tuple(map(str, classes)):
-        raise ValueError(
-            f'checkpoint {path} was trained with other classes: {len(trained)} ({shown(trained)}); '
-            f'{source} has {len(classes)} ({shown(classes)})'
-        )
-
-
-def check_checkpoint_fits(
-    model: nn.Module, checkpoint: dict, path: str, classes: Optional[Sequence[str]], source: str
-) -> None:
-    """Raises ValueError naming the tensors whose shapes differ between the checkpoint and `model` (built for
-    `classes` of `source`): a head sized for another class count, which mmengine would skip with a warning and
-    then test untrained. This catches checkpoints that record no classes."""
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    own = model.state_dict()
-    mismatched = []
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    for key, value in state_dict.items():
-        key = key[len('module.') :] if key.startswith('module.') else key  # as mmengine's revise_keys does, per key
-        if key in own and hasattr(value, 'shape') and tuple(value.shape) != tuple(own[key].shape):
-            mismatched.append(f'{key} is {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} here')
-    if mismatched:
-        built = f'for the {len(classes)} classes of {source}' if classes is not None else f'for {source}'
-        raise ValueError(
-            f'checkpoint {path} does not fit the model built {built}: '
-            + '; '.join(mismatched[:4])
-            + (f'; ... ({len(mismatched)} tensors)' if len(mismatched) > 4 else '')
-            + '. Was it trained with other classes?'
-        )

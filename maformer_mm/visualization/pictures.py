@@ -20,7 +20,6 @@ __all__ = ['MIN_LONG_SIDE', 'enlargement', 'framed', 'detection_pictures', 'segm
 
 MIN_LONG_SIDE = 512  # pixels on the long side of each panel
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_WHITE = (255, 255, 255)
 
 
 def enlargement(height: int, width: int, min_long_side: int = MIN_LONG_SIDE) -> int:

@@ -5,16 +5,26 @@ mmengine's FlopAnalyzer counts multiply-adds but returns 0 for `aten::scaled_dot
 matmuls are counted, so both attention paths give the same total.
 """
 
-import inspect
 from collections import Counter
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config
 from torch import nn
 
-__all__ = ['sdpa_flop_jit', 'flop_analyzer', 'complexity', 'tensor_forward', 'model_complexity']
+from ..hosts import FLOP_SHAPES, TASKS, data_samples, takes_data_samples
+
+__all__ = [
+    'sdpa_flop_jit',
+    'flop_analyzer',
+    'complexity',
+    'tensor_forward',
+    'model_complexity',
+    'backbone_rows',
+    'config_complexity',
+]
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
@@ -59,24 +69,11 @@ class _TensorForward(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> Any:
         head = getattr(self.model, 'decode_head', None)
-        if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+        if takes_data_samples(head):
             # mmseg 1.2.2's EncoderDecoder in mode 'tensor' calls `decode_head.forward(x)`, which its MaskFormer and
             # Mask2Former heads refuse: they take the data samples too. Same computation, called as they need.
             return head.forward(self.model.extract_feat(inputs), self.data_samples)
         return self.model(inputs, self.data_samples, mode='tensor')
-
-
-def _data_samples(scope: str, hw: Tuple[int, int]) -> Any:
-    meta = dict(img_shape=hw, ori_shape=hw, pad_shape=hw, batch_input_shape=hw, scale_factor=(1.0, 1.0))
-    if scope == 'mmdet':
-        from mmdet.structures import DetDataSample
-
-        return [DetDataSample(metainfo=meta)]
-    if scope == 'mmseg':
-        from mmseg.structures import SegDataSample
-
-        return [SegDataSample(metainfo=meta)]
-    return None
 
 
 def tensor_forward(
@@ -85,8 +82,8 @@ def tensor_forward(
     """A traceable forward of `model` on one synthetic (1, in_channels, H, W) image: whole detectors,
     segmentors and classifiers are wrapped to run in mode='tensor'; a bare backbone is returned as is."""
     inputs = torch.rand(1, in_channels, *hw)
-    if scope in ('mmdet', 'mmseg', 'mmpretrain') and hasattr(model, 'data_preprocessor'):
-        wrapped = _TensorForward(model, _data_samples(scope, hw))
+    if scope in TASKS and hasattr(model, 'data_preprocessor'):
+        wrapped = _TensorForward(model, data_samples(scope, hw))
         return wrapped.train(model.training), inputs  # a new module is in training mode: keep the model's
     return model, inputs
 
@@ -96,3 +93,26 @@ def model_complexity(model: nn.Module, scope: str, hw: Tuple[int, int], in_chann
     synthetic (1, in_channels, H, W) image, without a dataset."""
     runnable, inputs = tensor_forward(model, scope, hw, in_channels)
     return complexity(runnable, (inputs,))  # a wrapper holds exactly the model's parameters
+
+
+def backbone_rows(archs: Sequence[str], hw: Tuple[int, int]) -> List[Tuple[str, float, float]]:
+    """(arch, params in M, FLOPs in G) of each MAFormer variant at (H, W)."""
+    from ..models import MAFormer
+
+    rows = []
+    for arch in archs:
+        flops, params = model_complexity(MAFormer(arch=arch), 'backbone', hw)
+        rows.append((arch, params / 1e6, flops / 1e9))
+    return rows
+
+
+def config_complexity(cfg: Config, hw: Optional[Tuple[int, int]] = None) -> Tuple[int, int, Tuple[int, int]]:
+    """(FLOPs, params, (H, W)) of the model a config describes, at (H, W) or its task's usual size."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    model = MODELS.build(cfg.model)
+    hw = hw or FLOP_SHAPES.get(scope, (224, 224))
+    flops, params = model_complexity(model, scope, hw)
+    return flops, params, hw

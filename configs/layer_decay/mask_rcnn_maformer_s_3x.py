@@ -1,0 +1,4 @@
+# Mask R-CNN + FPN, MAFormer-S, COCO 2017, 3x schedule, fine-tuned with layer-wise lr decay 0.95 (docs/layer_decay.md).
+_base_ = ['../mask_rcnn_maformer_s_3x.py', '../_base_/maformer_layer_decay.py']
+
+optim_wrapper = _base_.layer_decay_mask_rcnn
