@@ -25,7 +25,7 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -104,38 +104,47 @@ def ort_session(path: str, threads: int):
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
-def measure(
-    name: str, target: ExportTarget, size: Tuple[int, int], repeats: int, workdir: str, exporter: str = 'dynamo'
-) -> dict:
-    """Exports `target` at `size` and times PyTorch and ONNX Runtime on one input, taking turns."""
-    if isinstance(target.module, WholeDetector):
-        return measure_detector(name, target, size, repeats, workdir, exporter)
-    path = osp.join(workdir, f'{name.replace(" ", "_")}_{size[0]}x{size[1]}.onnx')
+def _export(name: str, target: ExportTarget, size: Tuple[int, int], workdir: str, exporter: str) -> Tuple[str, float]:
+    """Exports `target` at `size` (fixed shape) into `workdir`; returns the file and the seconds it took."""
+    path = osp.join(workdir, f'{name.replace(" ", "_").replace(",", "")}_{size[0]}x{size[1]}.onnx')
     start = time.perf_counter()
     export_onnx(target, path, size, exporter=exporter)
-    export_s = time.perf_counter() - start
-    threads = torch.get_num_threads()
-    session = ort_session(path, threads)
-    images = torch.randn(1, target.in_channels, *size)
-    feed = {session.get_inputs()[0].name: images.numpy()}
+    return path, time.perf_counter() - start
+
+
+def _take_turns(
+    run_torch: Callable[[], Any], run_onnx: Callable[[], Any], repeats: int, compare: Callable[[Any, Any], dict]
+) -> Tuple[float, float, dict]:
+    """Runs PyTorch and ONNX Runtime in turn, `repeats` rounds after a warm-up round whose outputs `compare` (PyTorch's,
+    ONNX Runtime's) measures; returns the median seconds of each and what `compare` found."""
     samples: Dict[str, List[float]] = {'torch': [], 'onnxruntime': []}
-    rel_diff = 0.0
-    with torch.no_grad():
-        for round_ in range(repeats + 1):  # the first round is a warm-up
-            start = time.perf_counter()
-            expected = target.module(images)
-            torch_s = time.perf_counter() - start
-            start = time.perf_counter()
-            got = session.run(None, feed)
-            ort_s = time.perf_counter() - start
-            if round_:
-                samples['torch'].append(torch_s)
-                samples['onnxruntime'].append(ort_s)
-            else:
-                rel_diff = max(
-                    float(np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max()) for g, e in zip(got, expected)
-                )
+    found: dict = {}
+    for round_ in range(repeats + 1):
+        start = time.perf_counter()
+        expected = run_torch()
+        torch_s = time.perf_counter() - start
+        start = time.perf_counter()
+        got = run_onnx()
+        ort_s = time.perf_counter() - start
+        if round_:
+            samples['torch'].append(torch_s)
+            samples['onnxruntime'].append(ort_s)
+        else:
+            found = compare(expected, got)
     torch_s, ort_s = (statistics.median(samples[k]) for k in ('torch', 'onnxruntime'))
+    return torch_s, ort_s, found
+
+
+def _row(
+    name: str,
+    size: Tuple[int, int],
+    path: str,
+    export_s: float,
+    timed: Tuple[float, float, dict],
+    exporter: str,
+    repeats: int,
+) -> dict:
+    torch_s, ort_s, found = timed
     return dict(
         model=name,
         size=list(size),
@@ -143,13 +152,33 @@ def measure(
         torch_s=torch_s,
         onnxruntime_s=ort_s,
         speedup=torch_s / ort_s,
-        max_rel_diff=rel_diff,
+        **found,
         onnx_mib=os.path.getsize(path) / 2**20,
-        threads=threads,
+        threads=torch.get_num_threads(),
         exporter=exporter,
         repeats=repeats,
         cpu=cpu_name(),
     )
+
+
+def measure(
+    name: str, target: ExportTarget, size: Tuple[int, int], repeats: int, workdir: str, exporter: str = 'dynamo'
+) -> dict:
+    """Exports `target` at `size` and times PyTorch and ONNX Runtime on one input, taking turns."""
+    if isinstance(target.module, WholeDetector):
+        return measure_detector(name, target, size, repeats, workdir, exporter)
+    path, export_s = _export(name, target, size, workdir, exporter)
+    session = ort_session(path, torch.get_num_threads())
+    images = torch.randn(1, target.in_channels, *size)
+    feed = {session.get_inputs()[0].name: images.numpy()}
+
+    def compare(expected, got) -> dict:
+        diffs = (float(np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max()) for g, e in zip(got, expected))
+        return dict(max_rel_diff=max(diffs))
+
+    with torch.no_grad():
+        timed = _take_turns(lambda: target.module(images), lambda: session.run(None, feed), repeats, compare)
+    return _row(name, size, path, export_s, timed, exporter, repeats)
 
 
 def measure_detector(
@@ -157,12 +186,8 @@ def measure_detector(
 ) -> dict:
     """Exports a whole detector at `size`; times mmdet's `predict` and ONNX Runtime (graph and mask paste) on one
     generated scene, taking turns; matches their detections box by box."""
-    path = osp.join(workdir, f'{name.replace(" ", "_").replace(",", "")}_{size[0]}x{size[1]}.onnx')
-    start = time.perf_counter()
-    export_onnx(target, path, size, exporter=exporter)
-    export_s = time.perf_counter() - start
-    threads = torch.get_num_threads()
-    session = ort_session(path, threads)
+    path, export_s = _export(name, target, size, workdir, exporter)
+    session = ort_session(path, torch.get_num_threads())
     model = target.module.model
     settings = postprocess_settings(model)
     image = scene(np.random.default_rng(0), *size)
@@ -178,40 +203,23 @@ def measure_detector(
             dets['masks'] = paste_masks(out['masks'], out['boxes'], *size, settings['mask_thr_binary'])
         return dets
 
-    samples: Dict[str, List[float]] = {'torch': [], 'onnxruntime': []}
-    for round_ in range(repeats + 1):  # the first round is a warm-up
-        start = time.perf_counter()
-        expected = reference_detections(model, feed['images'], feed['img_shape'], feed['scale_factor'], size)
-        torch_s = time.perf_counter() - start
-        start = time.perf_counter()
-        got = run_onnx()
-        ort_s = time.perf_counter() - start
-        if round_:
-            samples['torch'].append(torch_s)
-            samples['onnxruntime'].append(ort_s)
-        else:
-            match = match_detections(got, expected, settings, size)
-    torch_s, ort_s = (statistics.median(samples[k]) for k in ('torch', 'onnxruntime'))
-    return dict(
-        model=name,
-        size=list(size),
-        export_s=export_s,
-        torch_s=torch_s,
-        onnxruntime_s=ort_s,
-        speedup=torch_s / ort_s,
-        detections=list(match.counts),
-        matched=match.matched,
-        exempt=sum(match.exempt.values()),
-        failures=len(match.failures),
-        max_score_diff=match.max_score_diff,
-        min_box_iou=match.min_box_iou,
-        min_mask_iou=match.min_mask_iou,
-        onnx_mib=os.path.getsize(path) / 2**20,
-        threads=threads,
-        exporter=exporter,
-        repeats=repeats,
-        cpu=cpu_name(),
-    )
+    def run_torch() -> Dict[str, np.ndarray]:
+        return reference_detections(model, feed['images'], feed['img_shape'], feed['scale_factor'], size)
+
+    def compare(expected, got) -> dict:
+        match = match_detections(got, expected, settings, size)
+        return dict(
+            detections=list(match.counts),
+            matched=match.matched,
+            exempt=sum(match.exempt.values()),
+            failures=len(match.failures),
+            max_score_diff=match.max_score_diff,
+            min_box_iou=match.min_box_iou,
+            min_mask_iou=match.min_mask_iou,
+        )
+
+    timed = _take_turns(run_torch, run_onnx, repeats, compare)
+    return _row(name, size, path, export_s, timed, exporter, repeats)
 
 
 def _setting(rows: List[dict], repeats: int) -> str:
