@@ -83,3 +83,15 @@ def test_exports_whole_verifies_box_by_box_and_scores_like_pytorch(workspace, ki
     for img_id, dets in onnx_dets.items():
         result = match_detections(dets, torch_dets[img_id], settings)
         assert result.ok, result.line()
+
+
+def test_the_onnxruntime_backend_names_a_file_it_cannot_score(workspace, tmp_path):
+    """`tools/test.py --backend onnxruntime` refuses a missing file and a checkpoint, naming them, before any data."""
+    args = [str(workspace['configs']['faster_rcnn']), '--backend', 'onnxruntime', '--work-dir', str(tmp_path)]
+    missing = tmp_path / 'missing.onnx'
+    with pytest.raises(FileNotFoundError, match=f'ONNX file not found: {missing}'):
+        test_tool.main([args[0], str(missing), *args[1:]])
+    checkpoint = tmp_path / 'epoch_1.pth'
+    checkpoint.write_bytes(b'not an export')
+    with pytest.raises(ValueError, match=rf'takes a \.onnx file .* got {checkpoint}'):
+        test_tool.main([args[0], str(checkpoint), *args[1:]])
