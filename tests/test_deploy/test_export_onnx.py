@@ -59,6 +59,12 @@ def _export(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
+def _export_dynamic(capsys, config: Path, path: Path, verify_shapes: tuple, *extra: str) -> str:
+    """Exports `config` at SHAPE with symbolic H and W, verified at SHAPE and at `verify_shapes` (h, w, h, w...)."""
+    return _export(capsys, config, '--shape', *SHAPE, '--out', path, '--dynamic', '--verify', '--verify-shapes',
+                   *verify_shapes, *extra)  # fmt: skip
+
+
 def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
     """The logits of the checkpoint's weights, not of a fresh random model; metadata says how to normalise.
     (The legacy exporter, which is faster: the other exports use the default one.)"""
@@ -108,21 +114,7 @@ def test_dynamic_segmentor_is_verified_at_other_sizes(configs, tmp_path, capsys)
     """One file for every size: odd sizes that pad windows and merges differently and make the GLD grids
     shrink on one axis and grow on the other; the pyramid pooling of UperNet's head follows the size too."""
     path = tmp_path / 'seg.onnx'
-    out = _export(
-        capsys,
-        configs['segmentation'],
-        '--shape',
-        *SHAPE,
-        '--out',
-        path,
-        '--dynamic',
-        '--verify',
-        '--verify-shapes',
-        45,
-        121,
-        130,
-        37,
-    )
+    out = _export_dynamic(capsys, configs['segmentation'], path, (45, 121, 130, 37))
     for h, w in [SHAPE, (45, 121), (130, 37)]:
         assert f'{h}x{w} seg_logits (1, 3, {(h + 3) // 4}, {(w + 3) // 4}): max |onnx - torch|' in out
     assert 'FAILED' not in out
@@ -226,20 +218,7 @@ def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, t
     the windows and merges and makes the GLD grid grow on one axis and shrink on the other."""
     path = tmp_path / f'{kind}.onnx'
     neck = ['--neck-only'] if kind == 'detection' else []
-    out = _export(
-        capsys,
-        configs[kind],
-        '--shape',
-        *SHAPE,
-        '--out',
-        path,
-        '--dynamic',
-        '--verify',
-        '--verify-shapes',
-        45,
-        121,
-        *neck,
-    )
+    out = _export_dynamic(capsys, configs[kind], path, (45, 121), *neck)
     assert f'45x121 {first_output}: max |onnx - torch|' in out and 'Verified' in out and 'FAILED' not in out
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == [1, 3, 'height', 'width']
