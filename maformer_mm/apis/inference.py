@@ -25,6 +25,8 @@ take them, and a checkpoint trained for others is refused naming both lists; so 
 classes and whose tensors do not fit the config's model. A checkpoint whose names maformer_mm recorded in
 category-id order (before it followed mmdet's list order) gets the names of `--data-root` in the JSON's order, with
 a warning. CHECKPOINT may be a training run's work dir (its last checkpoint). The checkpoint is read as data, once.
+A detector exported whole to ONNX (a `.onnx` CHECKPOINT) is handed to the standalone ONNX Runtime runner
+(`maformer_mm/deploy/ort_runner.py`; docs/deploy.md), which writes the same files from the file's own metadata.
 """
 
 import json
@@ -47,7 +49,7 @@ from ..datasets.coco_checks import coco_dataset_paths, label_categories, read_co
 from ..engine.runs import default_device, parse_device
 from ..hosts import inferencer_type, task_of
 
-__all__ = ['Written', 'IMAGE_EXTENSIONS', 'list_images', 'infer']
+__all__ = ['Written', 'IMAGE_EXTENSIONS', 'list_images', 'class_category_ids', 'infer']
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -142,12 +144,15 @@ def _name_detections(paths: Sequence[str], classes: Sequence[str], category_ids:
             json.dump(pred, f)
 
 
-def _category_ids(inferencer: Any, layout: Optional[CocoLayout], config: Config) -> Optional[Tuple[Any, ...]]:
-    """The category id of each class: from `--data-root`, else from the checkpoint (`--data-root` records them),
-    else from the config's test annotation file where it is a local COCO JSON naming the classes (as mmdet's
-    CocoMetric maps labels to ids); None when none of these knows them."""
-    classes = tuple(inferencer.model.dataset_meta.get('classes') or ())
-    ids = layout.category_ids if layout is not None else inferencer.model.dataset_meta.get('category_ids')
+def class_category_ids(
+    classes: Sequence[str], dataset_meta: dict, layout: Optional[CocoLayout], config: Config
+) -> Optional[Tuple[Any, ...]]:
+    """The category id of each of `classes`: from `--data-root`, else from the checkpoint's `dataset_meta`
+    (`--data-root` records them), else from the config's test annotation file where it is a local COCO JSON naming
+    the classes (as mmdet's CocoMetric maps labels to ids); None when none of these knows them. The ONNX export
+    stores them for the standalone runner the same way."""
+    classes = tuple(classes)
+    ids = layout.category_ids if layout is not None else dataset_meta.get('category_ids')
     loader = config.get('test_dataloader')
     if ids is None and loader and 'dataset' in loader:
         ann_file = coco_dataset_paths(next(leaf_datasets(loader.dataset)))[0]
@@ -240,6 +245,10 @@ def infer(
     applied); `data_root` a detection data set in the COCO 2017 layout whose classes the checkpoint must have been
     trained for; `cfg_options` settings applied after it (as tools/train.py and tools/test.py apply
     `--cfg-options`)."""
+    if checkpoint.endswith('.onnx'):  # a detector exported whole: the standalone ONNX Runtime runner (docs/deploy.md)
+        from ..deploy.ort_runner import infer as infer_onnx
+
+        return Written(*infer_onnx(inputs, checkpoint, out_dir, pred_score_thr, save_pred))
     paths = [('input', inputs)]
     checkpoint = checkpoint_file(checkpoint)
     if not is_remote(checkpoint):  # URLs and hub names are fetched by the checkpoint loaders
@@ -277,7 +286,8 @@ def infer(
         )
         if save_pred:
             names = [osp.join(out_dir, 'preds', osp.splitext(osp.basename(i))[0] + '.json') for i in images]
-            _name_detections(names, inferencer.model.dataset_meta['classes'], _category_ids(inferencer, layout, config))
+            meta = inferencer.model.dataset_meta
+            _name_detections(names, meta['classes'], class_category_ids(meta['classes'], meta, layout, config))
         preds = _files(osp.join(out_dir, 'preds'))
     else:
         inferencer(images, batch_size=batch_size, out_dir=out_dir, pred_out_dir='pred' if save_pred else '')

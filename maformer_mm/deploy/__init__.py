@@ -2,7 +2,15 @@
 
 from .exporter import EXPORTERS, MSDA_REASON, default_exporter, dynamic_blockers, export_onnx
 from .targets import ExportTarget, build_model, build_target
-from .verify import Comparison, OnnxVerificationError, other_sizes, verify_onnx
+from .verify import (
+    Comparison,
+    DetectionMatch,
+    OnnxVerificationError,
+    match_detections,
+    other_sizes,
+    verify_detector,
+    verify_onnx,
+)
 
 __all__ = [
     'EXPORTERS',
@@ -17,4 +25,7 @@ __all__ = [
     'OnnxVerificationError',
     'other_sizes',
     'verify_onnx',
+    'DetectionMatch',
+    'match_detections',
+    'verify_detector',
 ]

@@ -51,7 +51,9 @@ def default_exporter(module: nn.Module) -> str:
     return 'legacy' if deformable_attention_modules(module) else 'dynamo'
 
 
-def _export_dynamo(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
+def _export_dynamo(
+    target: ExportTarget, inputs: Tuple[torch.Tensor, ...], path: str, dynamic: bool, opset: int
+) -> None:
     deformable = deformable_attention_modules(target.module)
     if deformable:
         raise ValueError(
@@ -61,37 +63,54 @@ def _export_dynamo(target: ExportTarget, images: torch.Tensor, path: str, dynami
         )
     dynamic_shapes = None
     if dynamic:
-        hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-        dynamic_shapes = (hw,)
-    program = torch.onnx.export(
-        target.module,
-        (images,),
-        dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=list(target.output_names),
-        opset_version=opset,
-        dynamic_shapes=dynamic_shapes,
-        optimize=True,
-        verbose=False,
-    )
+        d = target.size_divisor
+        if d > 1:  # H = d * a: simple symbolic sizes (the exporter reasons about them op by op)
+            hw = {2: d * torch.export.Dim('height_blocks', min=1), 3: d * torch.export.Dim('width_blocks', min=1)}
+        else:
+            hw = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+        dynamic_shapes = (hw, *(None for _ in target.extra_inputs))
+    with warnings.catch_warnings():
+        # torchvision's fake NMS and torch's pytree say they are deprecated, once per call: noise for the user
+        warnings.filterwarnings('ignore', message='`create_unbacked_symint` is deprecated')
+        warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')
+        from .detectors import ONNX_TRANSLATIONS
+
+        program = torch.onnx.export(
+            target.module,
+            inputs,
+            dynamo=True,
+            custom_translation_table=ONNX_TRANSLATIONS,
+            input_names=[INPUT_NAME, *target.extra_inputs],
+            output_names=list(target.output_names),
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False,
+        )
     program.save(path)
 
 
-def _export_legacy(target: ExportTarget, images: torch.Tensor, path: str, dynamic: bool, opset: int) -> None:
-    dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
+def _export_legacy(
+    target: ExportTarget, inputs: Tuple[torch.Tensor, ...], path: str, dynamic: bool, opset: int
+) -> None:
+    dynamic_axes: Optional[Dict[str, Dict[int, str]]] = dict(target.output_axes) or None
     if dynamic:
         dynamic_axes = {INPUT_NAME: {2: 'height', 3: 'width'}}
         dynamic_axes.update(
             {name: {2: f'{name}_height', 3: f'{name}_width'} for name in target.output_names if name != 'logits'}
         )
+        dynamic_axes.update(target.output_axes)
+    from .detectors import register_legacy_symbolics
+
+    register_legacy_symbolics(opset)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the legacy exporter is deprecated in torch 2.9+ and says so
         torch.onnx.export(
             target.module,
-            (images,),
+            inputs,
             path,
             dynamo=False,
-            input_names=[INPUT_NAME],
+            input_names=[INPUT_NAME, *target.extra_inputs],
             output_names=list(target.output_names),
             opset_version=opset,
             dynamic_axes=dynamic_axes,
@@ -117,9 +136,9 @@ def dynamic_blockers(module: nn.Module) -> List[str]:
     return reasons
 
 
-def _add_metadata(path: str, metadata: Dict[str, str]) -> None:
+def _add_metadata(path: str, metadata: Dict[str, str], output_axes: Dict[str, Dict[int, str]]) -> None:
     """Stores `metadata` in the file and names the input's dynamic dimensions 'height' and 'width' (also
-    inside the output shapes' expressions)."""
+    inside the output shapes' expressions), and the outputs' `output_axes`."""
     import onnx
 
     model = onnx.load(path)
@@ -134,6 +153,9 @@ def _add_metadata(path: str, metadata: Dict[str, str]) -> None:
             for dim in value.type.tensor_type.shape.dim:
                 if dim.dim_param:
                     dim.dim_param = pattern.sub(lambda m: names[m.group(1)], dim.dim_param)
+    for output in model.graph.output:
+        for axis, name in output_axes.get(output.name, {}).items():
+            output.type.tensor_type.shape.dim[axis].dim_param = name
     onnx.save(model, path)
 
 
@@ -156,11 +178,24 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
+    d = target.size_divisor
+    if size[0] % d or size[1] % d:
+        raise ValueError(
+            f'the export size {size[0]}x{size[1]} must be a multiple of {d} in H and W: the detector takes images '
+            f'padded as its data preprocessor pads them (pad_size_divisor={d}), e.g. '
+            f'{-(-size[0] // d) * d}x{-(-size[1] // d) * d}'
+        )
     images = torch.randn(batch, target.in_channels, *size)
+    extras = dict(target.extra_inputs)
+    if 'img_shape' in extras:
+        extras['img_shape'] = torch.tensor(size, dtype=torch.long)
     target.module.eval()
     with torch.no_grad():
-        (_export_dynamo if exporter == 'dynamo' else _export_legacy)(target, images, path, dynamic, opset)
+        (_export_dynamo if exporter == 'dynamo' else _export_legacy)(
+            target, (images, *extras.values()), path, dynamic, opset
+        )
     _add_metadata(
         path,
         dict(target.metadata, exporter=exporter, dynamic_hw=str(dynamic).lower(), export_size=f'{size[0]}x{size[1]}'),
+        target.output_axes,
     )

@@ -6,16 +6,17 @@
 | classification (mmpretrain)   | the classifier, mode `tensor` | `logits` (B, C)                            |
 | segmentation (mmseg)          | the segmentor, mode `tensor`  | `seg_logits` (B, C, H/4, W/4)              |
 | segmentation, Mask2Former     | segmentor, last decoder layer | `seg_logits`: class scores (B, C, H/4, W/4) |
-| detection (mmdet)             | backbone and neck             | `fpn0`.. (the FPN maps)                    |
+| detection: R-CNN, RetinaNet   | the whole detector, `predict` | `boxes`, `scores`, `labels` (+ `masks`)    |
+| detection, `neck_only`        | backbone and neck             | `fpn0`.. (the FPN maps)                    |
 | detection, DINO / DETR heads  | detector, last decoder layer  | `cls_logits` (B, Q, C), `boxes` (B, Q, 4)  |
 | detection, Mask2Former        | detector, last decoder layer  | `cls_logits` (B, Q, C+1), `mask_logits` (B,Q,H/4,W/4)|
 | any, `backbone_only`          | the backbone                  | `stage{i}` for each out index              |
 
 (C: the classes; Q: the queries.)
 
-R-CNN and RetinaNet detection stops at the FPN maps: the RPN and RoI heads run mmcv ops (RoIAlign, NMS) whose ONNX
-forms are mmdeploy's symbolics, and mmdeploy 1.3.1 predates torch 2.x's exporters. The query heads (DINO, Mask2Former)
-need no such op and export whole up to their last decoder layer; what follows is post-processing (DINO: sigmoid
+Faster R-CNN, Mask R-CNN, Cascade (Mask) R-CNN and RetinaNet export whole, with their test-time post-processing in the
+graph (`detectors.WholeDetector`: inputs `images`, `img_shape`, `scale_factor`). The query heads (DINO, Mask2Former)
+export up to their last decoder layer; what follows is post-processing (DINO: sigmoid
 scores, top-k over queries x classes, boxes as normalised cx, cy, w, h; Mask2Former: mmdet's/mmseg's fusion of
 class and mask scores). Their multi-scale deformable attention (mmcv's PyTorch path, `grid_sample`) exports with the
 legacy exporter at a fixed size only (`exporter.MSDA_REASON`).
@@ -52,6 +53,10 @@ class ExportTarget:
         output_names: One name per output tensor.
         in_channels: Image channels C.
         metadata: Strings stored in the ONNX file (config, kind, the data preprocessor's normalisation).
+        extra_inputs: Inputs after the images, by name, with example values (a whole detector's `img_shape` and
+            `scale_factor`).
+        size_divisor: H and W of the images must be multiples of it (the detectors' padding).
+        output_axes: Dynamic output axes by output name, named (a whole detector's number of detections).
     """
 
     module: nn.Module
@@ -59,6 +64,9 @@ class ExportTarget:
     output_names: List[str]
     in_channels: int = 3
     metadata: Dict[str, str] = field(default_factory=dict)
+    extra_inputs: Dict[str, torch.Tensor] = field(default_factory=dict)
+    size_divisor: int = 1
+    output_axes: Dict[str, Dict[int, str]] = field(default_factory=dict)
 
 
 class ClassifierLogits(nn.Module):
@@ -154,7 +162,10 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     if checkpoint:
         from mmengine.runner import load_checkpoint
 
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        loaded = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        meta = loaded.get('meta') if isinstance(loaded, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get('dataset_meta'), dict):
+            model.dataset_meta = meta['dataset_meta']  # the classes it was trained for, as mmengine's Runner saves
     else:
         logger = MMLogger.get_current_instance()
         level = logger.level
@@ -181,10 +192,97 @@ def _preprocess_metadata(model: nn.Module) -> Dict[str, str]:
     return meta
 
 
-def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: bool = False) -> ExportTarget:
+def _dataset_meta(cfg: Config, model: nn.Module) -> Dict[str, object]:
+    """Classes and palette: the checkpoint's (`dataset_meta`), else the config's test data's, else its dataset's;
+    the classes' category ids where they are known."""
+    from ..config.classes import dataset_class, leaf_datasets
+
+    meta = dict(getattr(model, 'dataset_meta', None) or {})
+    dataset = next(leaf_datasets(cfg.test_dataloader.dataset)) if cfg.get('test_dataloader') else {}
+    declared = dict(dataset.get('metainfo') or {})
+    default = dict(getattr(dataset_class(dataset), 'METAINFO', {}) if dataset else {})
+    found = {}
+    for key in ('classes', 'palette'):
+        value = meta.get(key) or declared.get(key) or default.get(key)
+        if value is not None:
+            found[key] = [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+    if 'classes' in found:  # the data set's category ids, as tools/infer.py finds them for its JSON
+        from ..apis.inference import class_category_ids
+
+        ids = class_category_ids(found['classes'], meta, None, cfg)
+        if ids is not None:
+            found['category_ids'] = list(ids)
+    return found
+
+
+# what the standalone runner does of the test pipeline: it loads the image and resizes it; the rest only packs it
+RUNNER_TRANSFORMS = ('LoadImageFromFile', 'Resize', 'LoadAnnotations', 'PackDetInputs')
+
+
+def test_resize(cfg: Config) -> Tuple[Optional[Dict[str, object]], List[str]]:
+    """The test pipeline's `Resize` as the runner's metadata (scale (w, h) or scale_factor, keep_ratio,
+    interpolation), and the pipeline's other transforms that the runner does not apply."""
+    from ..config.classes import leaf_datasets
+
+    dataset = next(leaf_datasets(cfg.test_dataloader.dataset)) if cfg.get('test_dataloader') else {}
+    pipeline = dataset.get('pipeline') or cfg.get('test_pipeline') or []
+    resize, others = None, []
+    for step in pipeline:
+        kind = str(step.get('type', '')).split('.')[-1]
+        if kind == 'Resize' and resize is None and step.get('backend', 'cv2') == 'cv2':
+            scale = step.get('scale')
+            resize = dict(
+                scale=[scale, scale] if isinstance(scale, int) else (list(scale) if scale is not None else None),
+                scale_factor=step.get('scale_factor'),
+                keep_ratio=bool(step.get('keep_ratio', False)),
+                interpolation=step.get('interpolation', 'bilinear'),
+            )
+        elif kind not in RUNNER_TRANSFORMS:
+            others.append(kind)
+    return resize, others
+
+
+def _whole_detector(cfg: Config, model: nn.Module) -> Tuple[nn.Module, List[str], Dict[str, str], dict]:
+    """The whole-detector module, its outputs, the runner's metadata and the extra fields of its ExportTarget."""
+    from .detectors import UnsupportedDetector, WholeDetector, postprocess_settings
+
+    try:
+        module = WholeDetector(model)
+    except UnsupportedDetector as e:
+        raise UnsupportedDetector(
+            f'{cfg.filename}: {e}. Export the backbone and neck (the FPN maps) with --neck-only instead.'
+        ) from e
+    resize, ignored = test_resize(cfg)
+    if ignored:
+        MMLogger.get_current_instance().warning(
+            f'The test pipeline of {cfg.filename} has transforms that the ONNX runner does not apply: {ignored}'
+        )
+    metadata = dict(
+        graph='whole detector',
+        detector=module.kind,
+        pad_size_divisor=str(module.pad_size_divisor),
+        resize=json.dumps(resize),
+        **{key: json.dumps(value) for key, value in _dataset_meta(cfg, model).items()},
+        **{key: json.dumps(value) for key, value in postprocess_settings(model).items()},
+    )
+    extra = dict(
+        extra_inputs={
+            'img_shape': torch.zeros(2, dtype=torch.long),  # set to the export size by the exporter
+            'scale_factor': torch.ones(2, dtype=torch.float64),
+        },
+        size_divisor=module.pad_size_divisor,
+        output_axes={name: {0: 'detections'} for name in module.output_names},
+    )
+    return module, module.output_names, metadata, extra
+
+
+def build_target(
+    cfg: Config, checkpoint: Optional[str] = None, backbone_only: bool = False, neck_only: bool = False
+) -> ExportTarget:
     """The module to export for `cfg` (see the module docstring), its output names and metadata."""
     scope = cfg.get('default_scope')
     kind = 'backbone' if backbone_only else TASK_KINDS.get(scope)
+    whole_metadata, extra = {}, {}
     if kind is None:
         raise ValueError(
             f'cannot tell what to export from default_scope={scope!r} in {cfg.filename}: expected '
@@ -209,9 +307,13 @@ def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: b
         if query_kind is not None:
             module = QueryDetectorOutputs(model)
             names = ['cls_logits', 'boxes' if query_kind == 'detr' else 'mask_logits']
-        else:
+        elif neck_only:
             module, names = DetectorFeatures(model), None
+        else:
+            module, names = None, None  # the whole detector, below
     in_channels = getattr(backbone, 'in_channels', 3)
+    if module is None:
+        module, names, whole_metadata, extra = _whole_detector(cfg, model)
     if names is None:  # one name per output, counted on a small input
         with torch.no_grad():
             count = len(module(torch.zeros(1, in_channels, 64, 64)))
@@ -222,5 +324,6 @@ def build_target(cfg: Config, checkpoint: Optional[str] = None, backbone_only: b
         kind=kind,
         checkpoint=str(checkpoint or 'none (random init)'),
         **_preprocess_metadata(model),
+        **whole_metadata,
     )
-    return ExportTarget(module.eval(), kind, names, in_channels, metadata)
+    return ExportTarget(module.eval(), kind, names, in_channels, metadata, **extra)

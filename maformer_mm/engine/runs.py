@@ -7,6 +7,7 @@ layer-decay constructor, the checkpoint's classes) stop it before the Runner is 
 
 import itertools
 import os
+import os.path as osp
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -26,7 +27,7 @@ from .checkpointing import use_safe_checkpoints
 from .launch import closing_process_group, prepare_launcher
 from .layer_decay import check_layer_decay_constructor
 
-__all__ = ['default_device', 'parse_device', 'on_device', 'build_runner', 'train', 'test']
+__all__ = ['default_device', 'parse_device', 'on_device', 'build_runner', 'train', 'test', 'test_onnx']
 
 _RUNS = itertools.count()  # numbers each run's visualizer (build_runner)
 
@@ -152,3 +153,19 @@ def test(
         del loaded  # the Runner loads it into the model itself
         runner.test_evaluator.metrics.extend(extra_metrics)
         return runner.test()
+
+
+def test_onnx(cfg: Config, model: str, out: Optional[str] = None) -> dict:
+    """Evaluates a detector exported whole to ONNX (`model`) on `cfg`'s test set in ONNX Runtime (CPU), scored by the
+    config's own metric after the same data checks as `test`; with `out` (.pkl) also writes the predictions. The
+    images are prepared and the masks pasted by the standalone runner (`deploy/evaluate.py`)."""
+    if not osp.isfile(model):
+        raise FileNotFoundError(f'ONNX file not found: {model}')
+    if not model.endswith('.onnx'):
+        raise ValueError(f'--backend onnxruntime takes a .onnx file (tools/deploy/export_onnx.py), got {model}')
+    if out and not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file with --backend onnxruntime, got {out}')
+    check_data(cfg, ('test',))
+    from ..deploy.evaluate import evaluate_onnx  # onnxruntime: needed only here
+
+    return evaluate_onnx(cfg, model, out)

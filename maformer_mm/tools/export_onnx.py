@@ -4,16 +4,18 @@
                                        [--opset N] [--backbone-only] [--exporter dynamo|legacy]
 
 What is exported depends on the config's default_scope: an mmpretrain classifier gives its logits, an
-mmseg segmentor (mode 'tensor') its per-pixel logits at stride 4, an mmdet detector its backbone and neck
-(the FPN maps); DINO and Mask2Former export whole, to the outputs of their last decoder layer, with the legacy
-exporter at a fixed size (maformer_mm/deploy/targets.py); `--backbone-only` exports the backbone's maps for any
-config. The graph takes images normalised as the config's data preprocessor does (mean, std and channel order are
-stored in the file's metadata). Without CHECKPOINT the randomly initialised model is exported.
+mmseg segmentor (mode 'tensor') its per-pixel logits at stride 4; an mmdet R-CNN (Faster, Mask, Cascade) or RetinaNet
+exports whole, post-processing included (boxes, scores, labels, masks; maformer_mm/deploy/detectors.py), and
+`--neck-only` gives its FPN maps instead; DINO and Mask2Former export to the outputs of their last decoder layer,
+with the legacy exporter at a fixed size (maformer_mm/deploy/targets.py); `--backbone-only` exports the backbone's
+maps for any config. The graph takes images normalised as the config's data preprocessor does (mean, std and
+channel order are stored in the file's metadata). Without CHECKPOINT the randomly initialised model is exported.
 
 `--dynamic` makes H and W dynamic: one file serves every input size (window padding and the GLD resize are
 computed in the graph). `--verify` runs the file in ONNX Runtime on the CPU at the export size (and, with
 `--dynamic`, at two other sizes), prints the largest absolute difference of every output, and exits with
-an error when one exceeds 1e-4 of the output's scale.
+an error when one exceeds 1e-4 of the output's scale; for a whole detector it matches the detections box by box
+with those of the model's own `predict` on generated images (and on `--verify-images`), see docs/deploy.md.
 """
 
 import argparse
@@ -31,8 +33,11 @@ from maformer_mm.deploy import (
     dynamic_blockers,
     export_onnx,
     other_sizes,
+    verify_detector,
     verify_onnx,
 )
+from maformer_mm.deploy.detectors import WholeDetector, postprocess_settings
+from maformer_mm.deploy.ort_runner import list_images, read_image
 from maformer_mm.tools.cli import parse_hw
 
 
@@ -52,7 +57,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='with --dynamic: the other sizes --verify checks (pairs; default: two odd sizes)',
     )
     parser.add_argument('--opset', type=int, default=18, help='ONNX opset version (default 18)')
+    parser.add_argument(
+        '--verify-images', help='a whole detector: also verify on the images of this folder (or this image)'
+    )
     parser.add_argument('--backbone-only', action='store_true', help="export the backbone's feature maps")
+    parser.add_argument('--neck-only', action='store_true', help="a detector: export the backbone and neck's maps")
     parser.add_argument(
         '--exporter',
         choices=EXPORTERS,
@@ -78,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cfg = load_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    target = build_target(cfg, args.checkpoint, args.backbone_only)
+    target = build_target(cfg, args.checkpoint, args.backbone_only, args.neck_only)
     dynamic = args.dynamic
     if dynamic:
         blockers = dynamic_blockers(target.module)
@@ -98,15 +107,28 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f'Wrote {args.out}')
     if args.verify:
         sizes = [size] + ((extra_sizes or other_sizes(size)) if dynamic else [])
+        whole = isinstance(target.module, WholeDetector)
         try:
-            verify_onnx(args.out, target.module, target.output_names, sizes, target.in_channels, rtol=args.rtol)
+            if whole:
+                images = [read_image(p) for p in list_images(args.verify_images)] if args.verify_images else []
+                model = target.module.model
+                verify_detector(args.out, model, postprocess_settings(model), sizes, images)
+            else:
+                verify_onnx(args.out, target.module, target.output_names, sizes, target.in_channels, rtol=args.rtol)
         except OnnxVerificationError as e:
             print(f'VERIFY FAILED: {e}', file=sys.stderr)
             raise SystemExit(1) from e
-        print(
-            f'Verified in ONNX Runtime (CPU) at {", ".join(f"{h}x{w}" for h, w in sizes)}: every output '
-            f'within {args.rtol:g} of its scale'
-        )
+        if whole:
+            print(
+                f'Verified in ONNX Runtime (CPU) at {", ".join(f"{h}x{w}" for h, w in sizes)}'
+                + (f' and on {len(images)} images' if images else '')
+                + ': every detection matched box by box with PyTorch or exempt'
+            )
+        else:
+            print(
+                f'Verified in ONNX Runtime (CPU) at {", ".join(f"{h}x{w}" for h, w in sizes)}: every output '
+                f'within {args.rtol:g} of its scale'
+            )
 
 
 if __name__ == '__main__':

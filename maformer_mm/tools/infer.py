@@ -27,7 +27,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'config', help="config file (detection, segmentation or classification), or one of maformer_mm's by name"
     )
     parser.add_argument(
-        'checkpoint', help="checkpoint file, URL or hub name, or a training run's work dir (its last checkpoint)"
+        'checkpoint',
+        help="checkpoint file, URL or hub name, a training run's work dir (its last checkpoint), or a detector "
+        'exported whole to ONNX (.onnx: run by the standalone ONNX Runtime runner)',
     )
     add_checkpoint_sha256_argument(parser)
     parser.add_argument('--out-dir', default='outputs', help='where drawn images and predictions are written')

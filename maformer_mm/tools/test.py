@@ -4,6 +4,7 @@
     python tools/test.py configs/mask_rcnn_maformer_t.py CKPT --data-root data/my_coco   # your own COCO data
     python tools/test.py configs/mask_rcnn_maformer_t.py work_dirs/mask_rcnn_maformer_t   # its last checkpoint
     python tools/test.py configs/upernet_maformer_t_512x512_160k_ade20k.py CKPT --out preds/  # one PNG per image
+    python tools/test.py configs/mask_rcnn_maformer_t.py det.onnx --backend onnxruntime  # an exported detector
     tools/dist_test.sh configs/mask_rcnn_maformer_s.py CKPT 8
 
 Prints the config's metrics (COCO bbox/segm AP, per-class IoU and mIoU, top-1) and returns them from main().
@@ -17,7 +18,7 @@ from mmengine.config import Config
 
 from maformer_mm.checkpoint.remote import checkpoint_file, is_remote
 from maformer_mm.config.data_root import CocoLayout
-from maformer_mm.engine.runs import test
+from maformer_mm.engine.runs import test, test_onnx
 from maformer_mm.tools.cli import config_from_args, parse_run_args, run_arg_parser
 
 __all__ = ['parse_args', 'build_config', 'main']
@@ -34,6 +35,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='save images with drawn predictions under this dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of --show (s)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation (the config's tta_model)")
+    parser.add_argument(
+        '--backend',
+        choices=('pytorch', 'onnxruntime'),
+        default='pytorch',
+        help='onnxruntime: CHECKPOINT is a detector exported whole by tools/deploy/export_onnx.py, run in ONNX '
+        "Runtime on the CPU and scored by the config's metric (docs/deploy.md)",
+    )
     return parse_run_args(parser, argv)
 
 
@@ -112,6 +120,8 @@ def _dump_metric(cfg: Config, out: str):
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluates; returns the metrics."""
     args = parse_args(argv)
+    if args.backend == 'onnxruntime':
+        return test_onnx(config_from_args(args, ('test',))[0], args.checkpoint, args.out)
     cfg, layout = _build(args)
     extra = [_dump_metric(cfg, args.out)] if args.out and _is_pickle(args.out) else []
     return test(cfg, args.checkpoint, args.device, args.config, layout, args.checkpoint_sha256, extra)

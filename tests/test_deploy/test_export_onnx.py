@@ -1,7 +1,8 @@
 """tools/deploy/export_onnx.py on tiny models: every export kind at a small size, verified in ONNX Runtime;
-dynamic exports of every kind verified at sizes other than the export size; the fixed-size fallback for window-mode
-blocks; a verify that fails raises, and the tool then exits with an error. Each export costs seconds, so
-each test covers one kind and one more property."""
+dynamic exports verified at sizes other than the export size (whole detectors: test_whole_detectors.py); the
+fixed-size fallback for window-mode blocks; a verify that fails raises, and the tool then exits with an error;
+detector parts without an export form are named. Each export costs seconds, so each test covers one kind and one
+more property."""
 
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def _export(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
+def _export_dynamic(capsys, config: Path, path: Path, verify_shapes: tuple, *extra: str) -> str:
+    """Exports `config` at SHAPE with symbolic H and W, verified at SHAPE and at `verify_shapes` (h, w, h, w...)."""
+    return _export(capsys, config, '--shape', *SHAPE, '--out', path, '--dynamic', '--verify', '--verify-shapes',
+                   *verify_shapes, *extra)  # fmt: skip
+
+
 def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
     """The logits of the checkpoint's weights, not of a fresh random model; metadata says how to normalise.
     (The legacy exporter, which is faster: the other exports use the default one.)"""
@@ -91,7 +98,7 @@ def test_classifier_from_a_checkpoint(configs, tmp_path, capsys):
 
 def test_detector_exports_backbone_and_neck(configs, tmp_path, capsys):
     path = tmp_path / 'det.onnx'
-    out = _export(capsys, configs['detection'], '--shape', *SHAPE, '--out', path, '--verify')
+    out = _export(capsys, configs['detection'], '--shape', *SHAPE, '--out', path, '--verify', '--neck-only')
     assert 'random weights' in out and out.count(': max |onnx - torch|') == 5
     outputs = _outputs(path, np.random.randn(1, 3, *SHAPE).astype(np.float32))
     assert {name: a.shape for name, a in outputs.items()} == {
@@ -107,21 +114,7 @@ def test_dynamic_segmentor_is_verified_at_other_sizes(configs, tmp_path, capsys)
     """One file for every size: odd sizes that pad windows and merges differently and make the GLD grids
     shrink on one axis and grow on the other; the pyramid pooling of UperNet's head follows the size too."""
     path = tmp_path / 'seg.onnx'
-    out = _export(
-        capsys,
-        configs['segmentation'],
-        '--shape',
-        *SHAPE,
-        '--out',
-        path,
-        '--dynamic',
-        '--verify',
-        '--verify-shapes',
-        45,
-        121,
-        130,
-        37,
-    )
+    out = _export_dynamic(capsys, configs['segmentation'], path, (45, 121, 130, 37))
     for h, w in [SHAPE, (45, 121), (130, 37)]:
         assert f'{h}x{w} seg_logits (1, 3, {(h + 3) // 4}, {(w + 3) // 4}): max |onnx - torch|' in out
     assert 'FAILED' not in out
@@ -224,9 +217,30 @@ def test_dynamic_classifier_and_detector_are_verified_at_another_size(configs, t
     """The other two kinds exported with symbolic H and W, checked in ONNX Runtime at an odd size that pads
     the windows and merges and makes the GLD grid grow on one axis and shrink on the other."""
     path = tmp_path / f'{kind}.onnx'
-    out = _export(
-        capsys, configs[kind], '--shape', *SHAPE, '--out', path, '--dynamic', '--verify', '--verify-shapes', 45, 121
-    )
+    neck = ['--neck-only'] if kind == 'detection' else []
+    out = _export_dynamic(capsys, configs[kind], path, (45, 121), *neck)
     assert f'45x121 {first_output}: max |onnx - torch|' in out and 'Verified' in out and 'FAILED' not in out
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == [1, 3, 'height', 'width']
+
+
+@pytest.mark.parametrize(
+    'option, message',
+    [
+        ('model.test_cfg.rcnn.nms.type=soft_nms', r"test_cfg.rcnn: nms type 'soft_nms'; only mmcv's 'nms' has an ONNX"),
+        ('model.roi_head.bbox_roi_extractor.roi_layer.pool_mode=max', 'only RoIAlign with pool_mode "avg"'),
+        ('model.rpn_head.bbox_coder.type=TBLRBBoxCoder', 'rpn_head: box coder TBLRBBoxCoder; only DeltaXYWHBBoxCoder'),
+    ],
+)
+def test_a_detector_part_without_an_export_form_is_named(configs, tmp_path, option, message):
+    """The whole-detector export refuses what it cannot reproduce, naming the part and pointing to --neck-only."""
+    from maformer_mm.deploy.detectors import UnsupportedDetector
+
+    with pytest.raises(UnsupportedDetector, match=message + '.*--neck-only'):
+        tool.main([str(configs['detection']), '--shape', *map(str, SHAPE), '--out', str(tmp_path / 'x.onnx'),
+                   '--cfg-options', option])  # fmt: skip
+
+
+def test_a_whole_detector_export_size_must_be_padded(configs, tmp_path):
+    with pytest.raises(ValueError, match=r'export size 60x96 must be a multiple of 32 .* e.g. 64x96'):
+        tool.main([str(configs['detection']), '--shape', '60', '96', '--out', str(tmp_path / 'x.onnx')])

@@ -15,3 +15,18 @@ def test_measure_and_report(tiny_cfg, tmp_path):
     assert row['max_rel_diff'] < 1e-4  # the timed file computes what the model computes
     text = onnx_benchmark.markdown([row], repeats=2)
     assert '| tiny | 64x48 |' in text and 'legacy exporter' in text and 'threads' in text
+
+
+def test_measure_a_whole_detector(tmp_path):
+    """The detector row: a tiny Mask R-CNN exported whole, timed against mmdet's predict, detections matched."""
+    from maformer_mm.config.zoo import load_config
+    from maformer_mm.deploy import build_target
+    from tests.test_deploy.tiny_detectors import write_configs
+
+    cfg = load_config(str(write_configs(tmp_path, tmp_path / 'data')['mask_rcnn']))
+    cfg.model.test_cfg.rcnn.score_thr = 0.0
+    row = onnx_benchmark.measure('tiny det', build_target(cfg), (64, 96), 1, str(tmp_path), exporter='legacy')
+    assert row['detections'] == [30, 30] and row['failures'] == 0 and row['matched'] + row['exempt'] == 30
+    assert row['min_mask_iou'] >= 0.98 and row['max_score_diff'] < 1e-3 and row['speedup'] > 0
+    text = onnx_benchmark.markdown([row], repeats=1)
+    assert '| tiny det | 64x96 | 1 |' in text and 'matched / exempt / failed' in text
