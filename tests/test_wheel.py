@@ -93,7 +93,7 @@ def test_installed_configs_are_listed_inherited_built_and_trained(installed, tmp
         [
             sys.executable,
             '-m',
-            'maformer_mm.tools.demo_data',
+            'maformer_mm.tools.make_demo_data',
             'coco',
             '--out',
             'data',

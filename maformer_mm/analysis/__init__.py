@@ -1,0 +1,1 @@
+"""Params and FLOPs (SDPA counted)."""

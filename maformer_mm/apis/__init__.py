@@ -1,0 +1,1 @@
+"""Inference: predictions drawn and saved through the host libraries' inferencers."""

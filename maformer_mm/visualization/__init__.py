@@ -1,0 +1,1 @@
+"""Pictures of predictions beside the ground truth, and training curves."""
