@@ -4,25 +4,49 @@ from typing import Tuple
 
 import pytest
 import torch
-from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis import FlopAnalyzer, complexity_analysis
 
 from maformer_mm.analysis.complexity import backbone_rows, complexity, tensor_forward
+from maformer_mm.analysis.sdpa import SDPA_OP
 from maformer_mm.config.zoo import load_config
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.get_flops import main
 
 
-def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg):
+def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg, monkeypatch):
     model = MAFormer(**tiny_cfg)
     x = torch.rand(1, 3, 64, 64)
     fused, params = complexity(model, (x,))
     explicit, _ = complexity(set_fused_attn(model, False), (x,))
     assert fused == explicit
     assert params == sum(p.numel() for p in model.parameters())
+    assert FlopAnalyzer(model, (x,)).total() == fused  # `import maformer_mm` made every analyzer count SDPA
+    monkeypatch.delitem(complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS, SDPA_OP)
     uncounted = FlopAnalyzer(set_fused_attn(model, True), (x,))
     uncounted.unsupported_ops_warnings(False)
     assert uncounted.total() < fused  # mmengine alone misses attention
+
+
+def test_importing_maformer_mm_counts_another_models_attention_exactly(monkeypatch):
+    """The SDPA handle is process-wide (docs/host_tools.md): mmpretrain's ViT (2 layers, 2 heads of 16 channels,
+    16 patches and a class token) counts exactly its two attention products more than mmengine alone does."""
+    from mmpretrain.models import VisionTransformer
+
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
+    vit = VisionTransformer(arch=arch, img_size=32, patch_size=8)
+    vit.eval()  # mmpretrain's train() returns None, so not chained
+    x = torch.rand(1, 3, 32, 32)
+    counted = FlopAnalyzer(vit, (x,))
+    tokens, attention = 4 * 4 + 1, 0
+    for _ in range(2):
+        attention += 2 * tokens * tokens * (16 + 16)  # heads * N * M * (d + dv), per layer
+    assert counted.by_operator()['scaled_dot_product_attention'] == attention
+    total = counted.total()
+    monkeypatch.delitem(complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS, SDPA_OP)
+    alone = FlopAnalyzer(vit, (x,))
+    alone.unsupported_ops_warnings(False)
+    assert total - alone.total() == attention
 
 
 def test_cross_attention_flops_by_hand():
