@@ -43,6 +43,15 @@ def unscoped(value):
     return value
 
 
+def host_settings(cfg: ConfigDict, key: str):
+    """`cfg[key]` unscoped, as our configs set it on top of the host's: checkpoints are saved by SafeCheckpointHook
+    (whole files, no deletion of what a resumed file names) where the host's configs name CheckpointHook."""
+    value = unscoped(cfg[key])
+    if key == 'default_hooks' and value.get('checkpoint', {}).get('type') == 'CheckpointHook':
+        value['checkpoint']['type'] = 'SafeCheckpointHook'
+    return value
+
+
 def tiny_backbone(backbone: ConfigDict) -> None:
     backbone.update(
         arch=TINY_ARCH, pretrain_img_size=SIZE, window_size=4, drop_path_rate=0.0, with_cp=False, init_cfg=None

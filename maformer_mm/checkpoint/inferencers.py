@@ -18,7 +18,6 @@ own base class and never reads a saved config; tools/infer.py fits its heads the
 `check_fits`).
 """
 
-import logging
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,7 +29,7 @@ from torch import nn
 
 from ..config.classes import dataset_classes, leaf_datasets, num_classes_fields, set_num_classes
 from ..hosts import TASKS
-from ..messages import shown
+from ..messages import shown, warn
 from .classes import check_checkpoint_fits, checkpoint_classes, rename_id_ordered_classes
 from .config_text import defuse_config_texts, value_at
 from .remote import read_checkpoint
@@ -134,7 +133,7 @@ def _init_model(self: Any, cfg: Any, weights: Optional[str], device: str = 'cpu'
         check_fits(model, checkpoint, str(weights), cfg)
         renamed = rename_id_ordered_classes(checkpoint, cfg, str(weights)) if _is_detection(cfg) else None
         if renamed:  # names an older maformer_mm recorded in category-id order, matched to mmdet's label order
-            print_log(renamed, logger='current', level=logging.WARNING)
+            warn(renamed)
         defuse_config_texts(checkpoint)  # what the subclass's `_load_weights_to_model` sees, as mmengine's loader
     self._load_weights_to_model(model, checkpoint, cfg)
     model.to(device)

@@ -24,7 +24,6 @@ source. What mmengine's callers get has its config texts removed (`config_text.d
 """
 
 import hashlib
-import logging
 import os
 import os.path as osp
 import re
@@ -39,6 +38,7 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
+from ..messages import warn
 from .config_text import defuse_config_texts
 from .errors import DOCS, UnsafeCheckpointError
 from .safe_load import load_mmengine_checkpoint
@@ -256,11 +256,7 @@ def read_torchvision(filename: str, map_location: Any = None) -> Any:
     from mmengine.runner import checkpoint as mmengine_checkpoint
 
     if filename.startswith('modelzoo://'):
-        print_log(
-            'The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn('The URL scheme of "modelzoo://" is deprecated, please use "torchvision://" instead')
     name = filename.split('://', 1)[1]
     return read_http(_model_url(mmengine_checkpoint.get_torchvision_models(), name, filename), map_location)
 
@@ -273,11 +269,7 @@ def read_openmmlab(filename: str, map_location: Any = None) -> Any:
     prefix, name = filename.split('://', 1)
     deprecated = mmengine_checkpoint.get_deprecated_model_names()
     if name in deprecated:
-        print_log(
-            f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn(f'{prefix}://{name} is deprecated in favor of {prefix}://{deprecated[name]}')
         name = deprecated[name]
     url = _model_url(mmengine_checkpoint.get_external_models(), name, filename)
     if url.startswith(('http://', 'https://')):

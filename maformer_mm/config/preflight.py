@@ -32,7 +32,7 @@ from ..datasets.coco_checks import (
     read_coco_categories,
 )
 from ..datasets.seg_checks import check_label_maps
-from ..messages import shown
+from ..messages import shown, warn
 from .classes import dataset_class, dataset_classes, dataset_setting, leaf_datasets, num_classes_fields
 
 __all__ = ['check_data', 'check_coco_json', 'read_coco_categories']
@@ -118,11 +118,9 @@ def _check_category_names(ann_file: str, classes: Sequence[str], split: str, ord
         check_class_order(categories, classes, ann_file, what)
     ignored = [n for n in names if n not in classes]
     if ignored:
-        print_log(
+        warn(
             f'{what} {ann_file}: the annotations of categories {shown(ignored)} are '
-            "ignored (they are not among the config's metainfo.classes)",
-            logger='current',
-            level=logging.WARNING,
+            "ignored (they are not among the config's metainfo.classes)"
         )
 
 

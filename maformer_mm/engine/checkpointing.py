@@ -17,7 +17,6 @@ already) and points an automatic `--resume` at the newest complete checkpoint of
 """
 
 import glob
-import logging
 import numbers
 import os
 import os.path as osp
@@ -29,8 +28,9 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
-from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+
+from ..messages import warn
 
 __all__ = [
     'SafeCheckpointHook',
@@ -145,11 +145,9 @@ class SafeCheckpointHook(CheckpointHook):
             for key in [k for k in list(info) if str(k).startswith(('best_ckpt', 'keep_ckpt_ids'))]:
                 del info[key]
         for sentence in dropped:
-            print_log(
+            warn(
                 f'resume: dropped {sentence} from the runtime info of the resumed checkpoint: CheckpointHook would '
-                'delete it later, and it is not a file this run would have written',
-                logger='current',
-                level=logging.WARNING,
+                'delete it later, and it is not a file this run would have written'
             )
         super().before_train(runner)
 
@@ -232,17 +230,9 @@ def use_safe_checkpoints(cfg: Config) -> None:
         return
     path, skipped = latest_complete_checkpoint(cfg.work_dir)
     for bad in skipped:
-        print_log(
-            f'--resume: skipping {bad}, which is missing or incomplete (truncated while it was written?)',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn(f'--resume: skipping {bad}, which is missing or incomplete (truncated while it was written?)')
     if path is not None:
         cfg.load_from = path
     elif skipped:  # mmengine would read last_checkpoint and fail on it
-        print_log(
-            f'--resume: no complete checkpoint in {cfg.work_dir}; training starts from the beginning',
-            logger='current',
-            level=logging.WARNING,
-        )
+        warn(f'--resume: no complete checkpoint in {cfg.work_dir}; training starts from the beginning')
         cfg.resume = False

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator, List
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+
+from ..messages import warn
 
 __all__ = ['prepare_launcher', 'closing_process_group', 'gloo_worker_threads']
 
@@ -106,11 +107,9 @@ def _destroy(held: List[Any]) -> None:
     gc.collect()  # wrappers in reference cycles
     left = gloo_worker_threads()
     if left:
-        print_log(
+        warn(
             f'{left} gloo worker threads outlive the process group (something still references it); '
-            'this process may abort at exit with "terminate called without an active exception"',
-            logger='current',
-            level=logging.WARNING,
+            'this process may abort at exit with "terminate called without an active exception"'
         )
 
 

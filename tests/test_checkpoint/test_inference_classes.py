@@ -14,6 +14,7 @@ import torch
 from mmengine.config import Config
 
 import maformer_mm  # noqa: F401
+from maformer_mm.apis.inference import list_images
 from maformer_mm.checkpoint.safe_load import load_mmengine_checkpoint
 from maformer_mm.tools import infer as infer_tool
 from maformer_mm.tools import train as train_tool
@@ -112,7 +113,7 @@ def test_det_inferencer_gets_the_checkpoints_classes_and_all_its_weights(trained
     assert own['roi_head.mask_head.conv_logits.bias'].shape == (4,)
     assert all(torch.equal(own[k], v) for k, v in state.items())  # every tensor loaded, none left at init
     assert tuple(inferencer.model.dataset_meta['classes']) == NAMES
-    predictions = inferencer(infer_tool.list_images(str(data / 'val2017')), pred_score_thr=0.0)['predictions']
+    predictions = inferencer(list_images(str(data / 'val2017')), pred_score_thr=0.0)['predictions']
     assert len(predictions) == 2 and all(set(p['labels']) <= {0, 1, 2, 3} for p in predictions)
     assert any(p['labels'] for p in predictions)
 

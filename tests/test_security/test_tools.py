@@ -258,7 +258,11 @@ def test_tools_read_checkpoints_by_url_and_refuse_hostile_ones(trained, tmp_path
         metrics = _tool('test').main([str(config), served(good.name), '--work-dir', str(tmp_path / 'w4')])
     assert 'resumed epoch: 1, iter: 2' in next((tmp_path / 'w3').rglob('*.log')).read_text()
     assert 0 <= metrics['coco/bbox_mAP'] <= 1
-    assert [p.name for p in (tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()] == [good.name]
+    # the good file is cached with the record of its URL; the refused one is not kept
+    assert sorted(p.name for p in (tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()) == [
+        good.name,
+        f'{good.name}.url',
+    ]
     assert not marker.exists()
 
 
