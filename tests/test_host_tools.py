@@ -15,7 +15,7 @@ from typing import Dict, List
 import pytest
 
 from tests.helpers import MIN_ARCH, REPO, backbone_override, run_tool, user_det_config
-from tests.test_cls.test_cls_pretrain import CLASSES, write_image_folders
+from tests.test_cls.test_cls_pretrain import CLASSES, CROP_64, write_image_folders
 from tests.test_cls.test_cls_pretrain import USER_CONFIG as CLS_CONFIG
 from tests.test_seg.test_seg_tools import user_seg_config
 
@@ -76,7 +76,8 @@ def env(tmp_path_factory) -> Dict[str, Path]:
     site = Path(sysconfig.get_path('purelib', vars={'base': str(venv), 'platbase': str(venv)}))
     (site / 'host_env.pth').write_text(sysconfig.get_path('purelib') + '\n')
     environ = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PIP_REQUIRE_VIRTUALENV')}
-    pip = [python, '-m', 'pip', '--disable-pip-version-check', '-q', 'install', '--no-deps', '--no-build-isolation']
+    pip = [python, '-m', 'pip', '--disable-pip-version-check', '--no-cache-dir', '-q', 'install', '--no-deps']
+    pip.append('--no-build-isolation')
     # --ignore-installed: never touches the install in this environment's site-packages.
     subprocess.run([*pip, '--ignore-installed', '-e', src], check=True, cwd=root, env=environ, timeout=600)
     subprocess.run(
@@ -125,7 +126,7 @@ def _workspace(host: str, root: Path) -> Path:
         run_tool([tools, 'ade', '--out', root / 'data', '--train', 2, '--val', 1, '--size', 64, 64], cwd=REPO)
         text = user_seg_config(BASES[host], str(root / 'data') + '/').replace('max_iters=2', 'max_iters=1')
     else:
-        write_image_folders(root / 'data', dict(train=2, val=2))
+        write_image_folders(root / 'data', dict(train=len(CLASSES), val=len(CLASSES)))  # one image a class
         text = CLS_CONFIG.format(
             base=BASES[host], root=str(root / 'data'), classes=CLASSES, backbone=backbone_override(MIN_ARCH, 64)
         )
@@ -143,9 +144,11 @@ def test_the_hosts_own_train_test_and_print_config_take_the_one_line_config(env,
     assert "type='MAFormer'" in printed and 'custom_imports' in printed
     train = [python, _host_tool(host, 'train.py'), config, '--work-dir', work / 'out']
     if host == 'mmpretrain':
-        train += ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1']
+        # One epoch (one iteration); the cosine phase, which starts after it, given an end past it; 64-pixel crops.
+        train += ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'param_scheduler.1.end=2']
+        train += CROP_64
     log = _run(env, train, work)
-    assert re.search(r'(Epoch|Iter)\(train\) *\[1\]', log), log[-3000:]
+    assert re.search(r'(Epoch|Iter)\(train\) *\[1[]/]', log), log[-3000:]
     checkpoint = max((work / 'out').glob('*.pth'), key=os.path.getmtime)
     test = [python, _host_tool(host, 'test.py'), config, checkpoint, '--work-dir', work / 'test']
     if host == 'mmdet':
@@ -154,7 +157,7 @@ def test_the_hosts_own_train_test_and_print_config_take_the_one_line_config(env,
     assert {'mmdet': 'coco/bbox_mAP', 'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}[host] in log
     if host != 'mmdet':
         return
-    assert (work / 'results.pkl').is_file() and any((work / 'test').rglob('shown/*.jpg'))
+    assert (work / 'results.pkl').is_file() and any((work / 'shown').glob('*.png'))  # an absolute --show-dir
     # The analysis tools of the table, on that run's results and logs.
     analysis = _host_tool(host, 'analysis_tools')
     _run(env, [python, analysis / 'confusion_matrix.py', config, work / 'results.pkl', work / 'cm'], work)
@@ -166,9 +169,9 @@ def test_the_hosts_own_train_test_and_print_config_take_the_one_line_config(env,
     _run(
         env, [python, analysis / 'analyze_logs.py', 'plot_curve', scalars, '--keys', 'loss', '--out', 'loss.png'], work
     )
-    assert (work / 'curve.png').is_file()
-    bench = [python, analysis / 'benchmark.py', config, '--task', 'dataset', '--max-iter', '2', '--log-interval', '1']
-    assert 'Overall fps' in _run(env, bench, work)  # psutil
+    assert (work / 'loss.png').is_file()
+    bench = [python, analysis / 'benchmark.py', config, '--task', 'dataset', '--max-iter', '1', '--num-warmup', '0']
+    assert 'Overall fps' in _run(env, bench + ['--log-interval', '1'], work)  # psutil; the one validation image
 
 
 def test_the_hosts_get_flops_counts_maformer_attention(env, tmp_path):
@@ -206,14 +209,21 @@ def test_mim_finds_runs_and_downloads_from_the_editable_install(env, tmp_path):
     for tool in TOOLS:
         assert f'{tool}: exit 0, usage: yes, script ' + str(env['site'] / 'maformer_mm' / 'tools' / f'{tool}.py') in out
 
-    # An edit of the checkout: a new model in the index, and a tool's text.
-    metafile = env['src'] / 'configs' / 'metafile.yml'
+    # Edits of the checkout, seen without reinstalling: a new model in the index, a new tool.
+    metafile, tool = env['src'] / 'configs' / 'metafile.yml', env['src'] / 'maformer_mm' / 'tools' / 'edited_tool.py'
     original = metafile.read_text()
     (env['src'] / 'configs' / 'edited_copy.py').write_text("_base_ = ['./maformer_t_in1k.py']\n")
     metafile.write_text(
         original.replace('Models:\n', 'Models:\n- Name: edited_copy\n  Config: configs/edited_copy.py\n')
     )
-    assert 'edited_copy' in _mim(env, 'search', 'maformer_mm', cwd=tmp_path)
+    tool.write_text("print('the edited tool ran')\n")
+    try:
+        assert 'edited_copy' in _mim(env, 'search', 'maformer_mm', cwd=tmp_path)
+        assert 'the edited tool ran' in _mim(env, 'run', 'maformer_mm', 'edited_tool', cwd=tmp_path)
+    finally:
+        metafile.write_text(original)
+        tool.unlink()
+        (env['src'] / 'configs' / 'edited_copy.py').unlink()
 
 
 def test_mim_train_and_test_run_our_tools(env):
