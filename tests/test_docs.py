@@ -169,6 +169,8 @@ NOT_OURS = {
     '--groups',
     '--iters',
     '--count',
+    '--config',  # mim download's
+    '--task',  # mmdet's benchmark.py
 }
 
 
