@@ -98,6 +98,29 @@ def _run(env: dict, args: List, cwd: Path, timeout: int = 600) -> str:
     return out
 
 
+def _run_all(env: dict, commands: List[List], cwd: Path, timeout: int = 600) -> List[str]:
+    """Runs commands that do not depend on each other at once (each spends seconds importing torch and its host),
+    each output to a file (a full pipe would stall it); their outputs, in order."""
+    procs = []
+    for i, args in enumerate(commands):
+        log = (cwd / f'.run_all_{i}.log').open('w+')
+        argv = [str(a) for a in args]
+        proc = subprocess.Popen(argv, cwd=cwd, env=env['environ'], stdout=log, stderr=subprocess.STDOUT, text=True)
+        procs.append((args, proc, log))
+    outs = []
+    for args, proc, log in procs:
+        with log:
+            try:
+                proc.wait(timeout=timeout)
+            finally:
+                proc.kill()  # a no-op where it ended
+            log.seek(0)
+            out = log.read()
+        assert proc.returncode == 0, f'{args} failed ({proc.returncode}):\n{out[-4000:]}'
+        outs.append(out)
+    return outs
+
+
 def _mim(env: dict, *args, cwd: Path) -> str:
     return _run(env, [env['python'], '-m', 'mim', *args], cwd)
 
@@ -140,14 +163,13 @@ def _workspace(host: str, root: Path) -> Path:
 def test_the_hosts_own_train_test_and_print_config_take_the_one_line_config(env, host):
     config = _workspace(host, env['root'] / host)
     work, python = config.parent, env['python']
-    printed = _run(env, [python, _host_tool(host, 'misc', 'print_config.py'), config], work)
-    assert "type='MAFormer'" in printed and 'custom_imports' in printed
     train = [python, _host_tool(host, 'train.py'), config, '--work-dir', work / 'out']
     if host == 'mmpretrain':
         # One epoch (one iteration); the cosine phase, which starts after it, given an end past it; 64-pixel crops.
         train += ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'param_scheduler.1.end=2']
         train += CROP_64
-    log = _run(env, train, work)
+    printed, log = _run_all(env, [[python, _host_tool(host, 'misc', 'print_config.py'), config], train], work)
+    assert "type='MAFormer'" in printed and 'custom_imports' in printed
     assert re.search(r'(Epoch|Iter)\(train\) *\[1[]/]', log), log[-3000:]
     checkpoint = max((work / 'out').glob('*.pth'), key=os.path.getmtime)
     test = [python, _host_tool(host, 'test.py'), config, checkpoint, '--work-dir', work / 'test']
@@ -159,19 +181,25 @@ def test_the_hosts_own_train_test_and_print_config_take_the_one_line_config(env,
         return
     assert (work / 'results.pkl').is_file() and any((work / 'shown').glob('*.png'))  # an absolute --show-dir
     # The analysis tools of the issue's table, on that run's results and logs.
-    analysis = _host_tool(host, 'analysis_tools')
-    _run(env, [python, analysis / 'confusion_matrix.py', config, work / 'results.pkl', work / 'cm'], work)
-    assert (work / 'cm' / 'confusion_matrix.png').is_file()
-    assert 'bbox_mAP' in _run(env, [python, analysis / 'eval_metric.py', config, work / 'results.pkl'], work)
-    _run(env, [python, analysis / 'browse_dataset.py', config, '--output-dir', work / 'browse', '--not-show'], work)
-    assert len(list((work / 'browse').iterdir())) == 2  # the two training images
+    tools, results = _host_tool(host, 'analysis_tools'), work / 'results.pkl'
     scalars = next((work / 'out').rglob('vis_data/*.json'))
-    _run(
-        env, [python, analysis / 'analyze_logs.py', 'plot_curve', scalars, '--keys', 'loss', '--out', 'loss.png'], work
+    bench = ['--task', 'dataset', '--max-iter', '1', '--num-warmup', '0', '--log-interval', '1']  # the 1 val image
+    _, metric, _, _, fps = _run_all(
+        env,
+        [
+            [python, tools / 'confusion_matrix.py', config, results, work / 'cm'],
+            [python, tools / 'eval_metric.py', config, results],
+            [python, tools / 'browse_dataset.py', config, '--output-dir', work / 'browse', '--not-show'],
+            [python, tools / 'analyze_logs.py', 'plot_curve', scalars, '--keys', 'loss', '--out', 'loss.png'],
+            [python, tools / 'benchmark.py', config, *bench],
+        ],
+        work,
     )
-    assert (work / 'loss.png').is_file()
-    bench = [python, analysis / 'benchmark.py', config, '--task', 'dataset', '--max-iter', '1', '--num-warmup', '0']
-    assert 'Overall fps' in _run(env, bench + ['--log-interval', '1'], work)  # psutil; the one validation image
+    assert (work / 'cm' / 'confusion_matrix.png').is_file()
+    assert 'bbox_mAP' in metric
+    assert len(list((work / 'browse').iterdir())) == 2  # the two training images
+    assert (work / 'loss.png').is_file()  # seaborn, pandas
+    assert 'Overall fps' in fps  # psutil
 
 
 def test_the_hosts_get_flops_counts_maformer_attention(env, tmp_path):
