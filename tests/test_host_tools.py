@@ -76,6 +76,8 @@ def env(tmp_path_factory) -> Dict[str, Path]:
     site = Path(sysconfig.get_path('purelib', vars={'base': str(venv), 'platbase': str(venv)}))
     (site / 'host_env.pth').write_text(sysconfig.get_path('purelib') + '\n')
     environ = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PIP_REQUIRE_VIRTUALENV')}
+    environ['HOME'] = str(root / 'home')  # mim makes ~/.cache/mim, matplotlib its config: here, not in the user's
+    (root / 'home').mkdir()
     pip = [python, '-m', 'pip', '--disable-pip-version-check', '--no-cache-dir', '-q', 'install', '--no-deps']
     pip.append('--no-build-isolation')
     # --ignore-installed: never touches the install in this environment's site-packages.
