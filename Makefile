@@ -85,6 +85,8 @@ ifdef TORCH_CUDA
 endif
 	$(PIP) install $(TORCH_INDEX) -r $(REQUIREMENTS)
 	$(PIP) install --no-build-isolation --no-deps -e .
+	# mim finds a package at site-packages/maformer_mm, which an editable install lacks: a recorded link to ours.
+	$(PY) tools/env/mim_link.py
 	$(PY) -c "import maformer_mm, mmdet.models, mmseg.models, mmpretrain.models"
 	rm -f $(VENV)/.stamp-*
 	echo 'mmcv: $(MMCV_MODE)$(if $(CUDA_ARCHS), TORCH_CUDA_ARCH_LIST=$(CUDA_ARCHS))$(if $(TORCH_CUDA), torch $(TORCH_CUDA))' > $@

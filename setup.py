@@ -5,7 +5,9 @@ The windows below are those verified to work together; `requirements.txt` pins t
 
 A wheel carries, besides the package, what users run: the configs under `maformer_mm/.mim/configs/maformer/`
 with the model index (`maformer_mm/.mim/model-index.yml`, `configs/metafile.yml`), and the tools as console
-commands (`maformer-train`, ...) and `python -m maformer_mm.tools.<tool>` modules.
+commands (`maformer-train`, ...) and `python -m maformer_mm.tools.<tool>` modules. Beside the package it installs
+`maformer_mm_prefix.py` and `maformer_mm_prefix.pth`, which let mmengine resolve `maformer_mm::` config bases before
+maformer_mm is imported (that module's docstring says how); an editable install gets the `.pth` file too.
 """
 
 import shutil
@@ -16,6 +18,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 CONFIG_LINK = Path('maformer_mm', '.mim', 'configs', 'maformer')  # a link to configs/ in a source checkout
+PREFIX_PTH = 'maformer_mm_prefix.pth'  # site-packages runs its line at start: see maformer_mm_prefix.py
 
 
 def read_version() -> str:
@@ -25,12 +28,17 @@ def read_version() -> str:
 
 
 class BuildWithConfigs(build_py):
-    """Copies the configs (files, not the link) and the model index into the built package."""
+    """Copies the configs (files, not the link) and the model index into the built package, and the `.pth` file
+    to the top of site-packages."""
 
     def run(self) -> None:
         super().run()
-        if getattr(self, 'editable_mode', False):  # an editable install reads them through the link
+        if getattr(self, 'editable_mode', False):  # an editable install reads the configs through the link
+            # An editable wheel holds only its own files and those in the install folder it packs (setuptools'
+            # editable_wheel points `install_lib` there); the build folder is dropped.
+            shutil.copy2(ROOT / PREFIX_PTH, Path(self.get_finalized_command('install').install_lib, PREFIX_PTH))
             return
+        shutil.copy2(ROOT / PREFIX_PTH, Path(self.build_lib, PREFIX_PTH))
         mim = Path(self.build_lib, 'maformer_mm', '.mim')
         target = Path(self.build_lib, CONFIG_LINK)
         if target.is_symlink() or target.is_file():
@@ -63,6 +71,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',
     packages=find_packages(include=['maformer_mm', 'maformer_mm.*']),
+    py_modules=['maformer_mm_prefix'],
     cmdclass={'build_py': BuildWithConfigs},
     entry_points={
         'console_scripts': [f'{name} = maformer_mm.tools.entry_points:{attr}' for name, attr in TOOLS.items()]

@@ -43,6 +43,11 @@ PAPER = dict(
     URL='https://arxiv.org/abs/2209.01620',
     Title='MAFormer: A Transformer Network with Multi-scale Attention Fusion for Visual Recognition',
 )
+# Released checkpoints, by config: URL (none yet). mim's schema has each model's `Weights`, which `mim download`
+# fetches; until a config has a release its entry holds NO_WEIGHTS, a text that is no URL, so that `mim download`
+# stops on it naming it (docs/host_tools.md) rather than on a missing field.
+RELEASED: Dict[str, str] = {}
+NO_WEIGHTS = 'no-released-weights: maformer_mm has released no trained weights for this config yet'
 # Results measured in this project, by config (the demos on their generated sets; docs/demo.md).
 MEASURED = {
     'mask_rcnn_maformer_t_demo.py': [
@@ -153,6 +158,7 @@ def entry(name: str, cfg: Config, params: int, flops: int, hw: Sequence[int]) ->
         'Config': f'configs/{name}',
         'Metadata': meta,
         'Results': results,
+        'Weights': RELEASED.get(name, NO_WEIGHTS),
     }
 
 

@@ -173,6 +173,8 @@ NOT_OURS = {
     '--strip-debug',
     '--tests',
     '--count',
+    '--config',  # mim download's
+    '--task',  # mmdet's benchmark.py
 }
 
 

@@ -2,6 +2,7 @@
 (run from an empty folder) its configs are listed, one is inherited with `maformer_mm::`, built, and trained
 for one iteration on generated data."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def test_the_wheel_carries_configs_index_and_commands(installed):
     in_tree = {p.relative_to(REPO / 'configs').as_posix() for p in (REPO / 'configs').rglob('*.py')}
     assert shipped == in_tree
     assert (configs / 'metafile.yml').is_file() and (site / 'maformer_mm' / '.mim' / 'model-index.yml').is_file()
+    assert (site / 'maformer_mm_prefix.pth').is_file() and (site / 'maformer_mm_prefix.py').is_file()
     commands = {p.name for p in (site / 'bin').iterdir()}
     assert {
         'maformer-train',
@@ -118,3 +120,9 @@ def test_installed_configs_are_listed_inherited_built_and_trained(installed, tmp
     log = _run([site / 'bin' / 'maformer-train', 'my_config.py', '--work-dir', 'out', '--device', 'cpu'], work, env)
     assert 'Epoch(train) [1][1/1]' in log and 'coco/bbox_mAP' in log
     assert (work / 'out' / 'epoch_1.pth').is_file()
+
+    # A `--target` folder is no site directory, so its `.pth` line never runs: the host's own print_config.py
+    # takes the one-line config through `python -m maformer_mm_prefix SCRIPT` (docs/host_tools.md).
+    print_config = Path(importlib.util.find_spec('mmdet').origin).parent / '.mim' / 'tools' / 'misc' / 'print_config.py'
+    printed = _run([sys.executable, '-m', 'maformer_mm_prefix', print_config, 'my_config.py'], work, env)
+    assert "type='MAFormer'" in printed and 'custom_imports' in printed

@@ -5,16 +5,15 @@ mmengine's FlopAnalyzer counts multiply-adds but returns 0 for `aten::scaled_dot
 matmuls are counted, so both attention paths give the same total.
 """
 
-from collections import Counter
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config
 from torch import nn
 
 from ..hosts import FLOP_SHAPES, TASKS, data_samples, takes_data_samples
+from .sdpa import SDPA_OP, sdpa_flop_jit
 
 __all__ = [
     'sdpa_flop_jit',
@@ -27,21 +26,10 @@ __all__ = [
 ]
 
 
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """Multiply-adds of softmax(q k^T) v for q (..., N, d), k (..., M, d), v (..., M, dv)."""
-    q, k, v = (get_shape(t) for t in inputs[:3])
-    batch = 1
-    for dim in q[:-2]:
-        batch *= dim
-    n, d = q[-2:]
-    m, dv = k[-2], v[-1]
-    return Counter({'scaled_dot_product_attention': batch * n * m * (d + dv)})
-
-
 def flop_analyzer(model: nn.Module, inputs: Tuple[Any, ...]) -> FlopAnalyzer:
     """A FlopAnalyzer that also counts SDPA; quiet about ops it does not count (element-wise ones)."""
     analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+    analyzer.set_op_handle(SDPA_OP, sdpa_flop_jit)  # also where install_sdpa_flop_count has not run
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     return analyzer

@@ -4,25 +4,58 @@ from typing import Tuple
 
 import pytest
 import torch
-from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis import ActivationAnalyzer, FlopAnalyzer, complexity_analysis
 
 from maformer_mm.analysis.complexity import backbone_rows, complexity, tensor_forward
+from maformer_mm.analysis.sdpa import SDPA_OP
 from maformer_mm.config.zoo import load_config
 from maformer_mm.layers import CrossAttention, set_fused_attn
 from maformer_mm.models import MAFormer
 from maformer_mm.tools.get_flops import main
 
 
-def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg):
+def test_sdpa_is_counted_like_the_explicit_matmuls(tiny_cfg, monkeypatch):
     model = MAFormer(**tiny_cfg)
     x = torch.rand(1, 3, 64, 64)
     fused, params = complexity(model, (x,))
     explicit, _ = complexity(set_fused_attn(model, False), (x,))
     assert fused == explicit
     assert params == sum(p.numel() for p in model.parameters())
-    uncounted = FlopAnalyzer(set_fused_attn(model, True), (x,))
+    explicit_acts = ActivationAnalyzer(model, (x,)).total()
+    # `import maformer_mm` made every analyzer count SDPA, activations as the explicit matmuls' outputs.
+    set_fused_attn(model, True)
+    assert FlopAnalyzer(model, (x,)).total() == fused
+    assert ActivationAnalyzer(model, (x,)).total() == explicit_acts
+    monkeypatch.delitem(complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS, SDPA_OP)
+    uncounted = FlopAnalyzer(model, (x,))
     uncounted.unsupported_ops_warnings(False)
     assert uncounted.total() < fused  # mmengine alone misses attention
+
+
+def test_importing_maformer_mm_counts_another_models_attention_exactly(monkeypatch):
+    """The SDPA handles are process-wide (docs/host_tools.md): mmpretrain's ViT (2 layers, 2 heads of 16 channels,
+    16 patches and a class token) counts exactly its two attention products more than mmengine alone does, and
+    their outputs as activations."""
+    from mmpretrain.models import VisionTransformer
+
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
+    vit = VisionTransformer(arch=arch, img_size=32, patch_size=8)
+    vit.eval()  # mmpretrain's train() returns None, so not chained
+    x = torch.rand(1, 3, 32, 32)
+    tokens, layers, heads, width = 4 * 4 + 1, 2, 2, 16
+    attention = layers * heads * tokens * tokens * (width + width)  # per head N * M * (d + dv)
+    outputs = layers * heads * tokens * (tokens + width)  # per head the N x M scores and the N x dv result
+    counted, acts = FlopAnalyzer(vit, (x,)), ActivationAnalyzer(vit, (x,))
+    assert counted.by_operator()['scaled_dot_product_attention'] == attention
+    assert acts.by_operator()['scaled_dot_product_attention'] == outputs
+    total, acts_total = counted.total(), acts.total()
+    monkeypatch.delitem(complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS, SDPA_OP)
+    monkeypatch.delitem(complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS, SDPA_OP)
+    alone, acts_alone = FlopAnalyzer(vit, (x,)), ActivationAnalyzer(vit, (x,))
+    alone.unsupported_ops_warnings(False)
+    acts_alone.unsupported_ops_warnings(False)
+    assert total - alone.total() == attention
+    assert acts_total - acts_alone.total() == outputs
 
 
 def test_cross_attention_flops_by_hand():
