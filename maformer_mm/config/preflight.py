@@ -52,6 +52,7 @@ def check_data(
         _check_batch_augments(cfg)
     declared: Dict[str, Tuple[str, ...]] = {}
     notes: List[Tuple[str, int]] = []
+    head_fields = num_classes_fields(cfg.get('model') or ConfigDict())
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
@@ -63,17 +64,18 @@ def check_data(
             if is_json:
                 check_coco_json(ann_path, f'{split} annotation file')
             classes = dataset_classes(dataset)
-            if is_json and _is_subclass(dataset, 'mmdet.', 'CocoDataset'):
+            dataset_cls = dataset_class(dataset)
+            if is_json and _is_subclass(dataset_cls, 'mmdet.', 'CocoDataset'):
                 if classes:
-                    _check_category_names(ann_path, classes, split, order=_coco_reads(dataset, 'load_data_list'))
-                if _coco_reads(dataset, 'parse_data_info', 'filter_data'):
+                    _check_category_names(ann_path, classes, split, order=_coco_reads(dataset_cls, 'load_data_list'))
+                if _coco_reads(dataset_cls, 'parse_data_info', 'filter_data'):
                     notes.extend(_check_coco_annotations(cfg, dataset, split, ann_path, image_dir, classes))
-            if classes and _is_subclass(dataset, 'mmseg.', 'BaseSegDataset'):
-                notes.extend(_check_label_maps(dataset, classes, split))
+            if classes and _is_subclass(dataset_cls, 'mmseg.', 'BaseSegDataset'):
+                notes.extend(_check_label_maps(dataset, dataset_cls, classes, split))
             if not classes:
                 continue
             declared.setdefault(split, tuple(map(str, classes)))
-            for field, value in num_classes_fields(cfg.model):
+            for field, value in head_fields:
                 if value != len(classes):
                     raise ValueError(
                         f'{field} is {value} but the {split} dataset ({dataset.type}) has '
@@ -85,17 +87,15 @@ def check_data(
     return notes
 
 
-def _is_subclass(dataset: ConfigDict, package: str, name: str) -> bool:
-    """Whether the dataset config builds a subclass of `package`'s class `name` (read from the class's MRO, so that
-    checking an mmdet config imports nothing of mmseg's)."""
-    dataset_cls = dataset_class(dataset)
+def _is_subclass(dataset_cls: Optional[type], package: str, name: str) -> bool:
+    """Whether the class a dataset config builds is a subclass of `package`'s class `name` (read from the class's
+    MRO, so that checking an mmdet config imports nothing of mmseg's)."""
     return any(k.__name__ == name and k.__module__.startswith(package) for k in getattr(dataset_cls, '__mro__', ()))
 
 
-def _coco_reads(dataset: ConfigDict, *methods: str) -> bool:
+def _coco_reads(dataset_cls: Optional[type], *methods: str) -> bool:
     """Whether the dataset class reads its file with CocoDataset's own `methods` (what coco_checks replicates):
     CocoPanopticDataset parses other annotations, LVIS numbers its classes otherwise, Cityscapes filters more."""
-    dataset_cls = dataset_class(dataset)
     return all(getattr(dataset_cls, m).__qualname__ == f'CocoDataset.{m}' for m in methods)
 
 
@@ -178,10 +178,11 @@ def _check_coco_annotations(
     return []
 
 
-def _check_label_maps(dataset: ConfigDict, classes: Sequence[str], split: str) -> List[Tuple[str, int]]:
+def _check_label_maps(
+    dataset: ConfigDict, dataset_cls: Optional[type], classes: Sequence[str], split: str
+) -> List[Tuple[str, int]]:
     """mmseg data: label values beyond the classes, which the loss would fail on. Skipped where a label map of
     the dataset class renumbers them (classes a subset of the class's own)."""
-    dataset_cls = dataset_class(dataset)
     own = (getattr(dataset_cls, 'METAINFO', None) or {}).get('classes')
     if own and tuple(own) != tuple(classes):
         return []
