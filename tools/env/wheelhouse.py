@@ -507,13 +507,14 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def has_archs(python: str, archs: str) -> bool:
-    """Whether the mmcv extension of the environment of `python` holds kernels for every one of `archs`."""
+    """Whether the mmcv extension of the environment of `python` holds kernels for every one of `archs`: its fat
+    binary read as `pack` reads it (`check cuda` would run the ops on a GPU here instead, whatever `archs`)."""
+    from tools.env.mmcv_build import required_archs
+
     proc = subprocess.run(
-        [python, osp.join(REPO, 'tools', 'env', 'mmcv_build.py'), 'check', 'cuda', '--archs', archs],
-        capture_output=True,
-        cwd=REPO,
+        [python, osp.join(REPO, 'tools', 'env', 'mmcv_build.py'), 'inspect'], capture_output=True, text=True, cwd=REPO
     )
-    return proc.returncode == 0
+    return proc.returncode == 0 and required_archs(archs) <= set(json.loads(proc.stdout)['archs'])
 
 
 def summary(manifest: dict) -> str:
