@@ -282,7 +282,7 @@ def test_make_wheelhouse_passes_the_target_settings():
 
 def test_the_pinned_stack_is_packed_from_venv_and_another_target_gets_its_own_environment(tmp_path, monkeypatch):
     venv_python, facts = str(REPO / '.venv' / 'bin' / 'python'), wheelhouse_tool.torch_facts()
-    # which kernels .venv's mmcv holds is `mmcv_build.py check cuda --archs` (tests/test_gpu/test_env_build.py)
+    # which kernels .venv's mmcv holds is read from its fat binary (`mmcv_build.py inspect`, as `pack` reads it)
     monkeypatch.setattr(wheelhouse_tool, 'has_archs', lambda python, archs: python == venv_python and archs == '8.0')
 
     def choose(*settings: str):
