@@ -28,14 +28,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import onnx
 import torch
 
 import maformer_mm  # noqa: F401
 from maformer_mm.config.zoo import load_config
 from maformer_mm.deploy import ExportTarget, build_target, export_onnx, match_detections
 from maformer_mm.deploy.detectors import WholeDetector, postprocess_settings
-from maformer_mm.deploy.ort_runner import paste_masks, prepare
+from maformer_mm.deploy.ort_runner import OnnxDetector
 from maformer_mm.deploy.targets import BackboneFeatures
 from maformer_mm.deploy.verify import reference_detections, scene
 from maformer_mm.models import MAFormer
@@ -93,7 +92,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def ort_session(path: str, threads: int):
+def ort_options(threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -101,7 +100,13 @@ def ort_session(path: str, threads: int):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads would slow PyTorch's turn
-    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    return options
+
+
+def ort_session(path: str, threads: int):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(path, ort_options(threads), providers=['CPUExecutionProvider'])
 
 
 def _export(name: str, target: ExportTarget, size: Tuple[int, int], workdir: str, exporter: str) -> Tuple[str, float]:
@@ -187,21 +192,13 @@ def measure_detector(
     """Exports a whole detector at `size`; times mmdet's `predict` and ONNX Runtime (graph and mask paste) on one
     generated scene, taking turns; matches their detections box by box."""
     path, export_s = _export(name, target, size, workdir, exporter)
-    session = ort_session(path, torch.get_num_threads())
+    detector = OnnxDetector(path, options=ort_options(torch.get_num_threads()))
     model = target.module.model
     settings = postprocess_settings(model)
-    image = scene(np.random.default_rng(0), *size)
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    mean, std = (np.array(json.loads(meta[k]), np.float32) for k in ('mean', 'std'))
-    feed, _ = prepare(image, None, mean, std, json.loads(meta['bgr_to_rgb']), target.size_divisor)
-    names = [o.name for o in session.get_outputs()]
+    feed, _ = detector.preprocess(scene(np.random.default_rng(0), *size), resize=False)
 
     def run_onnx() -> Dict[str, np.ndarray]:
-        out = dict(zip(names, session.run(None, feed)))
-        dets = {'bboxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels']}
-        if 'masks' in out:
-            dets['masks'] = paste_masks(out['masks'], out['boxes'], *size, settings['mask_thr_binary'])
-        return dets
+        return detector.detect(feed, *size)
 
     def run_torch() -> Dict[str, np.ndarray]:
         return reference_detections(model, feed['images'], feed['img_shape'], feed['scale_factor'], size)

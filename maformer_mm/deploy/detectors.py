@@ -346,9 +346,7 @@ def roi_features(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor) ->
 
     if len(feats) == 1:
         return align(0, rois)
-    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-    levels = torch.floor(torch.log2(scale / extractor.finest_scale + 1e-6))
-    levels = levels.clamp(min=0, max=len(feats) - 1).long()
+    levels = extractor.map_roi_levels(rois, len(feats))
     out = feats[0].new_zeros(rois.shape[0], extractor.out_channels, out_h, out_w)
     for level in range(len(feats)):
         inds = (levels == level).nonzero().squeeze(1)

@@ -190,10 +190,12 @@ class OnnxDetector:
     cv2 reads it and returns `bboxes` (N, 4) in its coordinates, `scores` (N,), `labels` (N,) and, for mask
     models, `masks` (N, H, W) bool."""
 
-    def __init__(self, path: str, providers: Sequence[str] = ('CPUExecutionProvider',), threads: int = 0) -> None:
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+    def __init__(
+        self,
+        path: str,
+        providers: Sequence[str] = ('CPUExecutionProvider',),
+        options: Optional[ort.SessionOptions] = None,
+    ) -> None:
         self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         meta = self.session.get_modelmeta().custom_metadata_map
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -220,14 +222,18 @@ class OnnxDetector:
             image, self.resize if resize else None, self.mean, self.std, self.bgr_to_rgb, self.pad_size_divisor
         )
 
-    def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
-        feed, _ = self.preprocess(image)
+    def detect(self, feed: Dict[str, np.ndarray], height: int, width: int) -> Dict[str, np.ndarray]:
+        """The graph run on `feed` (see `preprocess`): `bboxes`, `scores`, `labels` and, for mask models, `masks`
+        pasted into the original image of (height, width)."""
         outputs = dict(zip(self.output_names, self.session.run(None, feed)))
         result = {'bboxes': outputs['boxes'], 'scores': outputs['scores'], 'labels': outputs['labels']}
         if self.with_mask:
-            h, w = image.shape[:2]
-            result['masks'] = paste_masks(outputs['masks'], outputs['boxes'], h, w, self.mask_thr_binary)
+            result['masks'] = paste_masks(outputs['masks'], outputs['boxes'], height, width, self.mask_thr_binary)
         return result
+
+    def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        feed, _ = self.preprocess(image)
+        return self.detect(feed, *image.shape[:2])
 
 
 def list_images(inputs: str) -> List[str]:

@@ -303,7 +303,7 @@ def verify_detector(
     whose original was 1.25x as high and 1.3x as wide (so boxes are rescaled and masks pasted at another size);
     and each of `images` (BGR), prepared as the runner prepares it (the config's Resize).
     """
-    from .ort_runner import OnnxDetector, paste_masks
+    from .ort_runner import OnnxDetector
 
     try:
         detector = OnnxDetector(path)
@@ -323,14 +323,11 @@ def verify_detector(
     model.eval()
     for feed, ori in cases:
         try:
-            out = dict(zip(detector.output_names, detector.session.run(None, feed)))
+            got = detector.detect(feed, *ori)
         except Exception as e:
             raise OnnxVerificationError(
                 f'ONNX Runtime failed to run {path} on {feed["img_shape"].tolist()}: {e}'
             ) from e
-        got = {'bboxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels']}
-        if 'masks' in out:
-            got['masks'] = paste_masks(out['masks'], out['boxes'], ori[0], ori[1], settings['mask_thr_binary'])
         expected = reference_detections(model, feed['images'], feed['img_shape'], feed['scale_factor'], ori)
         result = match_detections(got, expected, settings, tuple(feed['img_shape'].tolist()))
         log(result.line())
