@@ -31,7 +31,7 @@ from mmengine.hooks import Hook
 import maformer_mm  # noqa: F401
 from benchmarks import dense_cost
 from benchmarks.backbone_benchmark import hardware_name
-from maformer_mm.datasets.synthetic import CLASSES, write_ade, write_coco
+from maformer_mm.datasets.synthetic import CLASSES, ShapesSet
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -297,8 +297,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             data = osp.join(tmp, f'data_{task}')
-            writer = write_coco if task == 'dino' else write_ade
-            writer(data, args.train_images, args.val_images, (SIZE, SIZE), seed=args.seed, class_hues=True)
+            shapes = ShapesSet(args.train_images, args.val_images, (SIZE, SIZE), seed=args.seed, class_hues=True)
+            if task == 'dino':
+                shapes.write_coco(data)
+            else:
+                shapes.write_ade(data)
             rows += run_task(task, data, args.iters, args.seed, osp.join(tmp, 'work'))
             rows.sort(key=lambda r: r['task'] != 'dino')
             with open(json_path, 'w') as f:

@@ -119,8 +119,8 @@ def _loader(loader: ConfigDict, dataset: dict, batch_size: int) -> None:
 
 
 def coco_run_config(config: Path, data: Path, work_dir: Path, nominal: int) -> Config:
-    """The config on a COCO set written by `write_coco` (size SIZE) with a tiny model: one training iteration of
-    two images, then evaluation on the val images; its pipelines scaled by SIZE / `nominal`."""
+    """The config on a COCO set written by `ShapesSet.write_coco` (size SIZE) with a tiny model: one training
+    iteration of two images, then evaluation on the val images; its pipelines scaled by SIZE / `nominal`."""
     cfg = Config.fromfile(str(config))
     metainfo = dict(classes=CLASSES, palette=PALETTE)
     for split in ('train', 'val'):
@@ -160,7 +160,7 @@ def _one_iteration(cfg: Config, work_dir: Path) -> Config:
 
 
 def ade_run_config(config: Path, data: Path, work_dir: Path, nominal: int) -> Config:
-    """The segmentation config on an ADE-layout set written by `write_ade` (SIZE pixels, classes 1..3, 0 =
+    """The segmentation config on an ADE-layout set written by `ShapesSet.write_ade` (SIZE pixels, classes 1..3, 0 =
     background) with a tiny model: one training iteration of two images, then mIoU on the val images."""
     cfg = Config.fromfile(str(config))
     dataset = dict(

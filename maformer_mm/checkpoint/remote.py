@@ -68,8 +68,8 @@ def hash_prefix(name: str) -> Optional[str]:
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

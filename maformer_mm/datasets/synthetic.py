@@ -1,4 +1,5 @@
-"""Small synthetic data sets in the layouts the real ones use, for the demos and tests (`tools/make_demo_data.py`).
+"""Small synthetic data sets in the layouts the real ones use, for the demos and tests: `ShapesSet`, and
+`tools/make_demo_data.py` on the command line.
 
 Images hold 1-3 non-overlapping filled shapes (circle, square, triangle) of random colour, size and
 position on a noisy background; `class_hues` gives each class its own hue band instead. COCO:
@@ -12,13 +13,14 @@ square, triangle, pentagon, hexagon).
 import colorsys
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['CLASSES', 'SHAPES', 'CLASS_HUES', 'draw_scene', 'write_coco', 'write_ade']
+__all__ = ['CLASSES', 'SHAPES', 'CLASS_HUES', 'draw_scene', 'ShapesSet']
 
 CLASSES = ('circle', 'square', 'triangle')
 SHAPES = ('circle', 'square', 'triangle', 'pentagon', 'hexagon')  # what class k looks like
@@ -77,42 +79,58 @@ def _polygon_area(polygon: Polygon) -> float:
     return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
 
 
-def _check_classes(classes: Sequence[str]) -> None:
-    if not 1 <= len(classes) <= len(SHAPES) or len(set(classes)) != len(classes):
-        raise ValueError(f'classes must be 1 to {len(SHAPES)} distinct names, got {list(classes)}')
+@dataclass(frozen=True)
+class ShapesSet:
+    """A generated shapes set: how many images of which size, with which seed, colours and class names; written in
+    COCO's layout (`write_coco`) or ADE20K's (`write_ade`). The same settings draw the same images in both.
 
+    Args:
+        num_train: Training images.
+        num_val: Validation images.
+        size: Image (width, height).
+        seed: Seed of the drawing.
+        class_hues: Each class filled from its own hue band instead of random colours.
+        classes: Names of the classes, 1 to 5 (class k is drawn as `SHAPES[k]`).
+    """
 
-def write_coco(
-    out: str,
-    num_train: int = 64,
-    num_val: int = 16,
-    size: Tuple[int, int] = (192, 192),
-    seed: int = 0,
-    class_hues: bool = False,
-    classes: Sequence[str] = CLASSES,
-    year: str = '',
-) -> None:
-    """Writes a COCO-format instance segmentation set under `out` (`year='2017'`: COCO 2017's names)."""
-    _check_classes(classes)
-    rng = np.random.default_rng(seed)
-    root = Path(out)
-    (root / 'annotations').mkdir(parents=True, exist_ok=True)
-    for split, count in (('train', num_train), ('val', num_val)):
-        folder = root / f'{split}{year}'
-        folder.mkdir(exist_ok=True)
-        images, annotations = [], []
-        for image_id in range(1, count + 1):
-            image, objects = draw_scene(rng, size, class_hues, len(classes))
+    num_train: int = 64
+    num_val: int = 16
+    size: Tuple[int, int] = (192, 192)
+    seed: int = 0
+    class_hues: bool = False
+    classes: Sequence[str] = CLASSES
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.classes) <= len(SHAPES) or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f'classes must be 1 to {len(SHAPES)} distinct names, got {list(self.classes)}')
+
+    def scenes(self, splits: Tuple[str, str]) -> Iterator[Tuple[str, int, Image.Image, List[Tuple[int, Polygon]]]]:
+        """(split, index from 1, image, objects) of the training then the validation images, named `splits`."""
+        rng = np.random.default_rng(self.seed)
+        for split, count in zip(splits, (self.num_train, self.num_val)):
+            for index in range(1, count + 1):
+                yield (split, index, *draw_scene(rng, self.size, self.class_hues, len(self.classes)))
+
+    def write_coco(self, out: str, year: str = '') -> None:
+        """Writes a COCO-format instance segmentation set under `out` (`year='2017'`: COCO 2017's names)."""
+        root = Path(out)
+        (root / 'annotations').mkdir(parents=True, exist_ok=True)
+        width, height = self.size
+        images: Dict[str, list] = {'train': [], 'val': []}
+        annotations: Dict[str, list] = {'train': [], 'val': []}
+        for split in images:
+            (root / f'{split}{year}').mkdir(exist_ok=True)
+        for split, image_id, image, objects in self.scenes(('train', 'val')):
             name = f'{image_id:06d}.png'
-            image.save(folder / name)
-            images.append(dict(id=image_id, file_name=name, width=size[0], height=size[1]))
+            image.save(root / f'{split}{year}' / name)
+            images[split].append(dict(id=image_id, file_name=name, width=width, height=height))
             for label, polygon in objects:
                 xs, ys = np.array(polygon).T
                 x0, y0 = max(float(xs.min()), 0.0), max(float(ys.min()), 0.0)
-                bbox = [x0, y0, min(float(xs.max()), size[0]) - x0, min(float(ys.max()), size[1]) - y0]
-                annotations.append(
+                bbox = [x0, y0, min(float(xs.max()), width) - x0, min(float(ys.max()), height) - y0]
+                annotations[split].append(
                     dict(
-                        id=len(annotations) + 1,
+                        id=len(annotations[split]) + 1,
                         image_id=image_id,
                         category_id=label + 1,
                         segmentation=[[round(v, 2) for xy in polygon for v in xy]],
@@ -121,30 +139,20 @@ def write_coco(
                         iscrowd=0,
                     )
                 )
-        categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
-        with open(root / 'annotations' / f'instances_{split}{year}.json', 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+        categories = [dict(id=i + 1, name=name) for i, name in enumerate(self.classes)]
+        for split in images:
+            content = dict(images=images[split], annotations=annotations[split], categories=categories)
+            with open(root / 'annotations' / f'instances_{split}{year}.json', 'w') as f:
+                json.dump(content, f)
 
-
-def write_ade(
-    out: str,
-    num_train: int = 64,
-    num_val: int = 16,
-    size: Tuple[int, int] = (192, 192),
-    seed: int = 0,
-    class_hues: bool = False,
-    classes: Sequence[str] = CLASSES,
-) -> None:
-    """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background, k + 1 = class k)."""
-    _check_classes(classes)
-    rng = np.random.default_rng(seed)
-    root = Path(out)
-    for split, count in (('training', num_train), ('validation', num_val)):
-        (root / 'images' / split).mkdir(parents=True, exist_ok=True)
-        (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
-        for index in range(1, count + 1):
-            image, objects = draw_scene(rng, size, class_hues, len(classes))
-            label = Image.new('L', size, 0)
+    def write_ade(self, out: str) -> None:
+        """Writes an ADE20K-layout semantic segmentation set under `out` (label 0 = background, k + 1 = class k)."""
+        root = Path(out)
+        for split in ('training', 'validation'):
+            (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+            (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
+        for split, index, image, objects in self.scenes(('training', 'validation')):
+            label = Image.new('L', self.size, 0)
             draw = ImageDraw.Draw(label)
             for cls, polygon in objects:
                 draw.polygon(polygon, fill=cls + 1)

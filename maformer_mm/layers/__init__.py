@@ -1,7 +1,7 @@
 """Building blocks of MAFormer."""
 
 from .attention import Attention, CrossAttention, WindowAttention, set_fused_attn, use_fused_attn
-from .blocks import MAFBlock, ViTBlock
+from .blocks import BlockOptions, MAFBlock, ViTBlock
 from .export import export_forms, is_exporting
 from .gld import (
     GLD,
@@ -21,6 +21,7 @@ __all__ = [
     'WindowAttention',
     'set_fused_attn',
     'use_fused_attn',
+    'BlockOptions',
     'MAFBlock',
     'ViTBlock',
     'export_forms',

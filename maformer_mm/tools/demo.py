@@ -24,6 +24,7 @@ from mmengine.config import Config
 
 from maformer_mm.apis.inference import infer
 from maformer_mm.config.zoo import config_dir
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
 from maformer_mm.tools.cli import add_device_argument
@@ -31,6 +32,7 @@ from maformer_mm.visualization.curves import plot_curve, read_curve
 from maformer_mm.visualization.pictures import detection_pictures
 
 __all__ = [
+    'DemoDefaults',
     'DemoResult',
     'demo_arg_parser',
     'reproducible',
@@ -58,16 +60,27 @@ class DemoResult(NamedTuple):
     curve: str  # the training curve (PNG)
 
 
-def demo_arg_parser(
-    description: str, work_dir: str, data_root: str, num_train: int, num_val: int, image_size: int
-) -> argparse.ArgumentParser:
+class DemoDefaults(NamedTuple):
+    """Where a demo works and keeps its data set by default, and the set's size."""
+
+    work_dir: str
+    data_root: str
+    num_train: int
+    num_val: int
+    image_size: int
+
+
+DEFAULTS = DemoDefaults('work_dirs/mask_rcnn_maformer_t_demo', 'data/demo_coco', 64, 16, 160)
+
+
+def demo_arg_parser(description: str, defaults: DemoDefaults) -> argparse.ArgumentParser:
     """The arguments both demos take (tools/demo.py, tools/demo_seg.py); each adds its schedule length."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--work-dir', default=work_dir)
-    parser.add_argument('--data-root', default=data_root, help='generated here when missing')
-    parser.add_argument('--num-train', type=int, default=num_train, help='training images to generate')
-    parser.add_argument('--num-val', type=int, default=num_val, help='validation images to generate')
-    parser.add_argument('--image-size', type=int, default=image_size, help='side of the square images')
+    parser.add_argument('--work-dir', default=defaults.work_dir)
+    parser.add_argument('--data-root', default=defaults.data_root, help='generated here when missing')
+    parser.add_argument('--num-train', type=int, default=defaults.num_train, help='training images to generate')
+    parser.add_argument('--num-val', type=int, default=defaults.num_val, help='validation images to generate')
+    parser.add_argument('--image-size', type=int, default=defaults.image_size, help='side of the square images')
     parser.add_argument(
         '--num-vis',
         type=int,
@@ -101,26 +114,39 @@ def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, sched
     return args
 
 
-def prepare_data(data_root: str, settings: dict, defaults: dict, write: Callable[[], None], present: str) -> None:
-    """Writes the demo set with `write()` unless `data_root` already holds one made with `settings`. A set
-    made with other settings is never overwritten: that is an error naming both. (A set without the
+def prepare_data(args: argparse.Namespace, defaults: DemoDefaults, layout: str, class_hues: bool = False) -> List[str]:
+    """Writes the demo's shapes set in `layout` ('coco' or 'ade') under `--data-root`, unless that folder already
+    holds one made with the same settings, and returns the `--cfg-options` that point the config's data loaders at
+    it. A set made with other settings is never overwritten: that is an error naming both. (A set without the
     settings file, written by an earlier version of the demo, is taken to have the default settings.)"""
-    marker = osp.join(data_root, MARKER)
+
+    def settings(num_train: int, num_val: int, size: int) -> dict:
+        written = dict(layout=layout, train=num_train, val=num_val, size=[size, size])
+        return {**written, 'class_hues': True} if class_hues else written
+
+    wanted = settings(args.num_train, args.num_val, args.image_size)
+    marker = osp.join(args.data_root, MARKER)
     if osp.isfile(marker):
         with open(marker) as f:
             found = json.load(f)
-    elif osp.exists(osp.join(data_root, present)):
-        found = defaults
+    elif osp.exists(osp.join(args.data_root, 'annotations' if layout == 'coco' else 'annotations/validation')):
+        found = settings(defaults.num_train, defaults.num_val, defaults.image_size)
     else:
-        write()
+        shapes = ShapesSet(args.num_train, args.num_val, (args.image_size, args.image_size), class_hues=class_hues)
+        if layout == 'coco':
+            shapes.write_coco(args.data_root)
+        else:
+            shapes.write_ade(args.data_root)
         with open(marker, 'w') as f:
-            json.dump(settings, f)
-        return
-    if found != settings:
+            json.dump(wanted, f)
+        found = wanted
+    if found != wanted:
         raise ValueError(
-            f'{data_root} holds a demo set generated with {found}, not {settings}: pass another '
+            f'{args.data_root} holds a demo set generated with {found}, not {wanted}: pass another '
             '--data-root, or delete that folder'
         )
+    root = args.data_root.rstrip('/') + '/'
+    return [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
 
 
 def resize_options(config: str, size: int) -> List[str]:
@@ -191,29 +217,17 @@ def summary(result: DemoResult, work_dir: str, metrics: Sequence[str], digits: i
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = demo_arg_parser(__doc__, 'work_dirs/mask_rcnn_maformer_t_demo', 'data/demo_coco', 64, 16, 160)
+    parser = demo_arg_parser(__doc__, DEFAULTS)
     parser.add_argument('--epochs', type=int, default=12, help='training epochs')
     return check_sizes(parser, parser.parse_args(argv), 'epochs')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
-    from maformer_mm.datasets.synthetic import write_coco
-
     args = parse_args(argv)
-    size = args.image_size
-    settings = dict(layout='coco', train=args.num_train, val=args.num_val, size=[size, size])
-    defaults = dict(layout='coco', train=64, val=16, size=[160, 160])
-    prepare_data(
-        args.data_root,
-        settings,
-        defaults,
-        lambda: write_coco(args.data_root, args.num_train, args.num_val, (size, size)),
-        'annotations',
-    )
+    options = prepare_data(args, DEFAULTS, 'coco')
     root = args.data_root.rstrip('/') + '/'
-    options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
     options += [f'{split}_evaluator.ann_file={root}annotations/instances_val.json' for split in ('val', 'test')]
-    options += resize_options(CONFIG, size)
+    options += resize_options(CONFIG, args.image_size)
     options += [
         f'train_cfg.max_epochs={args.epochs}',
         f'default_hooks.checkpoint.interval={args.epochs}',

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 from maformer_mm.tools.demo import (
     CONFIG_DIR,
     WEIGHTS_ONLY,
+    DemoDefaults,
     DemoResult,
     check_sizes,
     demo_arg_parser,
@@ -34,32 +35,20 @@ from maformer_mm.visualization.pictures import segmentation_pictures
 __all__ = ['main']
 
 CONFIG = str(CONFIG_DIR / 'upernet_maformer_t_demo.py')
+DEFAULTS = DemoDefaults('work_dirs/upernet_maformer_t_demo', 'data/demo_ade', 400, 16, 80)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = demo_arg_parser(__doc__, 'work_dirs/upernet_maformer_t_demo', 'data/demo_ade', 400, 16, 80)
+    parser = demo_arg_parser(__doc__, DEFAULTS)
     parser.add_argument('--iters', type=int, default=300, help='training iterations (batches of 8 crops)')
     return check_sizes(parser, parser.parse_args(argv), 'iters')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
-    from maformer_mm.datasets.synthetic import write_ade
-
-    args = parse_args(argv)
     start = time.time()
-    size = args.image_size
-    settings = dict(layout='ade', train=args.num_train, val=args.num_val, size=[size, size], class_hues=True)
-    defaults = dict(layout='ade', train=400, val=16, size=[80, 80], class_hues=True)
-    prepare_data(
-        args.data_root,
-        settings,
-        defaults,
-        lambda: write_ade(args.data_root, args.num_train, args.num_val, (size, size), class_hues=True),
-        osp.join('annotations', 'validation'),
-    )
-    root = args.data_root.rstrip('/') + '/'
-    options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
-    options += resize_options(CONFIG, size)
+    args = parse_args(argv)
+    options = prepare_data(args, DEFAULTS, 'ade', class_hues=True)
+    options += resize_options(CONFIG, args.image_size)
     options += [f'train_cfg.max_iters={args.iters}', f'default_hooks.checkpoint.interval={args.iters}', *WEIGHTS_ONLY]
     # the schedule follows the length: warm-up over the first 10% (at most 30 iterations), then poly decay
     warmup = min(30, max(1, args.iters // 10))

@@ -11,7 +11,7 @@ import argparse
 import os.path as osp
 from typing import Optional, Sequence
 
-from maformer_mm.datasets.synthetic import CLASSES, SHAPES, write_ade, write_coco
+from maformer_mm.datasets.synthetic import CLASSES, SHAPES, ShapesSet
 
 __all__ = ['parse_args', 'main']
 
@@ -38,19 +38,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    shapes = ShapesSet(args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes)
     if args.layout == 'ade':
-        write_ade(args.out, args.train, args.val, tuple(args.size), args.seed, args.class_hues, args.classes)
+        shapes.write_ade(args.out)
     else:
-        write_coco(
-            args.out,
-            args.train,
-            args.val,
-            tuple(args.size),
-            args.seed,
-            args.class_hues,
-            args.classes,
-            year='2017' if args.layout == 'coco2017' else '',
-        )
+        shapes.write_coco(args.out, year='2017' if args.layout == 'coco2017' else '')
     print(f'wrote a {args.layout} set ({args.train} train / {args.val} val images) to {osp.abspath(args.out)}')
 
 

@@ -30,10 +30,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Curve:
     args = parse_args(argv)
     curve = read_curve(args.work_dir, args.metric)
     out = plot_curve(curve, args.out or osp.join(args.work_dir, 'curve.png'), osp.basename(osp.abspath(args.work_dir)))
-    print(
-        f'{out}: {len(curve.loss)} loss points'
-        + (f', {len(curve.metric)} points of {curve.metric_name}' if curve.metric else ', no validation metric')
-    )
+    metric = f'{len(curve.metric)} points of {curve.metric_name}' if curve.metric else 'no validation metric'
+    print(f'{out}: {len(curve.loss)} loss points, {metric}')
     return curve
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from maformer_mm.datasets.synthetic import write_coco
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.tools import train as train_tool
 from tests.test_deploy.tiny_detectors import write_configs
 
@@ -13,7 +13,7 @@ from tests.test_deploy.tiny_detectors import write_configs
 def workspace(tmp_path_factory) -> dict:
     """The generated data set, a config a kind, and a trainer that trains each kind once (4 iterations) on demand."""
     root = tmp_path_factory.mktemp('whole_detectors')
-    write_coco(str(root / 'data'), num_train=4, num_val=4, size=(128, 96), class_hues=True)
+    ShapesSet(num_train=4, num_val=4, size=(128, 96), class_hues=True).write_coco(str(root / 'data'))
     configs = write_configs(root, root / 'data')
     checkpoints = {}
 

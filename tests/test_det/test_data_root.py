@@ -21,7 +21,7 @@ from maformer_mm.config.classes import leaf_datasets
 from maformer_mm.config.data_root import apply_coco_layout, read_coco_layout
 from maformer_mm.config.preflight import check_data
 from maformer_mm.config.zoo import load_config
-from maformer_mm.datasets.synthetic import write_coco
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.tools import test as test_tool
 from maformer_mm.tools import train as train_tool
 from tests.helpers import (
@@ -66,7 +66,7 @@ def _package_config_index_read_once():
 
 def write_coco2017(root: Path, names=NAMES, ids=IDS, num_train: int = 4, num_val: int = 2) -> Path:
     """A generated set in COCO 2017's layout whose category ids are not 1..N and not listed in id order."""
-    write_coco(str(root), num_train, num_val, (64, 64), classes=names, year='2017')
+    ShapesSet(num_train, num_val, (64, 64), classes=names).write_coco(str(root), year='2017')
     for split in ('train', 'val'):
         path = root / 'annotations' / f'instances_{split}2017.json'
         data = json.loads(path.read_text())

@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
-from maformer_mm.datasets.synthetic import write_coco
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.models import MAFormer
 from tests.helpers import memoised_package_config_index, train_on_data_root_argv
 from tests.query_heads import (
@@ -123,7 +123,7 @@ def test_full_size_model_reads_every_level_and_learns_the_backbone_at_a_tenth(co
 @pytest.fixture(scope='module')
 def coco_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('dino_data')
-    write_coco(str(root), num_train=2, num_val=1, size=(64, 64))
+    ShapesSet(num_train=2, num_val=1, size=(64, 64)).write_coco(str(root))
     return root
 
 
@@ -169,7 +169,7 @@ def trained_on_own_data(tmp_path_factory):
     from maformer_mm.tools import train as train_tool
 
     root = tmp_path_factory.mktemp('dino_own')
-    write_coco(str(root / 'data'), 2, 1, (64, 64), classes=OWN_CLASSES, year='2017')
+    ShapesSet(2, 1, (64, 64), classes=OWN_CLASSES).write_coco(str(root / 'data'), year='2017')
     config = root / 'small_dino.py'
     config.write_text(SMALL_DINO.format(base=str(CONFIG_DIR / 'dino_4scale_maformer_t_12e.py')))
     with unformatted_config_text():

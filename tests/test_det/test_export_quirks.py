@@ -20,7 +20,7 @@ import maformer_mm  # noqa: F401
 from maformer_mm.config.data_root import apply_coco_layout, read_coco_layout
 from maformer_mm.config.preflight import check_data
 from maformer_mm.config.zoo import load_config
-from maformer_mm.datasets.synthetic import write_coco
+from maformer_mm.datasets.synthetic import ShapesSet
 from tests.helpers import REPO, assert_every_label_names_its_category, coco_perfect_score, memoised_package_config_index
 
 CLASSES = ('ball', 'box', 'wedge')
@@ -290,7 +290,7 @@ ACCEPTED = {
 
 def _data(tmp_path: Path, edit) -> Path:
     root = tmp_path / 'my_coco'
-    write_coco(str(root), num_train=3, num_val=2, size=SIZE, classes=CLASSES, year='2017')
+    ShapesSet(num_train=3, num_val=2, size=SIZE, classes=CLASSES).write_coco(str(root), year='2017')
     if edit is not None:
         edit(root)
     return root

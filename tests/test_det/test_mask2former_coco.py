@@ -19,7 +19,7 @@ from PIL import Image
 
 import maformer_mm  # noqa: F401
 from maformer_mm.config.classes import set_num_classes
-from maformer_mm.datasets.synthetic import CLASSES, write_coco
+from maformer_mm.datasets.synthetic import CLASSES, ShapesSet
 from maformer_mm.models import MAFormer
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
@@ -149,7 +149,7 @@ def _tiny(model, things: int, stuff: int = 0) -> None:
 @pytest.fixture(scope='module')
 def coco_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('m2f_coco')
-    write_coco(str(root), num_train=2, num_val=1, size=(SIZE, SIZE))
+    ShapesSet(num_train=2, num_val=1, size=(SIZE, SIZE)).write_coco(str(root))
     return root
 
 
@@ -348,7 +348,7 @@ def test_train_tool_with_data_root_trains_own_classes(tmp_path):
     from maformer_mm.tools import train as train_tool
 
     names = ('ball', 'box', 'wedge', 'ring')
-    write_coco(str(tmp_path / 'data'), 2, 1, (64, 64), classes=names, year='2017')
+    ShapesSet(2, 1, (64, 64), classes=names).write_coco(str(tmp_path / 'data'), year='2017')
     config = tmp_path / 'small_m2f.py'
     config.write_text(SMALL_M2F.format(base=str(M2F_COCO_CONFIGS[0])))
     with unformatted_config_text():

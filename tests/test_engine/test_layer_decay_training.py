@@ -11,7 +11,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from maformer_mm.datasets.synthetic import write_ade, write_coco
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.tools import train
 from tests.helpers import TINY_ARCH
 from tests.query_heads import (
@@ -73,8 +73,8 @@ KINDS = {
 @pytest.fixture(scope='module')
 def data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('layer_decay_data')
-    write_coco(str(root / 'coco'), num_train=2, num_val=1, size=(SIZE, SIZE))
-    write_ade(str(root / 'ade'), num_train=2, num_val=1, size=(SIZE, SIZE))
+    ShapesSet(num_train=2, num_val=1, size=(SIZE, SIZE)).write_coco(str(root / 'coco'))
+    ShapesSet(num_train=2, num_val=1, size=(SIZE, SIZE)).write_ade(str(root / 'ade'))
     return dict(coco=root / 'coco', ade=root / 'ade')
 
 

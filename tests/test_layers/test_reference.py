@@ -14,6 +14,7 @@ import torch
 from maformer_mm.layers import (
     GLD,
     Attention,
+    BlockOptions,
     CrossAttention,
     MAFBlock,
     ViTBlock,
@@ -284,8 +285,15 @@ def test_every_residual_branch_goes_through_drop_path(make, shape):
 @pytest.mark.parametrize(
     'make, inputs',
     [
-        (lambda **kw: MAFBlock(24, 3, 4, (8, 8), **kw), lambda: (_map(12, 9, 6, 24),)),  # 12 samples: drop path
-        (lambda **kw: ViTBlock(24, 3, **kw), lambda: (_map(12, 5, 4, 24),)),  # keeps them all with odds 2^-12
+        # 12 samples: drop path keeps them all with odds 2^-12
+        (
+            lambda drop_path=0.0, **kw: MAFBlock(24, 3, 4, (8, 8), drop_path, options=BlockOptions(**kw)),
+            lambda: (_map(12, 9, 6, 24),),
+        ),
+        (
+            lambda drop_path=0.0, **kw: ViTBlock(24, 3, drop_path, options=BlockOptions(**kw)),
+            lambda: (_map(12, 5, 4, 24),),
+        ),
         (lambda **kw: Attention(24, 3, **kw), lambda: (_map(2, 7, 24),)),
         (lambda **kw: CrossAttention(24, 3, **kw), lambda: (_map(2, 7, 24), _map(2, 5, 24))),
         (lambda **kw: WindowAttention(24, 3, 3, **kw), lambda: (_map(2, 9, 24),)),
@@ -353,8 +361,8 @@ def test_layer_shapes_follow_the_spec():
     assert vit == {
         k: v for k, v in maf.items() if k.split('.')[0] in ('norm1', 'norm2', 'attn', 'ffn') and 'relative' not in k
     }
-    assert ViTBlock(c, heads, qkv_bias=False).attn.qkv.bias is None
-    no_bias = MAFBlock(c, heads, window, (8, 8), qkv_bias=False)
+    assert ViTBlock(c, heads, options=BlockOptions(qkv_bias=False)).attn.qkv.bias is None
+    no_bias = MAFBlock(c, heads, window, (8, 8), options=BlockOptions(qkv_bias=False))
     assert no_bias.cross_attn.kv.bias is None and no_bias.cross_attn.q.bias is None and no_bias.attn.qkv.bias is None
 
 
@@ -438,8 +446,9 @@ def test_defaults_are_the_specs():
 def test_block_rates_reach_every_sublayer(rate):
     """`attn_drop` reaches the window, cross and global attention; `drop` also their output projections and the
     MLP."""
-    maf = MAFBlock(24, 3, 4, (8, 8), **{rate: 0.5}).train()
-    vit = ViTBlock(24, 3, **{rate: 0.5}).train()
+    options = BlockOptions(**{rate: 0.5})
+    maf = MAFBlock(24, 3, 4, (8, 8), options=options).train()
+    vit = ViTBlock(24, 3, options=options).train()
     windows, tokens, context = (
         _map(4, 16, 24, dtype=torch.float32),
         _map(2, 7, 24, dtype=torch.float32),

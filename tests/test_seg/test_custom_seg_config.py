@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
 from maformer_mm.config.preflight import check_data
-from maformer_mm.datasets.synthetic import write_ade
+from maformer_mm.datasets.synthetic import ShapesSet
 from tests.helpers import REPO, memoised_package_config_index
 
 EXAMPLE = str(REPO / 'configs' / 'examples' / 'upernet_maformer_t_my_seg.py')
@@ -30,7 +30,7 @@ def _package_config_index_read_once():
 
 def _my_seg(root):
     """A generated set moved into mmseg's custom layout: img_dir/{train,val}, ann_dir/{train,val}."""
-    write_ade(str(root / 'gen'), 2, 1, (64, 64), classes=CLASSES)
+    ShapesSet(2, 1, (64, 64), classes=CLASSES).write_ade(str(root / 'gen'))
     for split, ade in (('train', 'training'), ('val', 'validation')):
         for kind, folder in (('img_dir', 'images'), ('ann_dir', 'annotations')):
             (root / 'my_seg' / kind).mkdir(parents=True, exist_ok=True)

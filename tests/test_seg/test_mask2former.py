@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import maformer_mm  # noqa: F401
-from maformer_mm.datasets.synthetic import write_ade
+from maformer_mm.datasets.synthetic import ShapesSet
 from maformer_mm.models import MAFormer
 from tests.helpers import memoised_package_config_index
 from tests.query_heads import (
@@ -124,7 +124,7 @@ def test_full_size_model_and_the_optimiser_keys(configs, name):
 @pytest.fixture(scope='module')
 def ade_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('m2f_ade')
-    write_ade(str(root), num_train=2, num_val=1, size=(64, 64))
+    ShapesSet(num_train=2, num_val=1, size=(64, 64)).write_ade(str(root))
     return root
 
 

@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 import maformer_mm  # noqa: F401  (registers MAFormer; lets torch's safe loader read mmengine checkpoints)
-from maformer_mm.datasets.synthetic import write_ade, write_coco  # what tools/make_demo_data.py writes
+from maformer_mm.datasets.synthetic import ShapesSet  # what tools/make_demo_data.py writes
 from tests.helpers import (
     REPO,
     USER_ARCH,
@@ -90,7 +90,7 @@ def faster(tmp_path_factory):
     """Generated COCO data (2 val images, 96x96), the user's Faster R-CNN config, its checkpoint, and one
     `tools/test.py --tta --show-dir --out` run on them."""
     root = tmp_path_factory.mktemp('faster')
-    write_coco(str(root / 'data'), num_train=2, num_val=2, size=(96, 96))
+    ShapesSet(num_train=2, num_val=2, size=(96, 96)).write_coco(str(root / 'data'))
     config = root / 'faster_config.py'
     config.write_text(
         FASTER_CONFIG.format(
@@ -184,7 +184,7 @@ def test_dist_test_in_two_processes_gives_the_single_process_results(faster):
 def test_show_dir_writes_the_drawn_segmentation(tmp_path):
     from tests.test_seg.test_seg_tools import DEMO_CONFIG, user_seg_config
 
-    write_ade(str(tmp_path / 'data'), num_train=2, num_val=2, size=(64, 64))
+    ShapesSet(num_train=2, num_val=2, size=(64, 64)).write_ade(str(tmp_path / 'data'))
     config = tmp_path / 'seg_config.py'
     config.write_text(user_seg_config(str(DEMO_CONFIG), str(tmp_path / 'data') + '/'))
     ckpt = save_initial_checkpoint(config, tmp_path / 'seg.pth')

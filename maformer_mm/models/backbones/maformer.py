@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ...checkpoint import load_backbone_checkpoint
-from ...layers import MAFBlock, ViTBlock, is_exporting, pad_to_multiple
+from ...layers import BlockOptions, MAFBlock, ViTBlock, is_exporting, pad_to_multiple
 
 __all__ = ['MAFormer', 'MAFormerStage']
 
@@ -192,7 +192,7 @@ class MAFormer(BaseModule):
             norm_cfg=norm_cfg,
         )
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        common = dict(
+        options = BlockOptions(
             mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias,
             drop=drop_rate,
@@ -206,18 +206,10 @@ class MAFormer(BaseModule):
             if i in self.maf_stages:
                 stride = patch_size * 2**i
                 ref_hw = (math.ceil(pretrain_hw[0] / stride), math.ceil(pretrain_hw[1] / stride))
-                blocks = [
-                    MAFBlock(dims, heads, window_size, ref_hw, gld_ratio, drop_path=p, **common) for p in stage_dpr
-                ]
+                blocks = [MAFBlock(dims, heads, window_size, ref_hw, gld_ratio, p, options) for p in stage_dpr]
             else:
                 blocks = [
-                    ViTBlock(
-                        dims,
-                        heads,
-                        drop_path=p,
-                        window_size=self._vit_window(i, j, vit_window_size, global_blocks),
-                        **common,
-                    )
+                    ViTBlock(dims, heads, p, self._vit_window(i, j, vit_window_size, global_blocks), options)
                     for j, p in enumerate(stage_dpr)
                 ]
             downsample = (
