@@ -287,11 +287,11 @@ def test_every_residual_branch_goes_through_drop_path(make, shape):
     [
         # 12 samples: drop path keeps them all with odds 2^-12
         (
-            lambda drop_path=0.0, **kw: MAFBlock(24, 3, 4, (8, 8), drop_path, options=BlockOptions(**kw)),
+            lambda drop_path=0.0, **kw: MAFBlock(24, 3, 4, (8, 8), drop_path=drop_path, options=BlockOptions(**kw)),
             lambda: (_map(12, 9, 6, 24),),
         ),
         (
-            lambda drop_path=0.0, **kw: ViTBlock(24, 3, drop_path, options=BlockOptions(**kw)),
+            lambda drop_path=0.0, **kw: ViTBlock(24, 3, drop_path=drop_path, options=BlockOptions(**kw)),
             lambda: (_map(12, 5, 4, 24),),
         ),
         (lambda **kw: Attention(24, 3, **kw), lambda: (_map(2, 7, 24),)),
