@@ -116,11 +116,12 @@ class ShapesSet:
         root = Path(out)
         (root / 'annotations').mkdir(parents=True, exist_ok=True)
         width, height = self.size
-        images: Dict[str, list] = {'train': [], 'val': []}
-        annotations: Dict[str, list] = {'train': [], 'val': []}
-        for split in images:
+        splits = ('train', 'val')
+        images: Dict[str, list] = {split: [] for split in splits}
+        annotations: Dict[str, list] = {split: [] for split in splits}
+        for split in splits:
             (root / f'{split}{year}').mkdir(exist_ok=True)
-        for split, image_id, image, objects in self.scenes(('train', 'val')):
+        for split, image_id, image, objects in self.scenes(splits):
             name = f'{image_id:06d}.png'
             image.save(root / f'{split}{year}' / name)
             images[split].append(dict(id=image_id, file_name=name, width=width, height=height))
@@ -140,7 +141,7 @@ class ShapesSet:
                     )
                 )
         categories = [dict(id=i + 1, name=name) for i, name in enumerate(self.classes)]
-        for split in images:
+        for split in splits:
             content = dict(images=images[split], annotations=annotations[split], categories=categories)
             with open(root / 'annotations' / f'instances_{split}{year}.json', 'w') as f:
                 json.dump(content, f)

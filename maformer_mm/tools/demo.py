@@ -225,8 +225,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     args = parse_args(argv)
     options = prepare_data(args, DEFAULTS, 'coco')
-    root = args.data_root.rstrip('/') + '/'
-    options += [f'{split}_evaluator.ann_file={root}annotations/instances_val.json' for split in ('val', 'test')]
+    ann_file = osp.join(args.data_root, 'annotations', 'instances_val.json')
+    options += [f'{split}_evaluator.ann_file={ann_file}' for split in ('val', 'test')]
     options += resize_options(CONFIG, args.image_size)
     options += [
         f'train_cfg.max_epochs={args.epochs}',
@@ -237,7 +237,6 @@ def main(argv: Optional[Sequence[str]] = None) -> DemoResult:
     milestones = [max(1, args.epochs * 9 // 12), max(1, args.epochs * 11 // 12)]
     options += [f'param_scheduler.1.end={args.epochs}', f'param_scheduler.1.milestones={milestones}'.replace(' ', '')]
     options.append(f'train_cfg.val_interval={max(1, args.epochs // 4)}')  # four points on the curve
-    ann_file = osp.join(root, 'annotations', 'instances_val.json')
     result = train_test_draw(
         CONFIG,
         args,
